@@ -1,0 +1,43 @@
+# vltk: `make demo` runs the pipeline on the built-in data, `make test` runs the tests; both install what they need.
+# Targets are artifacts' manifests, so editing a stage's TOML rebuilds that stage and everything downstream of it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+VLTK   := $(BIN)/vltk
+RUN    ?= build/demo
+CFG    ?= stages/demo
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+demo: $(RUN)/text-tok/manifest.json
+	$(VLTK) info $(RUN)/raw
+	$(VLTK) info $(RUN)/shards
+	$(VLTK) info $(RUN)/text-tok
+
+$(RUN)/raw/manifest.json: $(CFG)/synth.toml | $(INSTALLED)
+	$(VLTK) synth shapes $(@D) --config $< --force
+
+$(RUN)/shards/manifest.json: $(CFG)/shard.toml $(RUN)/raw/manifest.json | $(INSTALLED)
+	$(VLTK) shard $(RUN)/raw $(@D) --config $< --force
+
+$(RUN)/text-tok/manifest.json: $(CFG)/tokenize_text.toml $(RUN)/shards/manifest.json | $(INSTALLED)
+	$(VLTK) tokenize text $(RUN)/shards $(@D) --config $< --force
+
+bench: $(INSTALLED)
+	mkdir -p build/bench
+	$(BIN)/python -m benchmarks.run --out build/bench/results.json
+
+clean:
+	rm -rf build

@@ -1,0 +1,183 @@
+"""The `vltk` command line: one subcommand per pipeline stage, each joined to the next by an artifact on disk.
+
+    vltk synth shapes build/demo/raw --count 2000
+    vltk shard build/demo/raw build/demo/shards --size 32
+    vltk tokenize text build/demo/shards build/demo/text-tok --vocab-size 512
+    vltk info build/demo/shards
+
+Each command only parses flags, loads the stage's config (defaults <- --config TOML <- flags <- --set), calls
+`vltk.pipeline.<stage>.run` and prints the artifact it made.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from vltk import __version__
+from vltk.errors import VltkError
+from vltk.ui import console
+
+app = typer.Typer(
+    help="vltk: masked generative vision-language transformers (MAGVLT, ARGVLT, GIVT), end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(help="Make a built-in data set.", no_args_is_help=True)
+tokenize_app = typer.Typer(help="Train or load a tokenizer.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+app.add_typer(tokenize_app, name="tokenize")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Stage config (TOML).", dir_okay=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set key=value (repeat).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild the output even if it is up to date.")]
+
+
+def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """User errors become one red line and exit code 2; Ctrl-C exits 130 without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except VltkError as err:
+            console().print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console().print("[yellow]interrupted[/]: nothing was published")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def done(out: Path) -> None:
+    """The closing line of a stage: what it made and where."""
+    from vltk.artifacts import read_manifest
+
+    manifest = read_manifest(out)
+    summary = manifest.get("contents", {}).get("summary", "")
+    console().print(f"[bold green]✓[/] {manifest['stage']}: {summary} -> [bold]{out}[/]", soft_wrap=True)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"vltk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True)] = False,
+) -> None:
+    """vltk: masked generative vision-language transformers (MAGVLT, ARGVLT, GIVT), end to end."""
+
+
+@synth_app.command("shapes")
+@cli_errors
+def synth_shapes(
+    out: Annotated[Path, typer.Argument(help="Output folder (images + captions.jsonl).")],
+    count: Annotated[Optional[int], typer.Option(help="Number of images.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Image side in pixels.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (the data set is a function of it).")] = None,
+    objects: Annotated[Optional[int], typer.Option(help="Most objects per image (1-3).")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Fraction of images in the val split.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """The built-in data set: procedural scenes of coloured shapes with paraphrased captions."""
+    from vltk.config import load_config
+    from vltk.pipeline import synth
+
+    flags = {"count": count, "size": size, "seed": seed, "max_objects": objects, "val_fraction": val_fraction}
+    cfg = load_config(synth.SynthConfig, config, set_ or (), flags)
+    done(synth.run(cfg, out, force=force))
+
+
+def _parse_part(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VltkError(f"--part must look like i/n (e.g. 0/8), got {text!r}") from None
+    if not 0 <= i < n:
+        raise VltkError(f"--part {text}: need 0 <= i < n")
+    return i, n
+
+
+@app.command("shard")
+@cli_errors
+def shard(
+    src: Annotated[Path, typer.Argument(help="A folder, COCO captions JSON, TSV/CSV, JSONL, WebDataset tar(s) or synth folder.")],
+    out: Annotated[Path, typer.Argument(help="Output shards artifact.")],
+    format: Annotated[Optional[str], typer.Option("--format", help="folder|coco|tsv|jsonl|wds (auto-detected).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Output image side in pixels.")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="center-crop | pad.")] = None,
+    image_format: Annotated[Optional[str], typer.Option(help="png | jpeg.")] = None,
+    quality: Annotated[Optional[int], typer.Option(help="JPEG quality.")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="Samples per tar shard.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Val split fraction when the source has none.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Image folder of a COCO JSON / TSV / JSONL source.")] = None,
+    image_column: Annotated[Optional[str], typer.Option(help="TSV/JSONL column holding the image path.")] = None,
+    caption_column: Annotated[Optional[str], typer.Option(help="TSV/JSONL column holding the caption(s).")] = None,
+    workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    part: Annotated[Optional[str], typer.Option(help="i/n: shard only slice i of n (one per machine).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Ingest image-caption data into WebDataset shards (resized, validated, split into train/val)."""
+    from vltk.config import load_config
+    from vltk.pipeline import shard as stage
+
+    flags = {
+        "format": format, "size": size, "resize": resize, "image_format": image_format, "quality": quality,
+        "shard_size": shard_size, "val_fraction": val_fraction,
+        "images": str(images) if images else None, "image_column": image_column, "caption_column": caption_column,
+    }
+    cfg = load_config(stage.ShardConfig, config, set_ or (), flags)
+    done(stage.run(cfg, src, out, workers=workers, part=_parse_part(part), force=force))
+
+
+@tokenize_app.command("text")
+@cli_errors
+def tokenize_text(
+    source: Annotated[str, typer.Argument(help="A shards artifact (train BPE on its captions), a CLIP "
+                                               "bpe_simple_vocab_16e6.txt.gz, or 'clip' (open_clip's copy).")],
+    out: Annotated[Path, typer.Argument(help="Output text-tokenizer artifact.")],
+    vocab_size: Annotated[Optional[int], typer.Option(help="Target vocabulary size when training.")] = None,
+    context_length: Annotated[Optional[int], typer.Option(help="Token context (EOS-padded).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Text tokenizer: byte-level BPE trained on the shards' captions, or CLIP's vocabulary."""
+    from vltk.config import load_config
+    from vltk.pipeline import tokenize_text as stage
+
+    cfg = load_config(stage.TextTokenizerConfig, config, set_ or (),
+                      {"vocab_size": vocab_size, "context_length": context_length})
+    done(stage.run(cfg, source, out, force=force))
+
+
+@app.command("info")
+@cli_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="An artifact directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw manifest as JSON.")] = False,
+) -> None:
+    """Print an artifact's manifest: stage, inputs, contents and resolved config."""
+    from vltk.artifacts import read_manifest
+    from vltk.ui import manifest_table
+
+    manifest = read_manifest(path)
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        console().print(manifest_table(path, manifest))

@@ -1,0 +1,141 @@
+"""Typed, frozen configs: defaults in dataclasses, experiments in TOML, tweaks as dotted overrides.
+
+    cfg = load_config(ShardConfig, Path("stages/demo/shard.toml"), ["size=64", "val_fraction=0.05"])
+
+Layers merge in order: dataclass defaults <- TOML file <- command-line flags <- `--set key=value`. Unknown keys and
+wrong types are errors that name the key and suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vltk.errors import VltkError
+
+C = TypeVar("C")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain JSON/TOML-ready data (tuples become lists)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build dataclass `cls` from nested `data`; missing keys keep their defaults."""
+    if not isinstance(data, dict):
+        raise VltkError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
+            raise VltkError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # __post_init__ validation or a missing required field
+        raise VltkError(f"invalid config{f' {prefix.rstrip(chr(46))}' if prefix else ''}: {err}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`, converting only where no information is lost (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arm, value, key)
+            except VltkError as err:
+                errors.append(str(err))
+        raise VltkError(errors[0])
+    if origin is typing.Literal:
+        if value not in args:
+            raise VltkError(f"config key '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise VltkError(f"config key '{key}' must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise VltkError(f"config key '{key}' must be a table, got {value!r}")
+        return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool) or tp is int and isinstance(value, bool):
+        raise VltkError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    if not isinstance(value, tp):
+        raise VltkError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.depth=12' -> (['model', 'depth'], 12). The value is read as TOML, else as a bare string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise VltkError(f"override '{text}' is not of the form key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set base[path[0]][path[1]]... = value in place, creating tables on the way."""
+    node = base
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise VltkError(f"cannot set '{'.'.join(path)}': '{part}' is not a table")
+    node[path[-1]] = value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise VltkError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise VltkError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def load_config(
+    cls: type[C],
+    path: Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> C:
+    """Defaults <- TOML at `path` <- `flags` (dotted keys, None means 'not given') <- `overrides` ('a.b=v')."""
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            merge(data, key.split("."), value)
+    for text in overrides:
+        merge(data, *parse_override(text))
+    return from_dict(cls, data)

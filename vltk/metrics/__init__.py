@@ -1,0 +1,1 @@
+"""Metrics: the shapes judge, caption metrics, FID/IS and the HTML report."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: each module holds a <Stage>Config and run(cfg, ...) -> artifact path."""

@@ -1,0 +1,1 @@
+"""Text: the byte-level BPE tokenizer (CLIP-compatible), its training and MAGVLT conventions."""
