@@ -27,6 +27,7 @@ from typing import Any
 from vltk import __version__
 from vltk.config import config_to_dict
 from vltk.errors import VltkError
+from vltk.ui import console
 
 MANIFEST = "manifest.json"
 
@@ -169,6 +170,7 @@ def begin(out: Path, *, stage: str, config: Any, inputs: dict[str, Path], force:
         else:
             diffs = _same_run(json.loads((out / MANIFEST).read_text()), identity)
             if not diffs:
+                console().print(f"[dim]{out} is up to date (same config and inputs); --force rebuilds it[/]")
                 return None
             raise VltkError(
                 f"{out} was made by a different run (differs in: {', '.join(diffs)}); pass --force to rebuild it"
