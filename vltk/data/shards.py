@@ -61,8 +61,9 @@ class SplitWriter:
         """Close the last tar; return the names of the tars written, in order."""
         if self.writer is None:
             return []
+        count = self.writer.shard  # read first: webdataset's close() deletes the attribute
         self.writer.close()
-        return [Path(self.pattern % i).name for i in range(self.writer.shard)]
+        return [Path(self.pattern % i).name for i in range(count)]
 
 
 def shard_paths(shards: Path, split: str) -> list[Path]:
