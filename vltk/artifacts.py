@@ -91,6 +91,19 @@ def write_json_atomic(file: Path, data: Any) -> None:
     os.replace(tmp, file)
 
 
+def make_manifest(identity: dict[str, Any], contents: dict[str, Any], started: float, **extra: Any) -> dict[str, Any]:
+    """The full manifest of a run: its identity (stage, config, inputs), provenance, timing and contents."""
+    return {
+        **identity,
+        "vltk_version": __version__,
+        "git_sha": _git_sha(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 3),
+        **extra,
+        "contents": contents,
+    }
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -112,15 +125,7 @@ class Job:
     started: float = dataclasses.field(default_factory=time.time)
 
     def publish(self, contents: dict[str, Any]) -> Path:
-        manifest = {
-            **self.identity,
-            "vltk_version": __version__,
-            "git_sha": _git_sha(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.time() - self.started, 3),
-            "contents": contents,
-        }
-        write_json_atomic(self.work / MANIFEST, manifest)
+        write_json_atomic(self.work / MANIFEST, make_manifest(self.identity, contents, self.started))
         replace_dir(self.work, self.out)
         return self.out
 
@@ -134,7 +139,7 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _identity(stage: str, config: Any, inputs: dict[str, Path]) -> dict[str, Any]:
+def identity(stage: str, config: Any, inputs: dict[str, Path]) -> dict[str, Any]:
     return {
         "stage": stage,
         "config": config_to_dict(config) if dataclasses.is_dataclass(config) else config,
@@ -142,7 +147,7 @@ def _identity(stage: str, config: Any, inputs: dict[str, Path]) -> dict[str, Any
     }
 
 
-def _same_run(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a finished artifact and the run asked for now ([] = the same run)."""
     diffs = []
     if old.get("stage") != new["stage"]:
@@ -160,22 +165,26 @@ def _same_run(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def begin(out: Path, *, stage: str, config: Any, inputs: dict[str, Path], force: bool = False) -> Job | None:
     """Start a stage run writing `out`; None when `out` already holds this very run (same config and inputs)."""
     out = Path(out)
-    identity = _identity(stage, config, inputs)
-    if out.exists() and not force:
-        if not (out / MANIFEST).is_file():
-            if out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
-            else:
-                raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
+    ident = identity(stage, config, inputs)
+    if up_to_date(out, ident, force):
+        return None
+    if out.exists() and not (out / MANIFEST).is_file() and not force:
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
         else:
-            diffs = _same_run(json.loads((out / MANIFEST).read_text()), identity)
-            if not diffs:
-                console().print(f"[dim]{out} is up to date (same config and inputs); --force rebuilds it[/]")
-                return None
-            raise VltkError(
-                f"{out} was made by a different run (differs in: {', '.join(diffs)}); pass --force to rebuild it"
-            )
+            raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)  # what a killed run left behind
     work.mkdir(parents=True)
-    return Job(out=out, work=work, identity=identity)
+    return Job(out=out, work=work, identity=ident)
+
+
+def up_to_date(out: Path, ident: dict[str, Any], force: bool) -> bool:
+    """True when `out` already holds this very run; an error when it holds a different one and `force` is off."""
+    if force or not (out / MANIFEST).is_file():
+        return False
+    diffs = differences(json.loads((out / MANIFEST).read_text()), ident)
+    if diffs:
+        raise VltkError(f"{out} was made by a different run (differs in: {', '.join(diffs)}); pass --force to rebuild it")
+    console().print(f"[dim]{out} is up to date (same config and inputs); --force rebuilds it[/]")
+    return True

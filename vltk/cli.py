@@ -46,7 +46,7 @@ def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except VltkError as err:
-            console().print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            console().print(f"[bold red]error:[/] {err}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console().print("[yellow]interrupted[/]: nothing was published")
@@ -61,7 +61,7 @@ def done(out: Path) -> None:
 
     manifest = read_manifest(out)
     summary = manifest.get("contents", {}).get("summary", "")
-    console().print(f"[bold green]✓[/] {manifest['stage']}: {summary} -> [bold]{out}[/]", soft_wrap=True)
+    console().print(f"[bold green]✓[/] {manifest['stage']}: {summary} -> [bold]{out}[/]")
 
 
 def version_callback(value: bool) -> None:

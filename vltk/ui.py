@@ -20,7 +20,7 @@ from rich.progress import (
 
 def console() -> Console:
     # Status goes to stderr so that stdout stays clean for what a command prints on purpose (`vltk info --json`).
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextmanager

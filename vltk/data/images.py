@@ -1,0 +1,160 @@
+"""Decode, validate, convert and resize one source image into the bytes a shard stores, or say why it was rejected.
+
+    spec = ImageSpec(size=256, resize="center-crop", image_format="jpeg")
+    out = prepare(Path("photo.jpg").read_bytes(), spec)   # JPEG bytes, or Rejection(reason="truncated", detail=...)
+
+Every function here is pure (bytes in, bytes or a Rejection out) so that worker processes can run them and the same
+input always gives the same output bytes. Rejections are the data's fault (empty, not an image, truncated, a
+decompression bomb, too small); anything a source image can legally be (CMYK, palette, 16-bit, alpha, EXIF-rotated) is
+converted to 8-bit RGB instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Alpha and padding are composited onto white: a transparent logo on white is what a viewer shows.
+BACKGROUND = (255, 255, 255)
+# 16-bit greyscale modes PIL may open a 16-bit PNG/TIFF as; their range is 0..65535, which convert("L") would clip.
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    size: int
+    resize: Literal["center-crop", "pad"] = "center-crop"
+    image_format: Literal["png", "jpeg"] = "jpeg"
+    quality: int = 95
+    max_pixels: int = 89_478_485
+    min_size: int = 8
+
+    @property
+    def ext(self) -> str:
+        return "jpg" if self.image_format == "jpeg" else "png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    reason: str  # a short stable name, counted in the manifest: "truncated", "too_many_pixels", ...
+    detail: str = ""
+
+
+def prepare_file(image: Path | bytes, spec: ImageSpec) -> bytes | Rejection:
+    """`prepare` on a file's contents (or on bytes already read, e.g. from a tar); a missing file is a rejection."""
+    if isinstance(image, bytes):
+        return prepare(image, spec)
+    try:
+        data = Path(image).read_bytes()
+    except FileNotFoundError:
+        return Rejection("missing_file", str(image))
+    except OSError as err:  # a directory, no permission: the source's fault, not the run's
+        return Rejection("unreadable", f"{image}: {err.strerror or err}")
+    return prepare(data, spec)
+
+
+def prepare(data: bytes, spec: ImageSpec) -> bytes | Rejection:
+    """Encoded `spec.size`-square RGB image, or the reason this input cannot become one."""
+    if not data:
+        return Rejection("empty_file")
+    img = _open(data, spec)
+    if isinstance(img, Rejection):
+        return img
+    try:
+        rgb = to_rgb(ImageOps.exif_transpose(img))
+    except Exception as err:  # PIL raises many types on bad data; none of them may stop a shard run
+        return _decode_failure(err)
+    out = center_crop(rgb, spec.size) if spec.resize == "center-crop" else pad(rgb, spec.size)
+    return encode(out, spec)
+
+
+def _open(data: bytes, spec: ImageSpec) -> Image.Image | Rejection:
+    """Open and check the header (size limits) before decoding a single pixel, then decode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        return Rejection("too_many_pixels", str(err))
+    except UnidentifiedImageError:
+        return Rejection("not_an_image")
+    except Exception as err:
+        return _decode_failure(err)
+    width, height = img.size
+    if width * height > spec.max_pixels:
+        return Rejection("too_many_pixels", f"{width}x{height} > max_pixels={spec.max_pixels}")
+    if min(width, height) < spec.min_size:
+        return Rejection("too_small", f"{width}x{height} < min_size={spec.min_size}")
+    if img.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= 2x the output, so big photos decode fast and
+        # the final LANCZOS step still has real pixels to filter.
+        img.draft(img.mode, (2 * spec.size, 2 * spec.size))
+    try:
+        img.load()
+    except Exception as err:
+        return _decode_failure(err)
+    return img
+
+
+def _decode_failure(err: Exception) -> Rejection:
+    text = f"{type(err).__name__}: {err}"[:200]
+    if isinstance(err, EOFError) or "truncated" in str(err).lower():
+        return Rejection("truncated", text)
+    return Rejection("decode_error", text)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit greyscale rescaled (not clipped), alpha and transparent palettes composited on white."""
+    if img.mode in SIXTEEN_BIT:
+        wide = np.asarray(img, dtype=np.float64)
+        # 0..65535 -> 0..255, rounding to nearest (65535 -> 255, 32896 -> 128).
+        img = Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8), mode="L")
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to `size` and keep the centred square (the centre square is cut first, then resized)."""
+    width, height = img.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = img.crop((left, top, left + side, top + side))
+    return _resize(square, (size, size))
+
+
+def pad(img: Image.Image, size: int) -> Image.Image:
+    """Fit the whole image inside `size` x `size` (longer side = size), centred on a white canvas."""
+    width, height = img.size
+    scale = size / max(width, height)
+    fitted = _resize(img, (max(1, round(width * scale)), max(1, round(height * scale))))
+    canvas = Image.new("RGB", (size, size), BACKGROUND)
+    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
+    return canvas
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if img.size == size:
+        return img
+    # reducing_gap: integer-factor box reduction first for big downscales, then LANCZOS (fast, visually identical).
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def encode(img: Image.Image, spec: ImageSpec) -> bytes:
+    """PNG or JPEG with fixed settings and no metadata, so equal pixels always give equal bytes."""
+    img = img.copy()
+    img.info = {}  # an ICC profile or EXIF carried over from the source would be re-emitted by the PNG encoder
+    buf = io.BytesIO()
+    if spec.image_format == "png":
+        img.save(buf, format="PNG", compress_level=6)
+    else:
+        # 4:4:4 chroma: small training images lose visible colour detail with 4:2:0 subsampling.
+        img.save(buf, format="JPEG", quality=spec.quality, subsampling=0, optimize=False, progressive=False)
+    return buf.getvalue()

@@ -1,0 +1,430 @@
+"""Readers that turn an image-caption source into a deterministic stream of records, one per image.
+
+    source = open_source(Path("annotations/captions_val2014.json"))   # format auto-detected: coco
+    for item in source.items():   # Record(key, image, captions, split, meta, source) or Skip(key, source, reason)
+        ...
+
+Formats: `folder` (images + same-named .txt captions), `coco` (COCO captions JSON or Karpathy's dataset_coco.json),
+`tsv` (.tsv/.csv with a header), `jsonl` (one object per line; a folder holding captions.jsonl, as `vltk synth shapes`
+writes, is read as jsonl) and `wds` (WebDataset tars, e.g. img2dataset output). Sources stream: images are never read
+here (records carry a path, or the bytes already in a tar), and only a COCO JSON's index is held in memory. Every item
+gets a unique key made from the source (sanitised relative path or file name) and clean captions (stripped, empty
+dropped); what cannot become a record is a `Skip` with a reason, in order, so that the stage can count and list it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+from vltk.errors import VltkError
+
+Format = Literal["auto", "folder", "coco", "tsv", "jsonl", "wds"]
+FORMATS = ("folder", "coco", "tsv", "jsonl", "wds")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_COLUMNS = ("image", "image_path", "filepath", "file", "path", "filename")
+CAPTION_COLUMNS = ("caption", "text", "title", "captions")
+# A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
+SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SYNTH_INDEX = "captions.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    key: str  # unique in the source, safe as a WebDataset key
+    image: Path | bytes  # a file to read, or the encoded bytes (from a tar)
+    captions: tuple[str, ...]
+    split: str | None  # "train" | "val" | "test", or None when the source has no split
+    meta: dict[str, Any]
+    source: str  # where it came from, relative to the source (shown in skipped.jsonl and kept in the shard)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    key: str
+    source: str
+    reason: str
+    detail: str = ""
+
+
+Item = Record | Skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    format: str
+    inputs: dict[str, Path]  # files and folders the output depends on (fingerprinted in the manifest)
+    total: int | None  # number of items, when known without reading the whole source
+    read: Callable[[], Iterator[Item]]  # the raw items, before keys are made unique
+
+    def items(self) -> Iterator[Item]:
+        """Every item in a deterministic order, with unique keys, clean captions and normalised splits."""
+        return _finish(self.read())
+
+
+def open_source(
+    src: Path,
+    format: Format = "auto",
+    *,
+    images: Path | None = None,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+) -> Source:
+    """The source at `src`, read as `format` (auto-detected from the path when "auto")."""
+    src = Path(src)
+    if format == "auto":
+        format = detect_format(src)
+    elif format not in FORMATS:
+        raise VltkError(f"unknown source format {format!r} (use one of: {', '.join(FORMATS)})")
+    if format != "wds" and not src.exists():
+        raise VltkError(f"source not found: {src}")
+    if images is not None and not Path(images).is_dir():
+        raise VltkError(f"image folder not found: {images}")
+    if format == "folder":
+        if not src.is_dir():
+            raise VltkError(f"a folder source must be a directory: {src}")
+        return _folder(src)
+    if format == "coco":
+        return _coco(src, images)
+    if format == "wds":
+        return _wds(src)
+    table = src / SYNTH_INDEX if src.is_dir() else src
+    if not table.is_file():
+        raise VltkError(f"{src} is a directory; a {format} source is a file (or a folder holding {SYNTH_INDEX})")
+    reader = _tsv if format == "tsv" else _jsonl
+    return reader(table, Path(images) if images else table.parent, image_column, caption_column)
+
+
+def detect_format(src: Path) -> str:
+    """The format a path most likely holds: see the module docstring for the rules."""
+    name = src.name.lower()
+    if src.is_dir():
+        if (src / SYNTH_INDEX).is_file():
+            return "jsonl"
+        if any(p.suffix == ".tar" for p in src.iterdir()):
+            return "wds"
+        return "folder"
+    if _is_brace_pattern(str(src)) or name.endswith(".tar"):
+        return "wds"
+    if not src.exists():
+        raise VltkError(f"source not found: {src}")
+    for suffixes, format in (((".json",), "coco"), ((".tsv", ".csv"), "tsv"), ((".jsonl",), "jsonl")):
+        if name.endswith(suffixes):
+            return format
+    raise VltkError(
+        f"cannot tell the format of {src}: expected a folder, .json (COCO), .tsv/.csv, .jsonl, .tar or a brace "
+        f"pattern like data-{{000..009}}.tar; pass --format ({', '.join(FORMATS)})"
+    )
+
+
+def sanitize_key(text: str) -> str:
+    """'train/cats/001.jpg' -> 'train_cats_001_jpg': WebDataset splits a member name at its first dot."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "item"
+
+
+def split_lines(text: str) -> list[str]:
+    """Each non-empty line is one caption."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _finish(items: Iterable[Item]) -> Iterator[Item]:
+    """Unique keys (a repeat gets the first free suffix -1, -2, ...), stripped captions, our split names."""
+    seen: set[str] = set()
+    for item in items:
+        key = item.key
+        if key in seen:
+            key = next(k for n in itertools.count(1) if (k := f"{item.key}-{n}") not in seen)
+        seen.add(key)
+        if isinstance(item, Skip):
+            yield dataclasses.replace(item, key=key)
+            continue
+        captions = tuple(c.strip() for c in item.captions if isinstance(c, str) and c.strip())
+        split = SPLITS.get(str(item.split).lower()) if item.split else None  # a blank split cell means no split
+        if not captions:
+            yield Skip(key, item.source, "empty_caption")
+        elif item.split and split is None:
+            yield Skip(key, item.source, "unknown_split", f"split {item.split!r} (known: {', '.join(SPLITS)})")
+        else:
+            yield dataclasses.replace(item, key=key, captions=captions, split=split)
+
+
+@dataclasses.dataclass
+class _Row:
+    image: str  # as the source writes it, relative to the image root
+    captions: list[str]
+    split: Any
+    meta: dict[str, Any]
+
+
+def _folder(root: Path) -> Source:
+    def images() -> Iterator[Path]:
+        for directory, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # os.walk's own order is the file system's
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                    yield Path(directory) / name
+
+    def read() -> Iterator[Item]:
+        for path in images():
+            rel = path.relative_to(root).as_posix()
+            key = sanitize_key(rel.rsplit(".", 1)[0])
+            text = path.with_suffix(".txt")
+            if not text.is_file():
+                yield Skip(key, rel, "missing_caption", f"no {text.name}")
+                continue
+            try:
+                captions = split_lines(text.read_bytes().decode("utf-8"))
+            except UnicodeDecodeError as err:
+                yield Skip(key, rel, "bad_caption", f"{text.name}: {err}")
+                continue
+            yield Record(key, path, tuple(captions), None, {}, rel)
+
+    return Source("folder", {"source": root}, sum(1 for _ in images()), read)
+
+
+def _coco(file: Path, images: Path | None) -> Source:
+    try:
+        data = json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VltkError(f"{file} is not valid JSON: {err}") from None
+    entries = data.get("images") if isinstance(data, dict) else None
+    annotations = data.get("annotations", []) if isinstance(data, dict) else None
+    if not all(isinstance(x, list) and all(isinstance(e, dict) for e in x) for x in (entries, annotations)):
+        raise VltkError(f"{file} is not a COCO captions JSON (needs an 'images' list of objects)")
+    karpathy = "annotations" not in data
+    if karpathy and entries and "sentences" not in entries[0]:
+        raise VltkError(f"{file} has neither 'annotations' (COCO) nor images[].sentences (Karpathy's layout)")
+    rows = _karpathy_rows(entries) if karpathy else _coco_rows(entries, annotations)
+    first = [row.image for row in rows[:1] if row is not None]
+    root = Path(images) if images else _find_image_root(file, first)
+
+    def read() -> Iterator[Item]:
+        for n, row in enumerate(rows):
+            if row is None:
+                yield Skip(f"image{n}", f"{file.name}:images[{n}]", "bad_row", "no file name")
+                continue
+            key = sanitize_key(row.image.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            if not row.captions:
+                yield Skip(key, row.image, "missing_caption", "no caption for this image")
+                continue
+            yield Record(key, root / row.image, tuple(row.captions), row.split, row.meta, row.image)
+
+    return Source("coco", {"source": file, "images": root}, len(rows), read)
+
+
+def _coco_rows(entries: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> list[_Row | None]:
+    """COCO: images [{id, file_name, split?}], annotations [{image_id, caption}] (several per image)."""
+    by_image: dict[Any, list[str]] = {}
+    for a in annotations:
+        by_image.setdefault(a.get("image_id"), []).append(a.get("caption", ""))
+    return [
+        _Row(e["file_name"], by_image.get(e.get("id"), []), e.get("split"), {"id": e.get("id")})
+        if isinstance(e.get("file_name"), str) else None
+        for e in entries
+    ]
+
+
+def _karpathy_rows(entries: list[dict[str, Any]]) -> list[_Row | None]:
+    """Karpathy: images [{filepath, filename, split, sentences: [{raw}], cocoid | imgid}]."""
+    return [
+        _Row(
+            (Path(e.get("filepath", "")) / e["filename"]).as_posix(),
+            [s.get("raw", "") for s in e.get("sentences", [])],
+            e.get("split"),
+            {k: e[k] for k in ("cocoid", "imgid") if k in e},
+        )
+        if isinstance(e.get("filename"), str) else None
+        for e in entries
+    ]
+
+
+def _find_image_root(file: Path, sample: list[str]) -> Path:
+    """The JSON's folder, else one named like it (captions_val2014.json -> val2014/) beside it or beside its folder."""
+    name = file.stem.removeprefix("captions_")
+    candidates = [file.parent, file.parent / name, file.parent.parent / name, file.parent.parent]
+    for root in candidates:
+        if all((root / rel).is_file() for rel in sample):
+            return root
+    raise VltkError(f"cannot find the images of {file} (looked in {', '.join(map(str, candidates))}); pass --images")
+
+
+def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...]) -> str | None:
+    """The column named `wanted`, else the first candidate present (case-insensitive)."""
+    by_lower = {c.lower(): c for c in columns}
+    if wanted is not None:
+        return by_lower.get(wanted.lower())
+    return next((by_lower[c] for c in candidates if c in by_lower), None)
+
+
+def _record(row: _Row, root: Path) -> Record:
+    return Record(sanitize_key(row.image.rsplit(".", 1)[0]), root / row.image, tuple(row.captions), row.split,
+                  row.meta, row.image)
+
+
+def _merge_rows(rows: Iterable[_Row | Skip], root: Path) -> Iterator[Item]:
+    """Rows -> records; consecutive rows naming the same image (Flickr-style, one caption a row) become one record."""
+    pending: _Row | None = None
+    for row in rows:
+        if pending is not None and isinstance(row, _Row) and row.image == pending.image:
+            pending.captions.extend(row.captions)
+            continue
+        if pending is not None:
+            yield _record(pending, root)
+        pending = row if isinstance(row, _Row) else None
+        if isinstance(row, Skip):
+            yield row
+    if pending is not None:
+        yield _record(pending, root)
+
+
+def _tsv(file: Path, root: Path, image_column: str | None, caption_column: str | None) -> Source:
+    delimiter = "," if file.suffix.lower() == ".csv" else "\t"
+
+    def open_table():  # surrogateescape: a row with bad bytes becomes a bad_caption skip, not a crashed run
+        return open(file, newline="", encoding="utf-8", errors="surrogateescape")
+
+    with open_table() as f:
+        header = next(csv.reader(f, delimiter=delimiter), [])
+    image_col = _pick(header, image_column, IMAGE_COLUMNS)
+    caption_col = _pick(header, caption_column, CAPTION_COLUMNS)
+    for what, found, wanted, candidates in (("image", image_col, image_column, IMAGE_COLUMNS),
+                                            ("caption", caption_col, caption_column, CAPTION_COLUMNS)):
+        if found is None:
+            raise VltkError(f"{file}: no {what} column (looked for {wanted or ', '.join(candidates)}; the header is "
+                            f"{', '.join(header) or 'empty'}); name it with --{what}-column")
+    split_col = _pick(header, None, ("split",))
+
+    def rows() -> Iterator[_Row | Skip]:
+        with open_table() as f:
+            for n, row in enumerate(csv.DictReader(f, delimiter=delimiter), start=2):
+                where = f"{file.name}:{n}"
+                image, caption = row.get(image_col), row.get(caption_col)
+                if not image or caption is None:
+                    yield Skip(sanitize_key(where), where, "bad_row", "missing image or caption cell")
+                elif _undecodable(image + caption):
+                    yield Skip(sanitize_key(where), where, "bad_caption", "not valid UTF-8")
+                else:
+                    meta = {k: v for k, v in row.items() if k and k not in (image_col, caption_col, split_col)}
+                    yield _Row(image, [caption], row.get(split_col) if split_col else None, meta)
+
+    return Source("tsv", _table_inputs(file, root), None, lambda: _merge_rows(rows(), root))
+
+
+def _table_inputs(file: Path, root: Path) -> dict[str, Path]:
+    # Images beside the table are not fingerprinted: its folder may be anything (a home directory).
+    return {"source": file} if root == file.parent else {"source": file, "images": root}
+
+
+def _undecodable(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _jsonl(file: Path, root: Path, image_column: str | None, caption_column: str | None) -> Source:
+    def rows() -> Iterator[_Row | Skip]:
+        with open(file, "rb") as f:
+            for n, line in enumerate(f, start=1):
+                where = f"{file.name}:{n}"
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except UnicodeDecodeError as err:
+                    yield Skip(sanitize_key(where), where, "bad_caption", str(err)[:200])
+                    continue
+                except json.JSONDecodeError as err:
+                    yield Skip(sanitize_key(where), where, "bad_row", f"invalid JSON: {err}")
+                    continue
+                image_key = _pick(row, image_column, IMAGE_COLUMNS) if isinstance(row, dict) else None
+                if image_key is None or not isinstance(row[image_key], str):
+                    yield Skip(sanitize_key(where), where, "bad_row", "no image path")
+                    continue
+                image = row[image_key]
+                caption_key = _pick(row, caption_column, CAPTION_COLUMNS)
+                value = row.get(caption_key) if caption_key else None
+                captions = [value] if isinstance(value, str) else value
+                if caption_key is None:
+                    yield Skip(sanitize_key(image.rsplit(".", 1)[0]), image, "missing_caption")
+                elif not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+                    yield Skip(sanitize_key(image.rsplit(".", 1)[0]), image, "bad_caption",
+                               f"'{caption_key}' is not text or a list of text")
+                else:
+                    meta = {k: v for k, v in row.items() if k not in (image_key, caption_key, "split")}
+                    yield _Row(image, captions, row.get("split"), meta)
+
+    # A synth folder is an artifact: its manifest hash identifies it (and the images in it).
+    inputs = {"source": file.parent} if file.name == SYNTH_INDEX else _table_inputs(file, root)
+    with open(file, "rb") as f:
+        total = sum(1 for line in f if line.strip())  # one item per non-empty line: the progress bar gets an ETA
+    return Source("jsonl", inputs, total, lambda: (_record(r, root) if isinstance(r, _Row) else r for r in rows()))
+
+
+def _is_brace_pattern(text: str) -> bool:
+    return re.search(r"\{[^{}]*(\.\.|,)[^{}]*\}", text) is not None
+
+
+def _tar_paths(src: Path) -> list[Path]:
+    """The tars of a .tar file, a folder of tars, or a brace pattern (data-{000..009}.tar), in order."""
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        paths = sorted(p for p in src.iterdir() if p.suffix == ".tar")
+        if not paths:
+            raise VltkError(f"no .tar files in {src}")
+        return paths
+    if not _is_brace_pattern(str(src)):
+        raise VltkError(f"source not found: {src}")
+    import webdataset as wds  # imports torch: only when a tar source is read
+
+    paths = [Path(url) for url in wds.shardlists.expand_urls(str(src))]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise VltkError(f"{src}: {len(missing)} of {len(paths)} tars not found (first: {missing[0]})")
+    return paths
+
+
+def _wds(src: Path) -> Source:
+    paths = _tar_paths(src)
+
+    def read() -> Iterator[Item]:
+        import webdataset as wds
+
+        for path in paths:
+            try:
+                for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+                    yield _wds_item(path.name, sample)
+            except Exception as err:  # a corrupt tar ends that tar's stream; the others still count
+                yield Skip(sanitize_key(path.name), path.name, "bad_tar", f"{type(err).__name__}: {err}"[:200])
+
+    # A brace pattern's files live in its folder; fingerprint that (the pattern itself is not a path).
+    inputs = {"source": src if src.exists() else paths[0].parent}
+    return Source("wds", inputs, None, read)
+
+
+def _wds_item(tar: str, sample: dict[str, Any]) -> Item:
+    key = sanitize_key(sample["__key__"])
+    where = f"{tar}:{sample['__key__']}"
+    ext = next((e for e in ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif") if e in sample), None)
+    if ext is None:
+        return Skip(key, where, "missing_image", "no image member")
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        text = sample["txt"].decode("utf-8") if "txt" in sample else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return Skip(key, where, "bad_caption", str(err)[:200])
+    meta = meta if isinstance(meta, dict) else {"json": meta}
+    if text is not None:
+        captions = split_lines(text)
+    elif isinstance(meta.get("captions"), list):  # vltk's own shards keep their captions in the json
+        captions = [c for c in meta.pop("captions") if isinstance(c, str)]
+    elif isinstance(meta.get("caption"), str):
+        captions = [meta["caption"]]
+    else:
+        return Skip(key, where, "missing_caption", "no .txt member and no caption in .json")
+    split = meta.pop("split", None)
+    return Record(key, sample[ext], tuple(captions), split, meta, where)

@@ -1,0 +1,291 @@
+"""`vltk shard`: ingest image-caption data into WebDataset shards (resized, validated, split into train/val).
+
+    vltk shard build/demo/raw build/demo/shards --size 32
+    vltk shard coco/annotations/captions_train2014.json shards --part 3/8    # slice 3 of 8, on its own machine
+
+Reads any source `vltk.data.sources` knows, decodes and resizes images in `workers` processes (streaming, in bounded
+chunks, output order independent of `workers`), and writes the shards artifact described in `vltk.data.shards`.
+Items that cannot be used are skipped, counted by reason in the manifest and listed in `skipped.jsonl`.
+
+With `--part i/n` each machine handles the items whose index in the source order is i mod n, builds its tars in its own
+`OUT.part-i-of-n.partial/`, then moves them into OUT with a record `OUT/parts/i-of-n.json`; the part that finds all n
+records writes `OUT/manifest.json`, so the shard set counts as finished only once every part is done.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import multiprocessing
+import multiprocessing.pool
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+from vltk.artifacts import MANIFEST, begin, differences, identity, make_manifest, up_to_date, write_json_atomic
+from vltk.data.images import ImageSpec, Rejection, prepare_file
+from vltk.data.shards import Sample, SplitWriter
+from vltk.data.sources import Item, Record, Skip, Source, open_source
+from vltk.errors import VltkError
+from vltk.ui import console, progress
+
+STAGE = "shard"
+SKIPPED = "skipped.jsonl"
+SPLITS = ("train", "val", "test")  # train and val are always listed (maybe empty); test only when the source has one
+TASK = 8  # records per task handed to a worker process
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShardConfig:
+    format: Literal["auto", "folder", "coco", "tsv", "jsonl", "wds"] = "auto"
+    size: int = 256  # output images are size x size
+    resize: Literal["center-crop", "pad"] = "center-crop"
+    image_format: Literal["png", "jpeg"] = "jpeg"
+    quality: int = 95  # JPEG quality
+    shard_size: int = 1000  # samples per tar
+    val_fraction: float = 0.05  # used only when the source has no split of its own
+    images: str | None = None  # image folder of a COCO JSON / TSV / JSONL source
+    image_column: str | None = None
+    caption_column: str | None = None
+    max_pixels: int = 89_478_485  # PIL's decompression-bomb limit; larger images are skipped as too_many_pixels
+    min_size: int = 8  # images with a side shorter than this are skipped as too_small
+    max_captions: int = 0  # keep at most this many captions per image (0 = all)
+    seed: int = 0  # the train/val assignment is a hash of (seed, key)
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("size", self.size >= 1, ">= 1"), ("quality", 1 <= self.quality <= 100, "in 1..100"),
+            ("shard_size", self.shard_size >= 1, ">= 1"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("max_pixels", self.max_pixels >= 1, ">= 1"), ("min_size", self.min_size >= 1, ">= 1"),
+            ("max_captions", self.max_captions >= 0, ">= 0 (0 keeps all)"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+    def image_spec(self) -> ImageSpec:
+        return ImageSpec(size=self.size, resize=self.resize, image_format=self.image_format, quality=self.quality,
+                         max_pixels=self.max_pixels, min_size=self.min_size)
+
+
+@dataclasses.dataclass
+class Written:
+    """What one run (or one part) wrote: {split: {samples, captions, shards}} and {reason: count}."""
+
+    splits: dict[str, dict[str, Any]]
+    skipped: collections.Counter[str]
+
+
+def run(
+    cfg: ShardConfig, src: Path, out: Path, *, workers: int = 2, part: tuple[int, int] | None = None,
+    force: bool = False,
+) -> Path:
+    """Build the shards artifact at `out` and return it. With `part` = (i, n), build slice i of it; while other slices
+    are still missing this returns the slice's record (`out/parts/i-of-n.json`, manifest-shaped) instead of `out`."""
+    source = open_source(Path(src), cfg.format, images=Path(cfg.images) if cfg.images else None,
+                         image_column=cfg.image_column, caption_column=cfg.caption_column)
+    if part is not None:
+        return _run_part(cfg, source, Path(out), *part, workers=workers, force=force)
+    job = begin(out, stage=STAGE, config=cfg, inputs=source.inputs, force=force)
+    if job is None:
+        return Path(out)
+    written = write_shards(cfg, source, job.work, part=(0, 1), workers=workers)
+    return job.publish(contents=_contents(cfg, source.format, written))
+
+
+def assign_split(key: str, val_fraction: float, seed: int) -> str:
+    """'val' for a `val_fraction` of keys, by a hash of (seed, key): stable whatever the order, parts or workers."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") < val_fraction * 2**64 else "train"
+
+
+def write_shards(cfg: ShardConfig, source: Source, directory: Path, *, part: tuple[int, int], workers: int) -> Written:
+    """Write slice `part` = (i, n) of `source` (items whose index is i mod n) as tars + skipped.jsonl in `directory`."""
+    index, count = part
+    spec = cfg.image_spec()
+    writers = {split: SplitWriter(directory, split, index, cfg.shard_size) for split in SPLITS}
+    skipped: collections.Counter[str] = collections.Counter()
+    total = None if source.total is None else len(range(index, source.total, count))
+    items = itertools.islice(source.items(), index, None, count)
+    label = f"shard {source.format}" + (f" part {index}/{count}" if count > 1 else "")
+    # The pool first: its start method depends on the threads alive, and the progress bar starts one.
+    with _pool(workers) as pool, open(directory / SKIPPED, "w") as log, progress(label, total, unit="img") as advance:
+        for item, result in _prepared(items, spec, pool, chunk=TASK * max(1, workers)):
+            if isinstance(item, Skip) or isinstance(result, Rejection):
+                why = item if isinstance(item, Skip) else result
+                skipped[why.reason] += 1
+                entry = {"key": item.key, "source": item.source, "reason": why.reason, "detail": why.detail}
+                log.write(json.dumps(entry) + "\n")
+            else:
+                split = item.split or assign_split(item.key, cfg.val_fraction, cfg.seed)
+                captions = item.captions[: cfg.max_captions] if cfg.max_captions else item.captions
+                writers[split].write(Sample(key=item.key, image=result, ext=spec.ext, captions=captions,
+                                            source=item.source, meta=item.meta))
+            advance(1, info=f"{sum(skipped.values())} skipped" if skipped else None)
+    splits = {}
+    for split, writer in writers.items():
+        shards = writer.close()
+        if split != "test" or shards:
+            splits[split] = {"samples": writer.samples, "captions": writer.captions, "shards": shards}
+    return Written(splits, skipped)
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
+    """`workers` decoding processes (None: decode inline).
+
+    fork is instant and shares the modules already imported, but is only safe while this process runs one thread (the
+    CLI, before the progress bar starts). Otherwise (pytest-xdist, a notebook) workers come from a forkserver: a clean
+    process started once, whose forks are safe whatever threads the parent has. spawn where neither exists.
+    """
+    if workers <= 1:
+        yield None
+        return
+    methods = multiprocessing.get_all_start_methods()
+    method = next(m for m in ("fork" if threading.active_count() == 1 else "", "forkserver", "spawn") if m in methods)
+    # Workers ignore Ctrl-C: the parent gets it, stops, and terminates them (no traceback from every worker).
+    ignore_interrupt = functools.partial(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    with multiprocessing.get_context(method).Pool(workers, initializer=ignore_interrupt) as pool:
+        yield pool
+
+
+def _prepared(items: Iterable[Item], spec: ImageSpec, pool: multiprocessing.pool.Pool | None, chunk: int,
+              ) -> Iterator[tuple[Item, bytes | Rejection | None]]:
+    """(item, encoded image or rejection; None for a Skip) in input order, decoding in `pool` if there is one.
+
+    Chunks of items are handed out a few at a time (not `Pool.imap`, whose feeder thread would read the whole source
+    ahead), so memory stays flat however many images there are.
+    """
+    prepare = functools.partial(prepare_file, spec=spec)
+    chunks = _batched(items, chunk)
+    if pool is None:
+        for batch in chunks:
+            yield from _pair(batch, [prepare(it.image) for it in batch if isinstance(it, Record)])
+        return
+    pending: collections.deque[tuple[list[Item], multiprocessing.pool.AsyncResult]] = collections.deque()
+    for batch in chunks:
+        images = [it.image for it in batch if isinstance(it, Record)]
+        pending.append((batch, pool.map_async(prepare, images, chunksize=TASK)))
+        if len(pending) > 2:  # one chunk being written, two being decoded
+            done, result = pending.popleft()
+            yield from _pair(done, result.get())
+    for done, result in pending:
+        yield from _pair(done, result.get())
+
+
+def _pair(chunk: list[Item], results: list[bytes | Rejection]) -> Iterator[tuple[Item, bytes | Rejection | None]]:
+    prepared = iter(results)
+    for item in chunk:
+        yield item, next(prepared) if isinstance(item, Record) else None
+
+
+def _batched(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, n)):
+        yield chunk
+
+
+def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: str = "") -> dict[str, Any]:
+    images = " / ".join(f"{s['samples']} {split}" for split, s in written.splits.items())
+    by_count = sorted(written.skipped.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name: parts agree with one run
+    reasons = ", ".join(f"{n} {reason}" for reason, n in by_count)
+    skipped = sum(written.skipped.values())
+    return {
+        "splits": written.splits,
+        "image_size": cfg.size,
+        "image_format": cfg.image_format,
+        "source_format": source_format,
+        "skipped": dict(sorted(written.skipped.items())),
+        "summary": f"{prefix}{images} images, {skipped} skipped" + (f" ({reasons})" if skipped else ""),
+    }
+
+
+def _run_part(
+    cfg: ShardConfig, source: Source, out: Path, index: int, count: int, *, workers: int, force: bool,
+) -> Path:
+    ident = identity(STAGE, cfg, source.inputs)
+    if up_to_date(out, ident, force):
+        return out
+    if (out / MANIFEST).is_file():
+        (out / MANIFEST).unlink()  # --force: from here on the set is unfinished until every part is done again
+    elif out.is_dir() and not (out / "parts").is_dir() and any(out.iterdir()) and not force:
+        raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
+    parts = out / "parts"
+    name = f"{index}-of-{count}"
+    record = parts / f"{name}.json"
+    old = json.loads(record.read_text()) if record.is_file() else None
+    if force or old is None or differences(old, ident):
+        if old is not None:  # a previous run of this part: unlist it first, then drop its tars
+            record.unlink()
+            for split in old["contents"]["splits"].values():
+                for tar in split["shards"]:
+                    (out / tar).unlink(missing_ok=True)
+        _build_part(cfg, source, out, index, count, ident, workers)
+    if combined := _combine(cfg, source.format, out, ident, count):
+        return combined
+    console().print(f"part {index}/{count} is done; {out} is finished once all {count} parts are")
+    return record  # its own manifest-like record, so the CLI can show what this part made
+
+
+def _build_part(cfg: ShardConfig, source: Source, out: Path, index: int, count: int, ident: dict[str, Any],
+                workers: int) -> None:
+    name = f"{index}-of-{count}"
+    work = out.with_name(f"{out.name}.part-{name}.partial")
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run of this part left behind
+    work.mkdir(parents=True)
+    started = time.time()
+    written = write_shards(cfg, source, work, part=(index, count), workers=workers)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    for split in written.splits.values():
+        for tar in split["shards"]:
+            os.replace(work / tar, out / tar)
+    os.replace(work / SKIPPED, out / "parts" / f"{name}.{SKIPPED}")
+    # The record is written last: a part is done exactly when its record exists.
+    contents = _contents(cfg, source.format, written, prefix=f"part {index}/{count}: ")
+    write_json_atomic(out / "parts" / f"{name}.json", make_manifest(ident, contents, started, part=[index, count]))
+    work.rmdir()
+
+
+def _combine(cfg: ShardConfig, source_format: str, out: Path, ident: dict[str, Any], count: int) -> Path | None:
+    """Write OUT/manifest.json (and skipped.jsonl) from all `count` part records; None while any is missing."""
+    parts = out / "parts"
+    records = []
+    for j in range(count):
+        file = parts / f"{j}-of-{count}.json"
+        if not file.is_file():
+            return None
+        records.append(json.loads(file.read_text()))
+        if diffs := differences(records[-1], ident):
+            console().print(f"[yellow]{file} was made by a different run (differs in: {', '.join(diffs)}); "
+                            f"re-run part {j}/{count}[/]")
+            return None
+    splits: dict[str, dict[str, Any]] = {}
+    skipped: collections.Counter[str] = collections.Counter()
+    for rec in records:
+        skipped.update(rec["contents"]["skipped"])
+        for split, done in rec["contents"]["splits"].items():
+            into = splits.setdefault(split, {"samples": 0, "captions": 0, "shards": []})
+            into["samples"] += done["samples"]
+            into["captions"] += done["captions"]
+            into["shards"] += done["shards"]
+    splits = {split: splits[split] for split in SPLITS if split in splits}
+    tmp = out / f".{SKIPPED}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as merged:
+        for j in range(count):
+            with open(parts / f"{j}-of-{count}.{SKIPPED}", "rb") as f:
+                shutil.copyfileobj(f, merged)
+    os.replace(tmp, out / SKIPPED)
+    manifest = make_manifest(ident, _contents(cfg, source_format, Written(splits, skipped)), time.time(), parts=count)
+    manifest["seconds"] = round(sum(rec["seconds"] for rec in records), 3)  # machine time over all parts
+    write_json_atomic(out / MANIFEST, manifest)
+    return out
+
