@@ -86,6 +86,8 @@ def synth_shapes(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (the data set is a function of it).")] = None,
     objects: Annotated[Optional[int], typer.Option(help="Most objects per image (1-3).")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Fraction of images in the val split.")] = None,
+    heldout: Annotated[Optional[list[str]], typer.Option(
+        help="A 'colour shape' pair kept out of train (repeat for several; replaces the default set).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
@@ -94,7 +96,8 @@ def synth_shapes(
     from vltk.config import load_config
     from vltk.pipeline import synth
 
-    flags = {"count": count, "size": size, "seed": seed, "max_objects": objects, "val_fraction": val_fraction}
+    flags = {"count": count, "size": size, "seed": seed, "max_objects": objects, "val_fraction": val_fraction,
+             "heldout": heldout}
     cfg = load_config(synth.SynthConfig, config, set_ or (), flags)
     done(synth.run(cfg, out, force=force))
 
