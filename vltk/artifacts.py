@@ -124,7 +124,13 @@ class Job:
     identity: dict[str, Any]
     started: float = dataclasses.field(default_factory=time.time)
 
+    @property
+    def resumed(self) -> bool:
+        """Whether `work` holds what a killed run of this very config left (only with `begin(..., resume=True)`)."""
+        return any(p.name != RUN_RECORD for p in self.work.iterdir())
+
     def publish(self, contents: dict[str, Any]) -> Path:
+        (self.work / RUN_RECORD).unlink(missing_ok=True)
         write_json_atomic(self.work / MANIFEST, make_manifest(self.identity, contents, self.started))
         replace_dir(self.work, self.out)
         return self.out
@@ -162,8 +168,17 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def begin(out: Path, *, stage: str, config: Any, inputs: dict[str, Path], force: bool = False) -> Job | None:
-    """Start a stage run writing `out`; None when `out` already holds this very run (same config and inputs)."""
+RUN_RECORD = ".run.json"  # identity of the run a .partial/ directory belongs to (what `resume` checks)
+
+
+def begin(
+    out: Path, *, stage: str, config: Any, inputs: dict[str, Path], force: bool = False, resume: bool = False
+) -> Job | None:
+    """Start a stage run writing `out`; None when `out` already holds this very run (same config and inputs).
+
+    With `resume`, a `<out>.partial/` left by a killed run of the same config and inputs is kept (its checkpoints or
+    finished pieces let the stage continue); anything else there is cleared.
+    """
     out = Path(out)
     ident = identity(stage, config, inputs)
     if up_to_date(out, ident, force):
@@ -174,8 +189,11 @@ def begin(out: Path, *, stage: str, config: Any, inputs: dict[str, Path], force:
         else:
             raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
     work = out.with_name(out.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)  # what a killed run left behind
-    work.mkdir(parents=True)
+    record = work / RUN_RECORD
+    if not (resume and record.is_file() and not differences(json.loads(record.read_text()), ident)):
+        shutil.rmtree(work, ignore_errors=True)  # what a killed (or different) run left behind
+        work.mkdir(parents=True)
+        write_json_atomic(record, ident)
     return Job(out=out, work=work, identity=ident)
 
 

@@ -91,3 +91,21 @@ def test_open_artifact_checks_the_stage(tmp_path):
     os.remove(out / "manifest.json")
     with pytest.raises(VltkError, match="not a finished vltk artifact"):
         artifacts.open_artifact(out, "toy")
+
+
+def test_resume_keeps_the_partial_work_of_the_same_run_only(tmp_path):
+    out = tmp_path / "art"
+    job = artifacts.begin(out, stage="toy", config=ToyConfig(), inputs={}, resume=True)
+    assert not job.resumed
+    (job.work / "checkpoint.txt").write_text("step 10")
+    # killed here; the same run resumes and finds its work
+    again = artifacts.begin(out, stage="toy", config=ToyConfig(), inputs={}, resume=True)
+    assert again.resumed and (again.work / "checkpoint.txt").read_text() == "step 10"
+    # a run with another config starts clean, and so does any run without resume
+    other = artifacts.begin(out, stage="toy", config=ToyConfig(n=5), inputs={}, resume=True)
+    assert not other.resumed and not (other.work / "checkpoint.txt").exists()
+    (other.work / "checkpoint.txt").write_text("x")
+    assert not artifacts.begin(out, stage="toy", config=ToyConfig(n=5), inputs={}).resumed
+    fresh = artifacts.begin(out, stage="toy", config=ToyConfig(n=5), inputs={}, resume=True)
+    fresh.publish({"summary": "done"})
+    assert not (out / artifacts.RUN_RECORD).exists()
