@@ -80,7 +80,11 @@ def read_tars(paths: list[Path], images: bool = True) -> Iterator[Sample]:
     if not paths:
         return
     select = None if images else (lambda name: name.endswith(".json"))
-    for raw in wds.WebDataset([str(p) for p in paths], shardshuffle=False, select_files=select, empty_check=False):
+    # No node/worker splitting here: callers pick the tars each process reads (webdataset's defaults would refuse to
+    # run under a distributed launch, or silently drop tars inside DataLoader workers).
+    dataset = wds.WebDataset([str(p) for p in paths], shardshuffle=False, select_files=select, empty_check=False,
+                             nodesplitter=None, workersplitter=None)
+    for raw in dataset:
         record = json.loads(raw["json"])
         ext = next((e for e in IMAGE_EXTS if e in raw), "")
         yield Sample(
