@@ -174,3 +174,10 @@ def test_config_from_toml_data():
         from_dict(ImageTokenizerConfig, {"encoder": {"channel": 32}})
     with pytest.raises(VltkError, match="legacy"):
         from_dict(ImageTokenizerConfig, {"quantizer": {"ema": True, "legacy": True}})
+
+
+def test_group_norm_keeps_taming_groups_and_never_degenerates_to_instance_norm():
+    from vltk.imagetok.cnn import group_norm
+
+    assert [group_norm(c).num_groups for c in (128, 256, 512)] == [32, 32, 32]  # taming's Normalize
+    assert [group_norm(c).num_groups for c in (16, 32, 64)] == [2, 4, 8]  # 8 channels per group

@@ -138,12 +138,18 @@ def test_restart_replaces_exactly_the_dead_codes():
     assert torch.equal(again.codebook, vq.codebook)
 
 
-def test_training_forward_restarts_unused_codes():
-    # Data near code 0 only: after one step codes 1..3 have EMA count 0.99 < 1 and restart at data vectors.
-    vq = quantizer([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]], ema=True, dead_code_threshold=1.0).train()
+@pytest.mark.parametrize("ema", [True, False])
+def test_training_forward_restarts_unused_codes(ema):
+    # Data near code 0 only: after one step codes 1..3 have EMA count 0.99 < 1; the next step restarts them at data
+    # vectors before quantising, so a learned codebook still gets a clean backward pass.
+    vq = quantizer([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]], ema=ema, dead_code_threshold=1.0).train()
     data = [[0.1, 0.2], [0.3, -0.1], [-0.2, 0.0], [0.0, 0.4]]
-    out = vq(as_map(data))
+    assert vq(as_map(data)).stats["restarted"] == 0.0
+    z = as_map(data).requires_grad_()
+    out = vq(z)
     assert out.stats["restarted"] == 3.0
+    (out.loss + out.z_q.sum()).backward()  # no in-place error, and gradients reach both encoder output and codebook
+    assert z.grad is not None and (ema or vq.codebook.grad is not None)
     rows = torch.tensor(data)
     for k in (1, 2, 3):
         assert any(torch.allclose(vq.codebook[k], row) for row in rows)
@@ -178,7 +184,8 @@ def _sync_worker(rank: int, world: int, init_file: str, batches: torch.Tensor, r
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(rank)  # different RNG per process: only the broadcast keeps restarts in sync
     vq = quantizer([[0.0, 0.0], [1.0, 1.0], [30.0, 30.0]], ema=True, ema_decay=0.5, dead_code_threshold=0.9).train()
-    vq(as_map(batches[rank].tolist()))
+    vq(as_map(batches[rank].tolist()))  # code 2 dies (EMA count 0.5 < 0.9) ...
+    vq.restart_dead_codes(batches[rank])  # ... and is restarted from this process's vectors, broadcast from rank 0
     results[rank] = {k: v.clone() for k, v in vq.state_dict().items()}
     torch.distributed.destroy_process_group()
 

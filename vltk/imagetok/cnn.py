@@ -33,8 +33,10 @@ class TokenizerOutput:
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    # taming's Normalize is GroupNorm(32); narrow demo models take the largest group count that divides the width.
-    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+    # taming's Normalize is GroupNorm(32) (its widths are >= 128). Narrow demo models use groups of about 8 channels:
+    # one channel per group would be instance norm, which erases each image's per-channel means (its colours).
+    groups = 32 if channels >= 128 and channels % 32 == 0 else math.gcd(channels, max(1, channels // 8))
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):

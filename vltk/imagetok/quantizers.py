@@ -129,8 +129,13 @@ class VectorQuantizer(nn.Module):
         b, d, h, w = z.shape
         with torch.autocast(z.device.type, enabled=False):
             flat = self._flatten(z)  # (N, D)
+            restarted = 0
             if self.training and not self.initialized:
                 self._kmeans_init(flat.detach())
+            elif self.training and cfg.dead_code_threshold > 0:
+                # Restart before the codebook enters this step's graph: changing it in place afterwards would corrupt
+                # the backward pass of a learned (non-EMA) codebook. Dead = EMA usage below the threshold so far.
+                restarted = self.restart_dead_codes(flat.detach())
             codes = self.nearest(flat.detach())
             e = F.embedding(codes, self.codes())  # (N, D)
             commitment = F.mse_loss(flat, e.detach())
@@ -141,10 +146,9 @@ class VectorQuantizer(nn.Module):
                 codebook_loss = F.mse_loss(e, flat.detach())
                 loss = commitment + cfg.beta * codebook_loss if cfg.legacy else cfg.beta * commitment + codebook_loss
             z_q = flat + (e - flat).detach()
-            restarted = 0
             if self.training:
                 with torch.no_grad():
-                    restarted = self._update(flat.detach(), codes)
+                    self._update(flat.detach(), codes)
         codes = codes.reshape(b, h, w)
         stats = {
             "commitment": commitment.item(), "codebook": codebook_loss.item(), "restarted": float(restarted),
@@ -163,8 +167,8 @@ class VectorQuantizer(nn.Module):
             self.ema_count.fill_(1.0)
             self.initialized.fill_(True)
 
-    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> int:
-        """EMA statistics (and, with `ema`, the codebook) from one batch; then dead-code restart. Returns #restarted."""
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA usage statistics (and, with `ema`, the codebook) from one batch."""
         cfg = self.cfg
         decay = cfg.ema_decay
         counts = torch.bincount(codes, minlength=cfg.codebook_size).float()  # (K,)
@@ -180,7 +184,6 @@ class VectorQuantizer(nn.Module):
             total = self.ema_count.sum()
             smoothed = (self.ema_count + EMA_EPS) / (total + cfg.codebook_size * EMA_EPS) * total
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        return self.restart_dead_codes(flat) if cfg.dead_code_threshold > 0 else 0
 
     @torch.no_grad()
     def restart_dead_codes(self, flat: torch.Tensor, generator: torch.Generator | None = None) -> int:
