@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -56,8 +57,11 @@ def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def done(out: Path) -> None:
-    """The closing line of a stage: what it made and where."""
+    """The closing line of a stage: what it made and where (once, from the main process of a distributed launch)."""
     from vltk.artifacts import read_manifest
+
+    if os.environ.get("RANK", "0") != "0":
+        return
 
     manifest = read_manifest(out)
     summary = manifest.get("contents", {}).get("summary", "")
@@ -167,6 +171,73 @@ def tokenize_text(
     cfg = load_config(stage.TextTokenizerConfig, config, set_ or (),
                       {"vocab_size": vocab_size, "context_length": context_length})
     done(stage.run(cfg, source, out, force=force))
+
+
+@tokenize_app.command("image")
+@cli_errors
+def tokenize_image(
+    shards: Annotated[Path, typer.Argument(help="Shards artifact (vltk shard).")],
+    out: Annotated[Path, typer.Argument(help="Output image-tokenizer artifact.")],
+    kind: Annotated[Optional[str], typer.Option(help="vqgan | vae.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when there is a GPU.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Image tokenizer: train a VQ-GAN (discrete codes) or a beta-VAE (continuous latents) on the shards' images."""
+    from vltk.config import load_config
+    from vltk.pipeline import tokenize_image as stage
+
+    cfg = load_config(stage.TokenizeImageConfig, config, set_ or (), {"model.kind": kind, "train.steps": steps})
+    done(stage.run(cfg, shards, out, force=force, cpu=cpu))
+
+
+@app.command("encode")
+@cli_errors
+def encode(
+    shards: Annotated[Path, typer.Argument(help="Shards artifact (vltk shard).")],
+    image_tok: Annotated[Path, typer.Argument(help="Image tokenizer artifact (vltk tokenize image).")],
+    text_tok: Annotated[Path, typer.Argument(help="Text tokenizer artifact (vltk tokenize text).")],
+    out: Annotated[Path, typer.Argument(help="Output encoded artifact.")],
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per tokenizer call (also MixSel's window).")] = None,
+    mixsel_pairs: Annotated[Optional[int], typer.Option(help="MixSel partners per image (0 = none).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Encode on the CPU even when there is a GPU.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Encode every image (token grids or latents) and every caption (text ids) once, plus MixSel's mixed pairs."""
+    from vltk.config import load_config
+    from vltk.pipeline import encode as stage
+
+    flags = {"batch_size": batch_size, "mixsel_pairs": mixsel_pairs, "precision": precision}
+    cfg = load_config(stage.EncodeConfig, config, set_ or (), flags)
+    done(stage.run(cfg, shards, image_tok, text_tok, out, force=force, cpu=cpu))
+
+
+@app.command("decode")
+@cli_errors
+def decode(
+    source: Annotated[Path, typer.Argument(help="An encoded artifact, a .npy file or a folder of .npy files.")],
+    out: Annotated[Path, typer.Argument(help="Output folder of PNGs + grid.png.")],
+    image_tok: Annotated[Path, typer.Option("--image-tok", help="The image tokenizer artifact that decodes them.")],
+    split: Annotated[Optional[str], typer.Option(help="Split of an encoded artifact (mixsel-train shows mixes).")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Decode at most this many.")] = None,
+    latent: Annotated[Optional[str], typer.Option(help="VAE: mean | sample.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of --latent sample.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Token grids or latents back to PNGs and a grid."""
+    from vltk.config import load_config
+    from vltk.pipeline import decode as stage
+
+    flags = {"split": split, "count": count, "latent": latent, "seed": seed}
+    cfg = load_config(stage.DecodeConfig, config, set_ or (), flags)
+    done(stage.run(cfg, source, image_tok, out, force=force))
 
 
 @app.command("info")

@@ -1,0 +1,165 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON; atomic; the last k kept.
+
+    stage = begin_checkpoint(root, step)                        # every rank
+    save_rng(stage, rank)                                        # every rank: its own RNG streams
+    save_training_state(stage, step=step, modules=..., optimizers=..., ema=ema, extra={"position": n})   # rank 0
+    commit_checkpoint(stage, keep=2)                             # rank 0, after a barrier
+    ...
+    path = latest_checkpoint(root)                               # None on a fresh run
+    state = load_training_state(path, modules=..., optimizers=..., ema=ema); load_rng(path, rank)
+
+A checkpoint directory `step-00000123/` holds:
+    modules.safetensors     each module's state dict, keys prefixed by the module's name ("model.", "disc.")
+    ema.safetensors         the EMA weights (when EMA is on)
+    optimizers.safetensors  optimiser state tensors, keyed "<optimizer>.<param index>.<field>"
+    state.json              step, extra (data position, ...), optimisers' param groups and non-tensor state fields
+    rng-<rank>.safetensors  torch CPU (and CUDA) generator states as uint8 tensors
+    rng-<rank>.json         python `random` and numpy global states
+It is written as `.step-00000123.tmp/` and renamed when complete, so a kill never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vltk.train.ema import EMA
+
+PREFIX = "step-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def begin_checkpoint(root: Path, step: int) -> Path:
+    """The staging directory of step `step`'s checkpoint (created; idempotent so every rank may call it)."""
+    stage = Path(root) / f".{checkpoint_name(step)}.tmp"
+    stage.mkdir(parents=True, exist_ok=True)
+    return stage
+
+
+def _tensors(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    # Copies: safetensors refuses tensors that share storage (tied weights), and the files must hold CPU tensors.
+    return {f"{prefix}{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state dict as (tensors keyed "<name>.<param>.<field>", the JSON-ready rest)."""
+    sd = optimizer.state_dict()
+    tensors, fields = {}, {}
+    for index, entry in sd["state"].items():
+        plain = {}
+        for field, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}.{index}.{field}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                plain[field] = value
+        fields[str(index)] = plain
+    return tensors, {"param_groups": sd["param_groups"], "state": fields}
+
+
+def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(i): dict(plain) for i, plain in saved["state"].items()}
+    for key, value in tensors.items():
+        owner, index, field = key.split(".", 2)
+        if owner == name:
+            state.setdefault(int(index), {})[field] = value
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def save_training_state(
+    stage: Path, *, step: int, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+    ema: EMA | None, extra: dict[str, Any],
+) -> None:
+    """Write the shared (rank-independent) part of a checkpoint: weights, EMA, optimisers, step and `extra`."""
+    weights = {}
+    for name, module in modules.items():
+        weights.update(_tensors(module.state_dict(), f"{name}."))
+    save_file(weights, str(stage / "modules.safetensors"))
+    if ema is not None:
+        save_file(_tensors(ema.state_dict(), ""), str(stage / "ema.safetensors"))
+    optim_tensors, optim_json = {}, {}
+    for name, optimizer in optimizers.items():
+        tensors, rest = _flatten_optimizer(name, optimizer)
+        optim_tensors.update(tensors)
+        optim_json[name] = rest
+    save_file(optim_tensors, str(stage / "optimizers.safetensors"))
+    state = {"step": step, "extra": extra, "optimizers": optim_json}
+    (stage / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+
+
+def save_rng(stage: Path, rank: int) -> None:
+    """This process's RNG streams: torch CPU and CUDA as uint8 tensors, python `random` and numpy as JSON."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(stage / f"rng-{rank}.safetensors"))
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": [version, list(internal), gauss],
+              "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    (stage / f"rng-{rank}.json").write_text(json.dumps(states) + "\n")
+
+
+def commit_checkpoint(stage: Path, keep: int) -> Path:
+    """Rename a complete staging directory into place and delete all but the `keep` newest checkpoints."""
+    final = stage.with_name(stage.name[1:].removesuffix(".tmp"))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+    for old in _checkpoints(stage.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    if not Path(root).is_dir():
+        return []
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under `root`, or None."""
+    found = _checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_training_state(
+    path: Path, *, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], ema: EMA | None,
+) -> dict[str, Any]:
+    """Restore weights, EMA and optimisers from checkpoint `path` in place; return {"step", "extra"}."""
+    state = json.loads((path / "state.json").read_text())
+    weights = load_file(str(path / "modules.safetensors"))
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    if ema is not None:
+        ema.load_state_dict(load_file(str(path / "ema.safetensors")))
+    optim_tensors = load_file(str(path / "optimizers.safetensors"))
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(_unflatten_optimizer(name, optim_tensors, state["optimizers"][name]))
+    return {"step": state["step"], "extra": state["extra"]}
+
+
+def load_rng(path: Path, rank: int) -> None:
+    """Restore this process's RNG streams saved by `save_rng`."""
+    tensors = load_file(str(path / f"rng-{rank}.safetensors"))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors) - 1)]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    states = json.loads((path / f"rng-{rank}.json").read_text())
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -1,0 +1,239 @@
+"""One training loop for tokenizers and generators, on accelerate, counted in optimiser steps, resumable exactly.
+
+    accelerator = make_accelerator(train_cfg, cpu=False)
+    parts = prepare(accelerator, {"model": (model, optim_cfg), "disc": (disc, disc_optim_cfg)}, compile=False)
+    task = MyTask(parts, accelerator)               # owns the losses; its train_step calls accelerator.backward
+    result = train(task, data, train_cfg, accelerator=accelerator, work=job.work, label="tokenize image")
+
+What is trained is a `Task`: named `Part`s (a module with its optimiser and optimiser config) and
+`train_step(micro_batch, step) -> metrics` which computes the losses of one micro-batch and back-propagates them. The
+loop owns everything else: the data position, gradient accumulation (`batch_size` is the global batch, split over
+processes and then `grad_accum` micro-batches), the learning rate of every optimiser (`lr_at`), gradient clipping, the
+optimiser steps, the EMA of the part named "model", checkpoints, metrics (`metrics.jsonl`) and the progress bar.
+
+`data(position)` must yield this process's share of each successive global batch, starting `position` samples into
+a deterministic stream (`vltk.data.loader.ImageBatches` does). On a fresh start the loop seeds every RNG with
+`seed + rank`; on resume it restores the weights, optimisers, EMA, RNG states and data position of the newest
+checkpoint, so that on CPU a killed and resumed run ends with bitwise the same weights as an uninterrupted one.
+Tasks that want an explicit `torch.Generator` derive it from the step (`step_generator`), which needs no checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Protocol
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from vltk.train.checkpoint import (
+    begin_checkpoint, commit_checkpoint, latest_checkpoint, load_rng, load_training_state, save_rng,
+    save_training_state,
+)
+from vltk.train.ema import EMA, ema_decay_at
+from vltk.train.optim import OptimConfig, build_optimizer, lr_at
+from vltk.ui import console, progress
+
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 64  # global: over all processes and accumulation micro-batches
+    grad_accum: int = 1  # micro-batches per optimiser step
+    seed: int = 0
+    log_every: int = 10  # steps between metrics.jsonl lines
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 2
+    ema_decay: float = 0.0  # 0 turns the EMA off
+    mixed_precision: Literal["no", "bf16"] = "bf16"  # bf16 autocast, on GPU only (the CPU always runs fp32)
+    compile: bool = False  # torch.compile the trained modules
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("grad_accum", self.grad_accum >= 1, ">= 1"), ("log_every", self.log_every >= 1, ">= 1"),
+            ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"), ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+
+
+@dataclasses.dataclass
+class Part:
+    """A trained module (as prepared: DDP-wrapped under several processes, compiled when asked) and its optimiser."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    optim: OptimConfig
+
+
+class Task(Protocol):
+    parts: dict[str, Part]
+
+    def train_step(self, batch: Any, step: int) -> dict[str, float]:
+        """Losses of one micro-batch, back-propagated with `accelerator.backward`; returns numbers to log."""
+        ...
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int  # optimiser steps done in total
+    resumed_from: int  # the step this process started at (0 on a fresh run)
+    seconds: float  # wall time of the steps this process ran
+    ema: EMA | None
+    metrics: dict[str, float]  # the last logged line
+
+
+def make_accelerator(cfg: TrainConfig, cpu: bool = False) -> Accelerator:
+    """The run's Accelerator: on the CPU when asked or when there is no GPU (see ENVIRONMENT.md), bf16 only on GPU."""
+    on_cpu = cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=on_cpu, mixed_precision="no" if on_cpu else cfg.mixed_precision,
+                       gradient_accumulation_steps=cfg.grad_accum)
+
+
+def prepare(
+    accelerator: Accelerator, parts: dict[str, tuple[nn.Module, OptimConfig]], *, compile: bool = False,
+) -> dict[str, Part]:
+    """Build each module's AdamW and hand both to accelerate (device placement, DDP, autocast)."""
+    prepared = {}
+    for name, (module, optim) in parts.items():
+        optimizer = build_optimizer(module, optim)
+        if compile:
+            module = torch.compile(module)
+        module, optimizer = accelerator.prepare(module, optimizer)
+        prepared[name] = Part(module=module, optimizer=optimizer, optim=optim)
+    return prepared
+
+
+def unwrap(accelerator: Accelerator, module: nn.Module) -> nn.Module:
+    """The plain module under accelerate's DDP / autocast / compile wrappers (its state dict has the plain names)."""
+    return accelerator.unwrap_model(module, keep_torch_compile=False)
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that is a function of (seed, step, rank): random draws that a resumed run repeats exactly."""
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+
+
+def split_batch(batch: Any, n: int) -> list[Any]:
+    """`batch` (a tensor, or a dict / list / tuple of them) as `n` equal micro-batches along the first dimension."""
+    if n == 1:
+        return [batch]
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] % n:
+            raise ValueError(f"a batch of {batch.shape[0]} does not split into {n} micro-batches")
+        return list(batch.chunk(n))
+    if isinstance(batch, dict):
+        columns = {k: split_batch(v, n) for k, v in batch.items()}
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    if isinstance(batch, (list, tuple)):
+        if all(isinstance(v, torch.Tensor) for v in batch):
+            columns = [split_batch(v, n) for v in batch]
+            return [type(batch)(c[i] for c in columns) for i in range(n)]
+        size = len(batch) // n
+        return [batch[i * size:(i + 1) * size] for i in range(n)]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__}")
+
+
+def _mean(lines: list[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for line in lines for k in line)
+    return {k: sum(line[k] for line in lines if k in line) / sum(k in line for line in lines) for k in keys}
+
+
+def _restart_metrics(file: Path, step: int) -> None:
+    """Drop the lines a killed run logged after its last checkpoint (they are about to be logged again)."""
+    if not file.is_file():
+        return
+    kept = [line for line in file.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    file.write_text("".join(line + "\n" for line in kept))
+
+
+def train(
+    task: Task, data: Callable[[int], Iterable[Any]], cfg: TrainConfig, *, accelerator: Accelerator, work: Path,
+    label: str = "train",
+) -> TrainResult:
+    """Run `task` to `cfg.steps` optimiser steps, continuing from the newest checkpoint under `work` if there is one."""
+    if cfg.batch_size % (accelerator.num_processes * cfg.grad_accum):
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes "
+                         f"x {cfg.grad_accum} micro-batches")
+    main, rank = accelerator.is_main_process, accelerator.process_index
+    parts = task.parts
+    modules = {name: unwrap(accelerator, part.module) for name, part in parts.items()}
+    optimizers = {name: part.optimizer for name, part in parts.items()}
+    ema = EMA(modules["model"]) if cfg.ema_decay > 0 else None
+    root, metrics_file = Path(work) / CHECKPOINTS, Path(work) / METRICS
+
+    start = 0
+    if (latest := latest_checkpoint(root)) is not None:
+        start = load_training_state(latest, modules=modules, optimizers=optimizers, ema=ema)["step"]
+        load_rng(latest, rank)
+        if main:
+            console().print(f"[cyan]resuming[/] {label} from step {start} ({latest.name})")
+    else:
+        set_seed(cfg.seed, device_specific=True)  # seed + rank: dropout and noise differ between processes
+    if main:
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        _restart_metrics(metrics_file, start)
+
+    def checkpoint(step: int) -> None:
+        stage = begin_checkpoint(root, step)
+        save_rng(stage, rank)
+        if main:
+            save_training_state(stage, step=step, modules=modules, optimizers=optimizers, ema=ema,
+                                extra={"position": step * cfg.batch_size})
+        accelerator.wait_for_everyone()
+        if main:
+            commit_checkpoint(stage, cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    batches = iter(data(start * cfg.batch_size))
+    bar = progress(label, cfg.steps - start, unit="step") if main else contextlib.nullcontext(lambda *a, **k: None)
+    last: dict[str, float] = {}
+    began = time.time()
+    for part in parts.values():
+        part.module.train()
+    with bar as advance:
+        for step in range(start, cfg.steps):
+            lines = []
+            for micro in split_batch(next(batches), cfg.grad_accum):
+                with accelerator.accumulate(*(part.module for part in parts.values())):
+                    lines.append(task.train_step(micro, step))
+            stats = _mean(lines)
+            for name, part in parts.items():
+                lr = lr_at(step, part.optim, cfg.steps)
+                for group in part.optimizer.param_groups:
+                    group["lr"] = lr
+                if part.optim.grad_clip > 0:
+                    norm = accelerator.clip_grad_norm_(part.module.parameters(), part.optim.grad_clip)
+                    stats[f"grad_norm/{name}"] = float(norm)
+                stats[f"lr/{name}"] = lr
+                part.optimizer.step()
+                part.optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(modules["model"], ema_decay_at(step, cfg.ema_decay))
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                keys = sorted(stats)
+                values = accelerator.reduce(
+                    torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=accelerator.device), "mean")
+                last = {"step": done, **dict(zip(keys, values.tolist())), "seconds": round(time.time() - began, 3)}
+                if main:
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+            advance(1, info=f"loss {stats['loss']:.4f}" if "loss" in stats else None)
+    return TrainResult(steps=cfg.steps, resumed_from=start, seconds=time.time() - began, ema=ema, metrics=last)

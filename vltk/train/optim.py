@@ -1,0 +1,64 @@
+"""The optimiser config, AdamW with decay on matrices only, and the learning-rate schedule as a pure function.
+
+    cfg = OptimConfig(lr=3e-4, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1)
+    optimizer = build_optimizer(model, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg, total_steps)
+
+The schedule holds no state: the learning rate of a step is a function of the step alone, so a resumed run needs only
+the step to continue it exactly (nothing to checkpoint beyond the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    lr: float = 3e-4  # peak learning rate, independent of the number of processes (the batch is global)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0  # decoupled (AdamW); applied to weights of rank >= 2 only
+    eps: float = 1e-8
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"), ("eps", self.eps > 0, "> 0"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0 (0 = off)"),
+            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Learning rate of optimiser step `step` (0-based) of `total_steps`: linear warm-up, then cosine or constant."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over `module`'s trainable parameters; biases, norms and other vectors get no weight decay (as nanoGPT)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
