@@ -9,7 +9,7 @@ RUN    ?= build/demo
 CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-vae test bench clean
 
 install: $(INSTALLED)
 
@@ -21,10 +21,14 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -n 2 tests
 
-demo: $(RUN)/text-tok/manifest.json
-	$(VLTK) info $(RUN)/raw
-	$(VLTK) info $(RUN)/shards
-	$(VLTK) info $(RUN)/text-tok
+demo: $(RUN)/encoded/manifest.json
+	$(VLTK) info $(RUN)/image-tok
+	$(VLTK) info $(RUN)/encoded
+
+# The continuous-latent twin (GIVT's input): a beta-VAE and the data set encoded with it.
+demo-vae: $(RUN)/encoded-vae/manifest.json
+	$(VLTK) info $(RUN)/image-tok-vae
+	$(VLTK) info $(RUN)/encoded-vae
 
 $(RUN)/raw/manifest.json: $(CFG)/synth.toml | $(INSTALLED)
 	$(VLTK) synth shapes $(@D) --config $< --force
@@ -34,6 +38,18 @@ $(RUN)/shards/manifest.json: $(CFG)/shard.toml $(RUN)/raw/manifest.json | $(INST
 
 $(RUN)/text-tok/manifest.json: $(CFG)/tokenize_text.toml $(RUN)/shards/manifest.json | $(INSTALLED)
 	$(VLTK) tokenize text $(RUN)/shards $(@D) --config $< --force
+
+$(RUN)/image-tok/manifest.json: $(CFG)/tokenize_image.toml $(RUN)/shards/manifest.json | $(INSTALLED)
+	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< --force
+
+$(RUN)/image-tok-vae/manifest.json: $(CFG)/tokenize_image_vae.toml $(RUN)/shards/manifest.json | $(INSTALLED)
+	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< --force
+
+$(RUN)/encoded/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(RUN)/image-tok/manifest.json $(RUN)/text-tok/manifest.json | $(INSTALLED)
+	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok $(RUN)/text-tok $(@D) --config $< --force
+
+$(RUN)/encoded-vae/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(RUN)/image-tok-vae/manifest.json $(RUN)/text-tok/manifest.json | $(INSTALLED)
+	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok-vae $(RUN)/text-tok $(@D) --config $< --force
 
 bench: $(INSTALLED)
 	mkdir -p build/bench
