@@ -19,7 +19,8 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -n 2 tests
+	# One thread per test worker: two workers with two threads each oversubscribe 2 cores and slow torch down badly.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
 
 demo: $(RUN)/encoded/manifest.json
 	$(VLTK) info $(RUN)/image-tok

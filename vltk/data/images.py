@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.utils import make_grid
 
 # Alpha and padding are composited onto white: a transparent logo on white is what a viewer shows.
 BACKGROUND = (255, 255, 255)
@@ -158,3 +160,18 @@ def encode(img: Image.Image, spec: ImageSpec) -> bytes:
         # 4:4:4 chroma: small training images lose visible colour detail with 4:2:0 subsampling.
         img.save(buf, format="JPEG", quality=spec.quality, subsampling=0, optimize=False, progressive=False)
     return buf.getvalue()
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Model outputs (B, 3, H, W) in [-1, 1] -> pictures (B, H, W, 3) uint8."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def image_grid(images: np.ndarray, columns: int, min_side: int = 0) -> Image.Image:
+    """(N, H, W, 3) uint8 pictures in rows of `columns`, 2 white pixels between and around them; pictures smaller
+    than `min_side` are enlarged by an integer factor (nearest, so pixels stay visible)."""
+    scale = max(1, -(-min_side // images.shape[1]))
+    grid = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    grid = grid.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    grid = make_grid(grid, nrow=columns, padding=2, pad_value=255)
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())

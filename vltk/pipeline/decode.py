@@ -21,10 +21,10 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from vltk import artifacts
 from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.images import image_grid, to_uint8
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.ui import progress
@@ -168,13 +168,3 @@ def decode_images(model: torch.nn.Module, images: list[dict[str, np.ndarray]], l
 def _stack(images: list[dict[str, np.ndarray]], name: str, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack([i[name] for i in images]).astype(np.float32)).to(device)
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def image_grid(images: np.ndarray, columns: int) -> Image.Image:
-    """(N, H, W, 3) uint8 pictures in rows of `columns`, 2 white pixels between and around them."""
-    grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=columns, padding=2, pad_value=255)
-    return Image.fromarray(grid.permute(1, 2, 0).numpy())

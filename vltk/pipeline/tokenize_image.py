@@ -17,20 +17,17 @@ from its last checkpoint when re-run with the same config and inputs.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
-from PIL import Image
 from safetensors.torch import save_file
-from torchvision.utils import make_grid
 
 from vltk.artifacts import begin, open_artifact
 from vltk.config import config_to_dict
+from vltk.data.images import image_grid, to_uint8
 from vltk.data.loader import ImageBatches, to_tensor
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
@@ -205,11 +202,6 @@ def _stack(samples: list) -> tuple[torch.Tensor, list[np.ndarray], list]:
     return torch.stack([to_tensor(i) for i in images]), [np.asarray(i) for i in images], samples
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, shards: Path, cfg: TokenizeImageConfig, grid_file: Path,
              device: torch.device) -> dict[str, Any]:
@@ -229,7 +221,7 @@ def evaluate(model: torch.nn.Module, shards: Path, cfg: TokenizeImageConfig, gri
         psnrs.append(psnr(recon, x).cpu())
         if sum(len(o) for o, _ in grid) < cfg.recon_images:
             grid.append((x[: cfg.recon_images].cpu(), recon[: cfg.recon_images].cpu()))
-        for original, rebuilt, sample in zip(pixels, _to_uint8(recon), samples):
+        for original, rebuilt, sample in zip(pixels, to_uint8(recon), samples):
             if "objects" not in sample.meta:
                 continue
             seen, rebuilt_seen = detect(original), detect(rebuilt)
@@ -259,11 +251,7 @@ def _write_grid(batches: list[tuple[torch.Tensor, torch.Tensor]], count: int, fi
     """Originals in the top row, their reconstructions below; small images are enlarged (nearest) to >= 64 px."""
     originals = torch.cat([o for o, _ in batches])[:count]
     recon = torch.cat([r for _, r in batches])[:count]
-    scale = max(1, math.ceil(64 / originals.shape[-1]))
-    images = torch.cat([originals, recon])
-    images = F.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
-    grid = make_grid((images + 1) / 2, nrow=len(originals), padding=2, pad_value=1.0)  # (3, H', W') in [0, 1]
-    Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()).save(file)
+    image_grid(to_uint8(torch.cat([originals, recon])), columns=len(originals), min_side=64).save(file)
 
 
 def _contents(cfg: TokenizeImageConfig, perceptual: bool, evaluation: dict[str, Any], trained: dict[str, Any],
