@@ -221,7 +221,7 @@ def encode_tar(cfg: EncodeConfig, task: Task, tokenizers: Tokenizers, work: Path
             generator = torch.Generator().manual_seed(window_seed(cfg.seed, task.split, task.index, w))
             for pair in mixsel_records(records, pixels, cfg.mixsel_pairs, generator, tokenizers.images):
                 mixed.write(pair)
-        advance(len(window), info=f"{mixed.samples} mixsel pairs" if mixing else None)
+        advance(len(window), info=f"{mixed.samples} MixSel pairs from input tar {task.index}" if mixing else None)
     record: dict[str, Any] = {"split": task.split, "index": task.index,
                               "samples": plain.samples, "captions": plain.captions, "shards": plain.close()}
     if mixing:
