@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
-import webdataset as wds
 
-from vltk.artifacts import open_artifact
-from vltk.errors import VltkError
+from vltk.data.shards import TarSetWriter, raw_samples, split_paths
 
 STAGE = "encode"
 Kind = Literal["vq", "vae"]
@@ -164,52 +162,23 @@ def unpack(raw: dict[str, Any]) -> Encoded | MixSel:
                   b=_encoded(raw, about["b"], about["b"]["key"], "b."))
 
 
-class RecordWriter:
-    """Writes records into tars of at most `maxcount` samples named `pattern % k`; no file for no records."""
-
-    def __init__(self, pattern: str, maxcount: int):
-        self.pattern = pattern
-        self.maxcount = maxcount
-        self.writer: wds.ShardWriter | None = None
-        self.samples = 0
-        self.captions = 0
+class RecordWriter(TarSetWriter):
+    """Writes encoded (or MixSel) records into tars named `pattern % k`."""
 
     def write(self, record: Encoded | MixSel) -> None:
-        sample = pack(record)
-        if self.writer is None:
-            # mtime fixed so that the same input gives byte-identical tars (what makes a resumed run equal one run).
-            self.writer = wds.ShardWriter(self.pattern, maxcount=self.maxcount, verbose=0, mtime=0.0)
-        self.writer.write(sample)
-        self.samples += 1
+        self.write_sample(pack(record))
         parts = (record,) if isinstance(record, Encoded) else (record.a, record.b)
         self.captions += sum(len(part.captions) for part in parts)
-
-    def close(self) -> list[str]:
-        """Close the last tar; the names of the tars written, in order."""
-        if self.writer is None:
-            return []
-        count = self.writer.shard  # read first: webdataset's close() deletes the attribute
-        self.writer.close()
-        return [Path(self.pattern % k).name for k in range(count)]
 
 
 def read_records(paths: list[Path]) -> Iterator[Encoded | MixSel]:
     """Records from tar files, in order."""
-    if not paths:
-        return
-    # No node or worker splitting: the caller passes exactly the tars it wants (under `accelerate launch` webdataset's
-    # default node splitter would refuse to run, and its worker splitter would silently drop tars).
-    urls = [str(p) for p in paths]
-    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None):
-        yield unpack(raw)
+    return map(unpack, raw_samples(paths))
 
 
 def encoded_paths(encoded: Path, split: str) -> list[Path]:
     """The tar files of `split` in a finished encoded artifact (an error if the split does not exist)."""
-    splits = open_artifact(encoded, STAGE)["contents"]["splits"]
-    if split not in splits:
-        raise VltkError(f"{encoded} has no '{split}' split (it has: {', '.join(splits) or 'none'})")
-    return [Path(encoded) / name for name in splits[split]["shards"]]
+    return split_paths(encoded, STAGE, split)
 
 
 def iter_encoded(encoded: Path, split: str) -> Iterator[Encoded | MixSel]:

@@ -17,7 +17,7 @@ import dataclasses
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import webdataset as wds
 from PIL import Image
@@ -38,24 +38,25 @@ class Sample:
     meta: dict[str, Any]
 
 
-class SplitWriter:
-    """Writes one split's samples into tars of `maxcount` samples; no file is created for an empty split."""
+class TarSetWriter:
+    """Writes WebDataset samples into tars of at most `maxcount` named `pattern % k`; no file when nothing is written.
 
-    def __init__(self, directory: Path, split: str, part: int, maxcount: int):
-        self.pattern = str(Path(directory) / f"{split}-{part:03d}-%06d.tar")
+    Shared by the shards and the encoded artifacts; subclasses turn their records into samples and count captions.
+    """
+
+    def __init__(self, pattern: str, maxcount: int):
+        self.pattern = pattern
         self.maxcount = maxcount
         self.writer: wds.ShardWriter | None = None
         self.samples = 0
         self.captions = 0
 
-    def write(self, sample: Sample) -> None:
+    def write_sample(self, sample: dict[str, Any]) -> None:
         if self.writer is None:
-            # mtime fixed so that the same input gives byte-identical tars.
+            # mtime fixed so that the same input gives byte-identical tars (and a resumed run equals one run).
             self.writer = wds.ShardWriter(self.pattern, maxcount=self.maxcount, verbose=0, mtime=0.0)
-        record = {"captions": list(sample.captions), "source": sample.source, "meta": sample.meta}
-        self.writer.write({"__key__": sample.key, sample.ext: sample.image, "json": json.dumps(record).encode()})
+        self.writer.write(sample)
         self.samples += 1
-        self.captions += len(sample.captions)
 
     def close(self) -> list[str]:
         """Close the last tar; return the names of the tars written, in order."""
@@ -66,25 +67,44 @@ class SplitWriter:
         return [Path(self.pattern % i).name for i in range(count)]
 
 
-def shard_paths(shards: Path, split: str) -> list[Path]:
-    """The tar files of `split` in a finished shards artifact (an error if the split does not exist)."""
-    manifest = open_artifact(shards, "shard")
-    splits = manifest["contents"]["splits"]
+class SplitWriter(TarSetWriter):
+    """Writes one split's samples of a shards artifact."""
+
+    def __init__(self, directory: Path, split: str, part: int, maxcount: int):
+        super().__init__(str(Path(directory) / f"{split}-{part:03d}-%06d.tar"), maxcount)
+
+    def write(self, sample: Sample) -> None:
+        record = {"captions": list(sample.captions), "source": sample.source, "meta": sample.meta}
+        self.write_sample({"__key__": sample.key, sample.ext: sample.image, "json": json.dumps(record).encode()})
+        self.captions += len(sample.captions)
+
+
+def split_paths(artifact: Path, stage: str, split: str) -> list[Path]:
+    """The tar files of `split` in a finished artifact of `stage` (an error if the split does not exist)."""
+    splits = open_artifact(artifact, stage)["contents"]["splits"]
     if split not in splits:
-        raise VltkError(f"{shards} has no '{split}' split (it has: {', '.join(splits) or 'none'})")
-    return [Path(shards) / name for name in splits[split]["shards"]]
+        raise VltkError(f"{artifact} has no '{split}' split (it has: {', '.join(splits) or 'none'})")
+    return [Path(artifact) / name for name in splits[split]["shards"]]
+
+
+def shard_paths(shards: Path, split: str) -> list[Path]:
+    """The tar files of `split` in a finished shards artifact."""
+    return split_paths(shards, "shard", split)
+
+
+def raw_samples(paths: list[Path], select: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """WebDataset samples (dicts of raw bytes) from tar files, in order."""
+    if not paths:
+        return
+    # No node/worker splitting here: callers pick the tars each process reads (webdataset's defaults would refuse to
+    # run under a distributed launch, or silently drop tars inside DataLoader workers).
+    yield from wds.WebDataset([str(p) for p in paths], shardshuffle=False, select_files=select, empty_check=False,
+                              nodesplitter=None, workersplitter=None)
 
 
 def read_tars(paths: list[Path], images: bool = True) -> Iterator[Sample]:
     """Samples from tar files in order; `images=False` skips image bytes (reading captions only)."""
-    if not paths:
-        return
-    select = None if images else (lambda name: name.endswith(".json"))
-    # No node/worker splitting here: callers pick the tars each process reads (webdataset's defaults would refuse to
-    # run under a distributed launch, or silently drop tars inside DataLoader workers).
-    dataset = wds.WebDataset([str(p) for p in paths], shardshuffle=False, select_files=select, empty_check=False,
-                             nodesplitter=None, workersplitter=None)
-    for raw in dataset:
+    for raw in raw_samples(paths, None if images else (lambda name: name.endswith(".json"))):
         record = json.loads(raw["json"])
         ext = next((e for e in IMAGE_EXTS if e in raw), "")
         yield Sample(
