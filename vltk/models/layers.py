@@ -1,0 +1,204 @@
+"""Shared transformer layers: pre-LN blocks with SDPA attention, a KV cache, the tied MLM head, and the init.
+
+    trunk = Transformer(TransformerConfig(width=1024, depth=24, heads=8))
+    h = trunk(x, mask=mask)                   # x (B, L, D); mask (B, L, L) bool, True = may attend
+    h = trunk(x, causal=True)                 # causal, without building a mask
+    cache = trunk.new_cache(batch=4, max_length=324)
+    h = trunk(x_new, cache=cache)             # causal decoding: appends the new keys / values, attends to the prefix
+
+The blocks follow MAGVLT's `Transformer1d` (REFERENCE.md §1.6): LayerNorm before attention and before the MLP, q/k/v
+and output projections with biases, attention and residual dropout, an MLP d -> 4d -> d with exact GELU. The q, k and
+v projections are one fused Linear (the same function; one matmul instead of three).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig:
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.1  # residual dropout, after attention and after the MLP
+    attn_dropout: float = 0.1  # on the attention probabilities
+
+    def __post_init__(self) -> None:
+        if min(self.width, self.depth, self.heads, self.mlp_ratio) < 1:
+            raise ValueError("width, depth, heads and mlp_ratio must be >= 1")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if not (0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1):
+            raise ValueError("dropout and attn_dropout must be in [0, 1)")
+
+
+# Named generator sizes: (width, depth, heads). base / large are the paper's (MAGVLT Tab. 8); tiny and small are for
+# CPUs and tests.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (128, 4, 4),
+    "small": (512, 8, 8),
+    "base": (1024, 24, 8),
+    "large": (1280, 36, 10),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeneratorConfig:
+    """What every token generator's config has: a named size with overrides, dropouts, and the vocabularies and
+    sequence sizes that come from the encoded artifact's manifest (`vltk train-gen` fills them)."""
+
+    size: str = "tiny"  # a PRESETS name; width / depth / heads override it when set
+    width: int = 0
+    depth: int = 0
+    heads: int = 0
+    dropout: float = 0.1  # residual (paper: 0.1)
+    attn_dropout: float = 0.1  # attention probabilities (paper: 0.1)
+    image_vocab: int = 0  # codebook size
+    text_vocab: int = 0  # BPE vocabulary size
+    image_tokens: int = 0  # grid_size ** 2
+    text_tokens: int = 0  # text context length
+
+    def __post_init__(self) -> None:
+        if self.size not in PRESETS:
+            raise ValueError(f"unknown model size {self.size!r}; choose from {', '.join(PRESETS)}")
+        for name, value in zip(("width", "depth", "heads"), PRESETS[self.size]):
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, value)
+        self.trunk  # validates width / heads / dropouts
+
+    @property
+    def trunk(self) -> TransformerConfig:
+        return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, dropout=self.dropout,
+                                 attn_dropout=self.attn_dropout)
+
+    def check_sizes(self) -> None:
+        missing = [k for k in ("image_vocab", "text_vocab", "image_tokens", "text_tokens") if getattr(self, k) < 1]
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs {', '.join(missing)} (from the encoded artifact)")
+
+
+class KVCache:
+    """Keys and values of every layer for causal decoding: (depth, B, heads, max_length, head_dim) each."""
+
+    def __init__(self, depth: int, batch: int, heads: int, max_length: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (depth, batch, heads, max_length, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled so far
+
+    def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, H, T, hd) new keys / values of `layer` after the prefix; return the prefix + them."""
+        end = self.length + keys.shape[2]
+        if end > self.keys.shape[3]:
+            raise ValueError(f"the KV cache holds {self.keys.shape[3]} positions; {end} were asked for")
+        self.keys[layer, :, :, self.length:end] = keys
+        self.values[layer, :, :, self.length:end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (B',), e.g. the survivors of a beam or of finished captions."""
+        self.keys, self.values = self.keys[:, index], self.values[:, index]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig, layer: int):
+        super().__init__()
+        self.heads, self.layer, self.attn_dropout = cfg.heads, layer, cfg.attn_dropout
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
+        self.proj = nn.Linear(cfg.width, cfg.width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, cache: KVCache | None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        if cache is not None:
+            start = cache.length
+            k, v = cache.append(self.layer, k, v)  # (B, H, start + T, hd)
+            if mask is None and causal and t > 1:
+                # New query i sits at position start + i and may see keys 0 .. start + i.
+                mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
+            causal = False  # a single new query may see the whole prefix; longer blocks got the mask above
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, T, S): one mask for every head
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig, layer: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.width), nn.LayerNorm(cfg.width)
+        self.attn, self.mlp = Attention(cfg, layer), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask, causal, cache))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-LN blocks, without a final LayerNorm (MAGVLT has none; models that want one add it)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). mask: (B, T, S) or (T, S) bool, True = may attend. With a cache, S = prefix + T."""
+        for block in self.blocks:
+            x = block(x, mask, causal, cache)
+        if cache is not None:
+            cache.length += x.shape[1]
+        return x
+
+    def new_cache(self, batch: int, max_length: int, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        weight = self.blocks[0].attn.qkv.weight
+        return KVCache(self.cfg.depth, batch, self.cfg.heads, max_length, self.cfg.width // self.cfg.heads,
+                       device or weight.device, dtype or weight.dtype)
+
+
+class MLMHead(nn.Module):
+    """BERT / MaskGIT output head: Linear -> GELU -> LayerNorm, then logits against the tied embedding table + a bias."""
+
+    def __init__(self, width: int, vocab: int):
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, h: torch.Tensor, table: torch.Tensor, rows: slice) -> torch.Tensor:
+        """(..., D) -> (..., rows) logits over the embedding rows `rows` only (one modality's vocabulary)."""
+        h = self.norm(F.gelu(self.dense(h)))
+        return F.linear(h, table[rows], self.bias[rows])
+
+
+def init_weights(module: nn.Module) -> None:
+    """Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0) (REFERENCE.md §1.6). Use with `apply`."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,174 @@
+"""MAGVLT: one bidirectional transformer over image tokens and text tokens (REFERENCE.md §1.2–1.6, §1.9).
+
+    model = MAGVLT(MAGVLTConfig(size="tiny", image_vocab=512, text_vocab=1024, image_tokens=64, text_tokens=24))
+    out = model(Inputs(layout="t2i", image=codes, image_masked=m_img, text=ids, text_masked=m_txt, text_len=n_txt),
+                image_query=m_img)              # logits only where they are needed
+    out.image_logits                            # (m_img.sum(), image_vocab)
+
+Two sequence layouts (N image tokens, C text tokens; L = 4 + N + C):
+    t2i          [BOC, BOT, text(C), BOG, BOI, image(N)]      text first: text-to-image
+    i2t, it2it   [BOC, BOI, image(N), BOG, BOT, text(C)]      image first: image-to-text and joint; BOT at 3 + N
+MixSel's selection token (LEFT / RIGHT / TOP / BOTTOM) takes the BOG slot.
+
+Embeddings: one joint table (image code k -> row k, text id j -> row image_vocab + j) plus a small table of special
+tokens, with two mask tokens (one per modality). Positions are learned per modality; the four structural tokens use
+rows 0..3 of a third "special" position table. `official_positions` keeps the released code's quirk: a masked token
+also adds special-position row k (k = its index within its modality), which overlaps the structural rows. Turn it off
+for separate tables (then the weights are not the official checkpoints' layout).
+
+Attention is bidirectional with padding control: text positions at or beyond the text length are blocked as keys (at
+inference the length is the predicted one), in t2i also as queries, and in the image-first layout the BOT query sees no
+text (the length head must not read the pads). A row left with no key attends to itself. As in the official mask, only
+BOT's own row is blocked: image tokens attend to the visible text, so from the second layer on BOT sees the text
+through them.
+
+The head is MaskGIT's MLM head against the tied joint table, restricted to the modality's own vocabulary; the length
+head reads BOT (class c = length c + 1, EOS included). There is no final LayerNorm after the last block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vltk.models.layers import GeneratorConfig, MLMHead, Transformer, init_weights
+
+Layout = Literal["t2i", "i2t"]
+# The special-token table (REFERENCE.md §1.2): the basic six, then MixSel's four selection tokens.
+BOI, BOT, BOC, BOG, MASK_IMAGE, MASK_TEXT, LEFT, RIGHT, TOP, BOTTOM = range(10)
+BASIC_SPECIALS, MIXSEL_SPECIALS = 6, 10
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MAGVLTConfig(GeneratorConfig):
+    official_positions: bool = True  # the released code's extra special-position row on masked tokens
+    mixsel_tokens: bool = True  # the four selection tokens exist (the released checkpoints have them)
+
+    @property
+    def sequence_length(self) -> int:
+        return 4 + self.image_tokens + self.text_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """Where things sit in a layout's sequence."""
+
+    image: slice
+    text: slice
+    structural: tuple[int, int, int, int]  # the two prefix and the two infix positions
+    bot: int | None  # the length head's position (image-first layout only)
+
+
+def slots(layout: Layout, image_tokens: int, text_tokens: int) -> Slots:
+    n, c = image_tokens, text_tokens
+    if layout == "t2i":
+        return Slots(image=slice(4 + c, 4 + c + n), text=slice(2, 2 + c), structural=(0, 1, 2 + c, 3 + c), bot=None)
+    if layout == "i2t":
+        return Slots(image=slice(2, 2 + n), text=slice(4 + n, 4 + n + c), structural=(0, 1, 2 + n, 3 + n), bot=3 + n)
+    raise ValueError(f"unknown layout {layout!r}; MAGVLT has 't2i' (text first) and 'i2t' (image first)")
+
+
+def structural_tokens(layout: Layout, selector: torch.Tensor) -> torch.Tensor:
+    """(B, 4) special ids of the structural slots; `selector` (B,) fills the BOG slot (BOG, or a MixSel token)."""
+    first, second = (BOT, BOI) if layout == "t2i" else (BOI, BOT)
+    b = selector.shape[0]
+    fixed = lambda token: torch.full((b,), token, dtype=torch.long, device=selector.device)  # noqa: E731
+    return torch.stack([fixed(BOC), fixed(first), selector.long(), fixed(second)], dim=1)
+
+
+def attention_mask(layout: Layout, text_len: torch.Tensor, image_tokens: int, text_tokens: int) -> torch.Tensor:
+    """(B, L, L) bool, True where query (row) may attend to key (column); see the module docstring for the rules."""
+    s = slots(layout, image_tokens, text_tokens)
+    b, length = text_len.shape[0], 4 + image_tokens + text_tokens
+    pad = torch.arange(text_tokens, device=text_len.device).unsqueeze(0) >= text_len.unsqueeze(1)  # (B, C)
+    keys = torch.ones(b, length, dtype=torch.bool, device=text_len.device)
+    keys[:, s.text] = ~pad
+    mask = keys.unsqueeze(1).repeat(1, length, 1)  # (B, L, L)
+    if layout == "t2i":
+        mask[:, s.text] &= ~pad.unsqueeze(2)  # pad queries see nothing (then only themselves, below)
+    else:
+        mask[:, s.bot, s.text] = False  # the length head must not read the text
+    empty = ~mask.any(dim=2)  # (B, L)
+    mask |= torch.diag_embed(empty)
+    return mask
+
+
+@dataclasses.dataclass
+class Inputs:
+    """One batch in one layout. Masked positions may hold any valid id (it is not read)."""
+
+    layout: Layout
+    image: torch.Tensor  # (B, N) long codes, raster order
+    image_masked: torch.Tensor  # (B, N) bool
+    text: torch.Tensor  # (B, C) long ids, EOS-padded
+    text_masked: torch.Tensor  # (B, C) bool
+    text_len: torch.Tensor  # (B,) long: text keys at >= text_len are blocked
+    selector: torch.Tensor | None = None  # (B,) long special id for the BOG slot; None = BOG
+
+
+@dataclasses.dataclass
+class Outputs:
+    image_logits: torch.Tensor | None = None  # (image_query.sum(), image_vocab), row-major order of the query
+    text_logits: torch.Tensor | None = None  # (text_query.sum(), text_vocab)
+    length_logits: torch.Tensor | None = None  # (B, text_tokens): class c = length c + 1
+
+
+class MAGVLT(nn.Module):
+    def __init__(self, cfg: MAGVLTConfig):
+        super().__init__()
+        cfg.check_sizes()
+        self.cfg = cfg
+        d, n, c = cfg.width, cfg.image_tokens, cfg.text_tokens
+        self.tokens = nn.Embedding(cfg.image_vocab + cfg.text_vocab, d)
+        self.specials = nn.Embedding(MIXSEL_SPECIALS if cfg.mixsel_tokens else BASIC_SPECIALS, d)
+        self.pos_image = nn.Parameter(torch.empty(n, d))
+        self.pos_text = nn.Parameter(torch.empty(c, d))
+        self.pos_special = nn.Parameter(torch.empty(4 + n + c if cfg.official_positions else 4, d))
+        self.transformer = Transformer(cfg.trunk)
+        self.head = MLMHead(d, cfg.image_vocab + cfg.text_vocab)
+        self.length_head = nn.Linear(d, c, bias=False)
+        self.apply(init_weights)
+        for table in (self.pos_image, self.pos_text, self.pos_special):
+            nn.init.normal_(table, std=0.02)
+
+    def _embed_modality(self, ids: torch.Tensor, masked: torch.Tensor, offset: int, mask_token: int,
+                        positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D): token (or mask token, + the quirk's special position) + modality position."""
+        tokens = self.tokens(torch.where(masked, 0, ids) + offset)
+        mask = self.specials.weight[mask_token]
+        if self.cfg.official_positions:
+            mask = mask + self.pos_special[: ids.shape[1]]  # (T, D)
+        return torch.where(masked.unsqueeze(-1), mask, tokens) + positions
+
+    def embed(self, x: Inputs) -> torch.Tensor:
+        """(B, L, D) input embeddings in x.layout."""
+        cfg = self.cfg
+        image = self._embed_modality(x.image, x.image_masked, 0, MASK_IMAGE, self.pos_image)
+        text = self._embed_modality(x.text, x.text_masked, cfg.image_vocab, MASK_TEXT, self.pos_text)
+        selector = x.selector if x.selector is not None else torch.full_like(x.text_len, BOG)
+        struct = self.specials(structural_tokens(x.layout, selector)) + self.pos_special[:4]  # (B, 4, D)
+        first, second = (text, image) if x.layout == "t2i" else (image, text)
+        return torch.cat([struct[:, :2], first, struct[:, 2:], second], dim=1)
+
+    def forward(self, x: Inputs, image_query: torch.Tensor | None = None, text_query: torch.Tensor | None = None,
+                length: bool = False) -> Outputs:
+        """Logits at the image / text positions where the (B, N) / (B, C) bool queries are True, and optionally the
+        length logits (image-first layout only). Computing only what is asked keeps the big vocabulary cheap."""
+        cfg = self.cfg
+        s = slots(x.layout, cfg.image_tokens, cfg.text_tokens)
+        mask = attention_mask(x.layout, x.text_len, cfg.image_tokens, cfg.text_tokens)
+        h = self.transformer(self.embed(x), mask=mask)  # (B, L, D)
+        out = Outputs()
+        table = self.tokens.weight
+        if image_query is not None:
+            out.image_logits = self.head(h[:, s.image][image_query], table, slice(0, cfg.image_vocab))
+        if text_query is not None:
+            out.text_logits = self.head(h[:, s.text][text_query], table, slice(cfg.image_vocab, None))
+        if length:
+            if s.bot is None:
+                raise ValueError("the length head reads BOT, which only the image-first layout ('i2t') has")
+            out.length_logits = self.length_head(h[:, s.bot])
+        return out
