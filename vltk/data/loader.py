@@ -1,25 +1,32 @@
-"""Training batches of images in [-1, 1] from one split of a shards artifact: deterministic, split by rank, resumable.
+"""Deterministic, rank-split, resumable training streams over one split of an artifact, and image batches from shards.
 
     data = ImageBatches(shards, "train", batch_size=64, seed=0, rank=0, world_size=1)
     for batch in data(position=0):        # (64 / world_size, 3, H, W) float32, this process's share of each batch
         ...
 
-The data is one endless stream: epoch after epoch of the split, each epoch in its own order, a function of (seed,
-epoch) alone. Global batch k holds stream positions [p + kB, p + (k+1)B) after a start position p (samples already
-consumed), and rank r of W takes the r-th of W equal slices of it, so the union of the ranks' batches is the same
-whatever W, and `data(position)` continues a killed run exactly.
+    stream = SplitStream(paths, n, name="train", read=read_tars, load=decode, seed=0, batch_size=64)
+    for items in stream(position=0):      # [(stream position, loaded item)] * (64 / world_size)
+        ...
 
-A split of at most `in_memory_max` images is decoded once into one uint8 tensor and permuted per epoch. A larger one is
-streamed: the epoch's tars in a shuffled order through a seeded shuffle buffer; every rank reads the whole stream (the
-tars' bytes) but decodes only its own slice, which keeps the stream independent of the number of processes.
-Augmentation is off by default: the shapes captions say left and right, so a flip would contradict them.
+`SplitStream` holds what every training data source shares (`ImageBatches` here, `TokenBatches` for the generators).
+The data is one endless stream: epoch after epoch of the split, each epoch in its own order, a function of (seed,
+split name, epoch) alone. Global batch k holds stream positions [p + kB, p + (k+1)B) after a start position p
+(samples already consumed), and rank r of W takes the r-th of W equal slices of it, so the union of the ranks' batches
+is the same whatever W, and `stream(position)` continues a killed run exactly. Per-sample random choices come from
+`sample_rng(position, purpose)`, so they too are independent of the process split.
+
+A split of at most `in_memory_max` samples is loaded once and permuted per epoch. A larger one is streamed: the
+epoch's tars in a shuffled order through a seeded shuffle buffer; every rank reads the whole stream (the tars' bytes)
+but loads (decodes) only its own slice, which keeps the stream independent of the number of processes.
+Image augmentation is off by default: the shapes captions say left and right, so a flip would contradict them.
 """
 
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -29,11 +36,101 @@ from vltk.artifacts import open_artifact
 from vltk.data.shards import Sample, read_tars, shard_paths
 from vltk.errors import VltkError
 
+Raw = TypeVar("Raw")  # what reading the tars gives, cheap to make (bytes, parsed JSON)
+Item = TypeVar("Item")  # what a batch is built from (decoded arrays)
+
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image as a (3, H, W) float32 tensor in [-1, 1]."""
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())  # (H, W, 3)
     return pixels.permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def split_size(contents: dict[str, Any], artifact: Path, split: str) -> int:
+    """The number of samples of `split` by an artifact's manifest contents; an empty split is an error."""
+    samples = int(contents["splits"][split]["samples"])
+    if samples == 0:
+        raise VltkError(f"{artifact} has no samples in its '{split}' split")
+    return samples
+
+
+def _key(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+class SplitStream(Generic[Raw, Item]):
+    """This process's share of each global batch of one split, as (stream position, item) pairs (module docstring).
+
+    `read(paths)` yields the raw samples of tars in order; `load(raw)` turns one into the item a batch needs, and is
+    called once per sample for an in-memory split, and only on this process's slice for a streamed one.
+    """
+
+    def __init__(
+        self, paths: list[Path], num_samples: int, *, name: str, read: Callable[[list[Path]], Iterator[Raw]],
+        load: Callable[[Raw], Item], seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
+        in_memory_max: int = 100_000, shuffle_buffer: int = 2_000,
+    ):
+        if batch_size % world_size:
+            raise VltkError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        if num_samples < 1:
+            raise ValueError(f"the '{name}' stream needs at least one sample")
+        self.paths, self.num_samples, self.name, self.read, self.load = paths, num_samples, name, read, load
+        self.seed, self.key = seed, _key(name)  # the name keeps the draws of two streams of one seed apart
+        self.batch_size, self.local = batch_size, batch_size // world_size
+        self.slice = range(rank * self.local, (rank + 1) * self.local)  # offsets within a global batch
+        self.shuffle_buffer = shuffle_buffer
+        self.items: list[Item] | None = None
+        if num_samples <= in_memory_max:
+            self.items = [load(raw) for raw in read(paths)]
+            self._check_count(len(self.items))
+
+    def epoch_rng(self, epoch: int, purpose: str) -> np.random.Generator:
+        """A generator for one epoch-wide draw (the order), a function of (seed, stream name, epoch, purpose)."""
+        return np.random.default_rng([self.seed, self.key, epoch, _key(purpose)])
+
+    def sample_rng(self, position: int, purpose: str) -> np.random.Generator:
+        """A generator for the draws of the sample at a stream position: (seed, name, epoch, purpose, position)."""
+        return np.random.default_rng([self.seed, self.key, position // self.num_samples, _key(purpose), position])
+
+    def _check_count(self, count: int) -> None:
+        # Positions are counted with the manifest's size: a different count would silently shift every later epoch.
+        if count != self.num_samples:
+            raise VltkError(f"the tars of the '{self.name}' split hold {count} samples but its manifest says "
+                            f"{self.num_samples}: the artifact is damaged; rebuild it")
+
+    def _epoch(self, epoch: int) -> Iterator[Item | Raw]:
+        """The epoch's items (in memory) or raw samples (streamed), in the epoch's order."""
+        rng = self.epoch_rng(epoch, "order")
+        if self.items is not None:
+            yield from (self.items[i] for i in rng.permutation(self.num_samples))
+            return
+        paths = [self.paths[i] for i in rng.permutation(len(self.paths))]
+        buffer: list[Raw] = []
+        count = 0
+        for raw in self.read(paths):
+            count += 1
+            buffer.append(raw)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(int(rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+        self._check_count(count)
+
+    def __call__(self, position: int = 0) -> Iterator[list[tuple[int, Item]]]:
+        """Lists of batch_size / world_size (stream position, item), starting `position` samples into the stream."""
+        n = self.num_samples
+        epoch, offset = divmod(position, n)
+        batch: list[tuple[int, Item]] = []
+        while True:
+            for i, sample in enumerate(self._epoch(epoch)):
+                q = epoch * n + i
+                if i < offset or (q - position) % self.batch_size not in self.slice:
+                    continue
+                batch.append((q, sample if self.items is not None else self.load(sample)))
+                if len(batch) == self.local:
+                    yield batch
+                    batch = []
+            epoch, offset = epoch + 1, 0
 
 
 def _decode(sample: Sample) -> np.ndarray:
@@ -48,78 +145,20 @@ class ImageBatches:
         self, shards: Path, split: str, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
         flip: bool = False, in_memory_max: int = 100_000, shuffle_buffer: int = 2_000,
     ):
-        if batch_size % world_size:
-            raise VltkError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         manifest = open_artifact(shards, "shard")
-        self.paths = shard_paths(shards, split)
-        self.num_samples = int(manifest["contents"]["splits"][split]["samples"])
-        if self.num_samples == 0:
-            raise VltkError(f"{shards} has no images in its '{split}' split")
+        paths = shard_paths(shards, split)
+        self.num_samples = split_size(manifest["contents"], shards, split)
         self.image_size = int(manifest["contents"]["image_size"])
-        self.batch_size, self.seed, self.flip = batch_size, seed, flip
-        self.local = batch_size // world_size
-        self.slice = range(rank * self.local, (rank + 1) * self.local)  # offsets within a global batch
-        self.shuffle_buffer = shuffle_buffer
-        self.images: torch.Tensor | None = None
-        if self.num_samples <= in_memory_max:
-            self.images = torch.from_numpy(np.stack([_decode(s) for s in read_tars(self.paths)]))  # (N, 3, H, W)
-
-    def _rng(self, epoch: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, epoch, stream])
-
-    def _flips(self, epoch: int) -> np.ndarray:
-        """(N,) bool: whether the epoch's sample at each offset is mirrored (all False unless `flip`)."""
-        if not self.flip:
-            return np.zeros(self.num_samples, dtype=bool)
-        return self._rng(epoch, 1).random(self.num_samples) < 0.5
-
-    def _to_batch(self, items: list, flips: list[bool]) -> torch.Tensor:
-        """Indices into the in-memory images, or decoded (3, H, W) arrays -> (b, 3, H, W) float32 in [-1, 1]."""
-        if self.images is not None:
-            pixels = self.images[torch.as_tensor(items)]
-        else:
-            pixels = torch.from_numpy(np.stack(items))
-        batch = pixels.float() / 127.5 - 1.0
-        mirror = torch.tensor(flips, dtype=torch.bool)
-        batch[mirror] = batch[mirror].flip(-1)
-        return batch
-
-    def _stream(self, position: int) -> Iterator[tuple[int, int | Sample, bool]]:
-        """(stream position, in-memory index or streamed sample, flip) from `position` on, forever."""
-        n = self.num_samples
-        epoch, offset = divmod(position, n)
-        while True:
-            flips = self._flips(epoch)
-            if self.images is not None:
-                order = self._rng(epoch, 0).permutation(n)
-                for i in range(offset, n):
-                    yield epoch * n + i, order[i], bool(flips[i])
-            else:
-                for i, sample in enumerate(self._streamed_epoch(epoch)):
-                    if i >= offset:
-                        yield epoch * n + i, sample, bool(flips[i])
-            epoch, offset = epoch + 1, 0
-
-    def _streamed_epoch(self, epoch: int) -> Iterator[Sample]:
-        rng = self._rng(epoch, 0)
-        paths = [self.paths[i] for i in rng.permutation(len(self.paths))]
-        buffer: list[Sample] = []
-        for sample in read_tars(paths):
-            buffer.append(sample)
-            if len(buffer) >= self.shuffle_buffer:
-                yield buffer.pop(int(rng.integers(len(buffer))))
-        while buffer:
-            yield buffer.pop(int(rng.integers(len(buffer))))
+        self.flip = flip
+        self.stream: SplitStream[Sample, np.ndarray] = SplitStream(
+            paths, self.num_samples, name=split, read=read_tars, load=_decode, seed=seed, batch_size=batch_size,
+            rank=rank, world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer)
 
     def __call__(self, position: int = 0) -> Iterator[torch.Tensor]:
         """(batch_size / world_size, 3, H, W) float32 batches, starting `position` samples into the stream."""
-        items: list = []
-        flips: list[bool] = []
-        for q, item, flip in self._stream(position):
-            if (q - position) % self.batch_size not in self.slice:
-                continue
-            items.append(int(item) if self.images is not None else _decode(item))
-            flips.append(flip)
-            if len(items) == self.local:
-                yield self._to_batch(items, flips)
-                items, flips = [], []
+        for items in self.stream(position):
+            batch = torch.from_numpy(np.stack([pixels for _, pixels in items])).float() / 127.5 - 1.0
+            if self.flip:
+                mirror = torch.tensor([self.stream.sample_rng(q, "flip").random() < 0.5 for q, _ in items])
+                batch[mirror] = batch[mirror].flip(-1)
+            yield batch
