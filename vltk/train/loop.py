@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from torch import nn
 
 from vltk.train.checkpoint import (
@@ -97,11 +97,16 @@ class TrainResult:
     metrics: dict[str, float]  # the last logged line
 
 
-def make_accelerator(cfg: TrainConfig, cpu: bool = False) -> Accelerator:
-    """The run's Accelerator: on the CPU when asked or when there is no GPU (see ENVIRONMENT.md), bf16 only on GPU."""
+def make_accelerator(cfg: TrainConfig, cpu: bool = False, find_unused_parameters: bool = False) -> Accelerator:
+    """The run's Accelerator: on the CPU when asked or when there is no GPU (see ENVIRONMENT.md), bf16 only on GPU.
+
+    `find_unused_parameters` is for models whose passes use different parameters (MAGVLT's length head is idle in a
+    T2I step): DDP then marks the idle ones ready instead of waiting for their gradients forever.
+    """
     on_cpu = cpu or not torch.cuda.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
     return Accelerator(cpu=on_cpu, mixed_precision="no" if on_cpu else cfg.mixed_precision,
-                       gradient_accumulation_steps=cfg.grad_accum)
+                       gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers)
 
 
 def prepare(
@@ -148,9 +153,30 @@ def split_batch(batch: Any, n: int) -> list[Any]:
     raise TypeError(f"cannot split a batch of type {type(batch).__name__}")
 
 
-def _mean(lines: list[dict[str, float]]) -> dict[str, float]:
-    keys = dict.fromkeys(k for line in lines for k in line)
-    return {k: sum(line[k] for line in lines if k in line) / sum(k in line for line in lines) for k in keys}
+TOKENS = "tokens"  # a Task may report the tokens a micro-batch put through its model(s); the loop shows tokens/s
+
+
+class Window:
+    """Metrics of the steps since the last log line: each key's mean over the steps (and micro-batches) that had it,
+    so per-task metrics of a task drawn in some steps only are still logged."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, stats: dict[str, float]) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def reduce(self, accelerator: Accelerator) -> dict[str, float]:
+        """Means over the window and over processes (keys may differ between processes, e.g. per-rank task draws)."""
+        keys = sorted(set(self.sums)) if accelerator.num_processes == 1 else sorted(set(gather_object(sorted(self.sums))))
+        local = [[self.sums.get(k, 0.0), float(self.counts.get(k, 0))] for k in keys]
+        totals = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device).view(-1, 2),
+                                    "sum")
+        self.sums, self.counts = {}, {}
+        return {k: s / c for k, (s, c) in zip(keys, totals.tolist()) if c > 0}
 
 
 def _restart_metrics(file: Path, step: int) -> None:
@@ -202,16 +228,21 @@ def train(
     batches = iter(data(start * cfg.batch_size))
     bar = progress(label, cfg.steps - start, unit="step") if main else contextlib.nullcontext(lambda *a, **k: None)
     last: dict[str, float] = {}
+    window = Window()
+    tokens = 0.0  # put through the model(s) by all processes since `began`
     began = time.time()
     for part in parts.values():
         part.module.train()
     with bar as advance:
         for step in range(start, cfg.steps):
-            lines = []
+            stats: dict[str, float] = {}
             for micro in split_batch(next(batches), cfg.grad_accum):
                 with accelerator.accumulate(*(part.module for part in parts.values())):
-                    lines.append(task.train_step(micro, step))
-            stats = _mean(lines)
+                    line = task.train_step(micro, step)
+                tokens += line.pop(TOKENS, 0.0) * accelerator.num_processes
+                window.add(line)
+                for key, value in line.items():
+                    stats[key] = stats.get(key, 0.0) + value / cfg.grad_accum
             for name, part in parts.items():
                 lr = lr_at(step, part.optim, cfg.steps)
                 for group in part.optimizer.param_groups:
@@ -225,15 +256,19 @@ def train(
             if ema is not None:
                 ema.update(modules["model"], ema_decay_at(step, cfg.ema_decay))
             done = step + 1
+            window.add({k: v for k, v in stats.items() if k.startswith(("grad_norm/", "lr/"))})
             if done % cfg.log_every == 0 or done == cfg.steps:
-                keys = sorted(stats)
-                values = accelerator.reduce(
-                    torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=accelerator.device), "mean")
-                last = {"step": done, **dict(zip(keys, values.tolist())), "seconds": round(time.time() - began, 3)}
+                seconds = time.time() - began
+                last = {"step": done, **window.reduce(accelerator), "seconds": round(seconds, 3)}
+                if tokens:
+                    last["tokens_per_s"] = round(tokens / max(seconds, 1e-9), 1)
                 if main:
                     with open(metrics_file, "a") as f:
                         f.write(json.dumps(last) + "\n")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
-            advance(1, info=f"loss {stats['loss']:.4f}" if "loss" in stats else None)
+            info = [f"loss {stats['loss']:.4f}"] if "loss" in stats else []
+            if tokens:
+                info.append(f"{tokens / max(time.time() - began, 1e-9):,.0f} tok/s")
+            advance(1, info=", ".join(info) or None)
     return TrainResult(steps=cfg.steps, resumed_from=start, seconds=time.time() - began, ema=ema, metrics=last)

@@ -1,0 +1,107 @@
+"""ARGVLT's training objective (REFERENCE.md §2): one order per step, next-token losses on the whole sequence.
+
+    objective = ARGVLTObjective(order_weights=(1.0, 1.0), generation_weight=0.9, condition_weight=0.1)
+    task = ARGVLTTask(parts, objective, accelerator, global_batch=256, seed=0)
+    train(task, data, train_cfg, accelerator=accelerator, work=work)      # vltk.train.loop
+
+Each optimiser step draws its order, t2i (text, then image) or i2t (image, then text), from `order_weights`: one draw
+for the whole global batch ("global"), or one per process ("rank": the draw is salted with the process index, so the
+processes of one step mix orders; with one process both modes draw the same). Losses cover the whole sequence: the
+generated modality with weight 0.9 and the conditioning one with 0.1 (the paper's numbers; RQ-Transformer's CC3M config
+has the same img_weight / txt_weight). Each modality's loss is the label-smoothed CE mean over its valid tokens of the
+whole global batch: every image token, and the text up to and including its first EOS (pads are keys, never targets).
+
+Logged: "loss"; per order drawn this step by any process "<order>/image", "<order>/text" (the CE means) and
+"<order>/image_acc", "<order>/text_acc" (argmax hits / tokens), all over the global batch; "order/<order>", the share
+of the global batch trained in that order; and the tokens fed (for the loop's tokens/s). The batch keys read are
+"index", "image", "text" and "text_len".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+
+from vltk.models.argvlt import Order
+from vltk.objectives.common import Draws, GlobalMean, batch_offsets, token_ce
+from vltk.train.loop import TOKENS, Part
+
+ORDERS: tuple[Order, Order] = ("t2i", "i2t")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ARGVLTObjective:
+    order_weights: tuple[float, float] = (1.0, 1.0)  # (t2i, i2t); the paper's "T2I & I2T" model trains both
+    order_draw: Literal["global", "rank"] = "global"  # one order per step for all processes, or one per process
+    generation_weight: float = 0.9  # the modality that comes second (REFERENCE.md §2)
+    condition_weight: float = 0.1  # the modality that comes first
+    label_smoothing: float = 0.1
+
+    def __post_init__(self) -> None:
+        if len(self.order_weights) != 2 or min(self.order_weights) < 0 or sum(self.order_weights) <= 0:
+            raise ValueError(f"order_weights must be two weights >= 0 (t2i, i2t), not both 0; got {self.order_weights}")
+        if self.order_draw not in ("global", "rank"):
+            raise ValueError(f"order_draw must be 'global' or 'rank', got {self.order_draw!r}")
+        if min(self.generation_weight, self.condition_weight) < 0:
+            raise ValueError("generation_weight and condition_weight must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+def draw_order(objective: ARGVLTObjective, draws: Draws, rank: int) -> Order:
+    """This step's order for process `rank` (the same on every process unless order_draw is "rank")."""
+    salt = rank if objective.order_draw == "rank" else 0
+    return ORDERS[draws.choice("order", objective.order_weights, salt=salt)]
+
+
+class ARGVLTTask:
+    """One micro-batch of ARGVLT training (the `Task` of vltk.train.loop); the model is `parts["model"]`."""
+
+    def __init__(self, parts: dict[str, Part], cfg: ARGVLTObjective, accelerator: Accelerator, *, global_batch: int,
+                 seed: int):
+        self.parts, self.cfg, self.accelerator = parts, cfg, accelerator
+        self.global_batch, self.seed = global_batch, seed
+        self.reduce_sum = lambda t: accelerator.reduce(t, "sum")
+        self.mean = GlobalMean(self.reduce_sum, accelerator.num_processes)
+
+    def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        cfg, device = self.cfg, self.accelerator.device
+        offsets = batch_offsets(batch["index"], step, self.global_batch)
+        order = draw_order(cfg, Draws(self.seed, step, self.global_batch, offsets, device),
+                           self.accelerator.process_index)
+        image, text, text_len = (batch[k].to(device) for k in ("image", "text", "text_len"))
+        image_query = torch.ones_like(image, dtype=torch.bool)  # (b, N)
+        text_query = torch.arange(text.shape[1], device=device) < text_len.unsqueeze(1)  # (b, C): caption + EOS
+        out = self.parts["model"].module(order, image, text, image_query=image_query, text_query=text_query)
+        image_ce, image_hits = token_ce(out.image_logits, image[image_query], cfg.label_smoothing)
+        text_ce, text_hits = token_ce(out.text_logits, text[text_query], cfg.label_smoothing)
+        image_count, text_count = image_query.sum(), text_query.sum()
+        image_loss, text_loss = self.mean(image_ce, image_count), self.mean(text_ce, text_count)
+        generated, condition = (image_loss, text_loss) if order == "t2i" else (text_loss, image_loss)
+        loss = cfg.generation_weight * generated + cfg.condition_weight * condition
+        self.accelerator.backward(loss)
+        counts = {"image": (image_ce, image_hits, image_count), "text": (text_ce, text_hits, text_count)}
+        fed = image.shape[0] * (1 + image.shape[1] + text.shape[1])  # 2 + N + C tokens, all but the last fed
+        return {"loss": loss.item(), **self._order_metrics(order, counts, image.shape[0]), TOKENS: float(fed)}
+
+    def _order_metrics(self, order: Order, counts: dict[str, tuple[torch.Tensor, ...]],
+                       samples: int) -> dict[str, float]:
+        """Each order's CE means, accuracies and share of samples over the global batch. The sums of every process
+        are all-reduced, so that every process logs the same keys (the loop averages the processes' values key by
+        key) and the values are global means even when the processes train different orders."""
+        # (orders, 7): image CE sum, hits, tokens, text CE sum, hits, tokens, samples.
+        sums = torch.zeros(len(ORDERS), 7, dtype=torch.float64, device=self.accelerator.device)
+        mine = [t.detach().double() for modality in ("image", "text") for t in counts[modality]]
+        sums[ORDERS.index(order)] = torch.stack([*mine, mine[0].new_tensor(samples)])
+        if self.accelerator.num_processes > 1:
+            sums = self.reduce_sum(sums)
+        metrics, total = {}, sums[:, 6].sum().item()
+        for name, (image_ce, image_hits, images, text_ce, text_hits, texts, drawn) in zip(ORDERS, sums.tolist()):
+            metrics[f"order/{name}"] = drawn / total
+            if drawn:
+                metrics.update({f"{name}/image": image_ce / images, f"{name}/image_acc": image_hits / images,
+                                f"{name}/text": text_ce / texts, f"{name}/text_acc": text_hits / texts})
+        return metrics
