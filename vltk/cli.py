@@ -217,6 +217,33 @@ def encode(
     done(stage.run(cfg, shards, image_tok, text_tok, out, force=force, cpu=cpu))
 
 
+@app.command("train-gen")
+@cli_errors
+def train_gen(
+    encoded: Annotated[Path, typer.Argument(help="Encoded artifact (vltk encode) with VQ codes.")],
+    out: Annotated[Path, typer.Argument(help="Output generator artifact.")],
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="magvlt | argvlt (default: the config's `generator`, else magvlt).")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Model size preset: tiny | small | base | large.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Global batch (all processes and micro-batches).")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when there is a GPU.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Generator: train MAGVLT (masked, bidirectional) or ARGVLT (causal) on encoded image tokens and captions."""
+    from vltk.config import load_config, read_toml
+    from vltk.pipeline import train_gen as stage
+
+    kind = model or (read_toml(config).get("generator") if config else None) or "magvlt"
+    if kind not in stage.RUNS:
+        raise VltkError(f"--model must be one of {', '.join(stage.RUNS)}, got {kind!r}")
+    flags = {"generator": kind, "model.size": size, "train.steps": steps, "train.batch_size": batch_size}
+    cfg = load_config(stage.RUNS[kind], config, set_ or (), flags)
+    done(stage.run(cfg, encoded, out, force=force, cpu=cpu))
+
+
 @app.command("decode")
 @cli_errors
 def decode(

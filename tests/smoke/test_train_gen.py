@@ -1,0 +1,125 @@
+"""`vltk train-gen` end to end on a tiny encoded data set: both generators, the artifact, errors, and exact resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from test_encode import make_image_tok  # tests/smoke: a random-init VQ tokenizer artifact
+from typer.testing import CliRunner
+
+from vltk.cli import app
+from vltk.pipeline import encode, shard, synth, tokenize_text
+from vltk.pipeline import train_gen as stage
+from vltk.config import load_config
+from vltk.train.checkpoint import latest_checkpoint
+
+SIZE = 16
+TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
+        "train.steps=6", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
+        "train.ema_decay=0.9", "optim.warmup_steps=2", "data.bpe_dropout=0.1"]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    synth.run(synth.SynthConfig(count=24, size=SIZE, seed=2, val_fraction=0.2), root / "raw")
+    shard.run(shard.ShardConfig(size=SIZE, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
+    tokenize_text.run(tokenize_text.TextTokenizerConfig(vocab_size=600, context_length=24), str(root / "shards"),
+                      root / "text-tok")
+    image_tok, _ = make_image_tok(root / "image-tok", "vqgan", size=SIZE)
+    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=1), root / "shards", image_tok, root / "text-tok",
+               root / "encoded", cpu=True)
+    return root / "encoded"
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def magvlt(encoded):
+    out = encoded.parent / "magvlt"
+    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in TINY), []))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_magvlt_artifact(magvlt, encoded):
+    manifest = json.loads((magvlt / "manifest.json").read_text())
+    contents, enc = manifest["contents"], json.loads((encoded / "manifest.json").read_text())["contents"]
+    # Sizes come from the encoded artifact, never from the user.
+    assert (contents["image_vocab"], contents["text_vocab"]) == (enc["codebook_size"], enc["text_vocab_size"])
+    assert (contents["image_tokens"], contents["text_tokens"]) == (enc["grid_size"] ** 2, enc["context_length"])
+    assert manifest["config"]["data"]["bpe_dropout"] == 0.1
+    assert contents["tokenizers"]["text"].endswith("text-tok") and contents["encoded"] == str(encoded)
+    weights = load_file(str(magvlt / "model.safetensors"))
+    assert weights["tokens.weight"].shape == (enc["codebook_size"] + enc["text_vocab_size"], 16)
+    assert contents["parameters"] == sum(v.numel() for v in weights.values())
+    lines = [json.loads(line) for line in (magvlt / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert all("loss" in line and "tokens_per_s" in line for line in lines)
+    assert any(key.startswith("mixsel/") for key in lines[0]) and any(k.startswith("unroll/") for k in lines[0])
+    with Image.open(magvlt / "loss.png") as png:
+        assert png.size[0] > 100
+    assert contents["train"]["steps"] == 6 and "magvlt" in contents["summary"]
+
+
+def test_argvlt_trains_from_its_config_key(encoded, tmp_path):
+    config = tmp_path / "argvlt.toml"
+    config.write_text('generator = "argvlt"\n')
+    out = tmp_path / "argvlt"
+    result = run_cli("train-gen", encoded, out, "--config", config, "--cpu", *sum((["--set", s] for s in TINY), []))
+    assert result.exit_code == 0, result.output
+    contents = json.loads((out / "manifest.json").read_text())["contents"]
+    assert contents["generator"] == "argvlt" and "length_head.weight" not in load_file(str(out / "model.safetensors"))
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert any(key.endswith("/image") for key in line) and any(key.endswith("/text") for key in line)
+
+
+def test_user_errors_are_one_line(encoded, tmp_path):
+    result = run_cli("train-gen", encoded, tmp_path / "x", "--model", "gpt")
+    assert result.exit_code == 2 and "--model must be one of magvlt, argvlt" in result.output
+    result = run_cli("train-gen", encoded, tmp_path / "x", "--set", "objective.task_weight=[1,1,1]")
+    assert result.exit_code == 2 and "did you mean 'objective.task_weights'" in result.output
+    result = run_cli("train-gen", encoded.parent / "shards", tmp_path / "x")
+    assert result.exit_code == 2 and "'encode' artifact is needed" in result.output
+    result = run_cli("train-gen", encoded, tmp_path / "x", "--set", "data.split=test")
+    assert result.exit_code == 2 and "no 'test' split" in result.output
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from vltk.config import load_config
+    from vltk.objectives import magvlt
+    from vltk.pipeline import train_gen as stage
+
+    step_once = magvlt.MAGVLTTask.train_step
+    def die_in_step_5(self, batch, step):
+        if step == 5:  # mid-training: the step-4 checkpoint exists, step 5 is half done
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step_once(self, batch, step)
+    magvlt.MAGVLTTask.train_step = die_in_step_5
+    cfg = load_config(stage.MAGVLTRun, None, sys.argv[3:])
+    stage.run(cfg, Path(sys.argv[1]), Path(sys.argv[2]), cpu=True)
+""")
+
+
+def test_a_killed_run_resumes_to_bitwise_the_same_weights(magvlt, encoded, tmp_path):
+    out = tmp_path / "gen"
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *TINY], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert not out.exists() and latest_checkpoint(out.with_name("gen.partial") / "checkpoints").name.endswith("4")
+
+    stage.run(load_config(stage.MAGVLTRun, None, TINY), encoded, out, cpu=True)
+    assert json.loads((out / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 4
+    resumed, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert (out / "metrics.jsonl").read_text().count("\n") == 6

@@ -1,0 +1,194 @@
+"""`vltk train-gen`: train a MAGVLT or ARGVLT generator on an encoded artifact with the shared training loop.
+
+    vltk train-gen build/demo/encoded build/demo/gen --model magvlt --config stages/demo/train_gen.toml
+    accelerate launch --num_processes 8 -m vltk train-gen ENCODED OUT --config stages/paper/magvlt_base.toml
+
+The codebook size, grid, text vocabulary and context come from the encoded artifact's manifest; the BPE-dropout rate
+from the text tokenizer's (unless the config sets one). The global batch, gradient accumulation and learning rate are
+the config's whatever the number of processes. A killed run continues from its last checkpoint when re-run with the
+same config and inputs.
+
+The artifact holds `model.safetensors` (the EMA weights when EMA is on), `metrics.jsonl`, `loss.png`, `checkpoints/`
+and a manifest with the model config, the tokenizers' paths (so that `vltk sample` finds them), the training numbers
+and the learning curve's first and last values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import save_file
+
+from vltk.artifacts import begin, open_artifact
+from vltk.config import config_to_dict
+from vltk.data.token_batches import TokenBatches
+from vltk.errors import VltkError
+from vltk.models.argvlt import ARGVLT, ARGVLTConfig
+from vltk.models.magvlt import MAGVLT, MAGVLTConfig
+from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
+from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
+from vltk.text.bpe import BPETokenizer
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, train, unwrap
+from vltk.train.loop import METRICS
+from vltk.train.plot import plot_metrics
+
+STAGE = "train-gen"
+WEIGHTS = "model.safetensors"
+Generator = Literal["magvlt", "argvlt"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeneratorOptim(OptimConfig):
+    """The paper's optimiser where it is known (REFERENCE.md §1.14, §9): AdamW (0.9, 0.95), clipping at norm 4,
+    cosine annealing; the peak lr and weight decay were lost, the defaults are the Kakao siblings' values."""
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenDataConfig:
+    split: str = "train"
+    bpe_dropout: float | None = None  # None: the rate the text tokenizer's manifest records (paper: 0.1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MAGVLTRun:
+    generator: Literal["magvlt"] = "magvlt"
+    model: MAGVLTConfig = dataclasses.field(default_factory=MAGVLTConfig)
+    objective: MAGVLTObjective = dataclasses.field(default_factory=MAGVLTObjective)
+    data: GenDataConfig = dataclasses.field(default_factory=GenDataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    optim: GeneratorOptim = dataclasses.field(default_factory=GeneratorOptim)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ARGVLTRun:
+    generator: Literal["argvlt"] = "argvlt"
+    model: ARGVLTConfig = dataclasses.field(default_factory=ARGVLTConfig)
+    objective: ARGVLTObjective = dataclasses.field(default_factory=ARGVLTObjective)
+    data: GenDataConfig = dataclasses.field(default_factory=GenDataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    optim: GeneratorOptim = dataclasses.field(default_factory=GeneratorOptim)
+
+
+RunConfig = Union[MAGVLTRun, ARGVLTRun]
+RUNS: dict[str, type] = {"magvlt": MAGVLTRun, "argvlt": ARGVLTRun}
+MODELS = {"magvlt": MAGVLT, "argvlt": ARGVLT}
+# Metrics whose first and last logged values the manifest keeps (those a run logged).
+CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
+         "t2i/image", "t2i/text", "i2t/image", "i2t/text")
+
+
+def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The config with the encoded artifact's sizes and the BPE-dropout rate filled in, and that artifact's manifest."""
+    manifest = open_artifact(encoded, "encode")
+    contents = manifest["contents"]
+    if contents["kind"] != "vq":
+        raise VltkError(f"{encoded} holds continuous latents; {cfg.generator.upper()} needs a VQ-encoded artifact "
+                        "(encode with a vqgan image tokenizer)")
+    if cfg.data.split not in contents["splits"]:
+        raise VltkError(f"{encoded} has no '{cfg.data.split}' split (it has {', '.join(contents['splits'])})")
+    sizes = {"image_vocab": int(contents["codebook_size"]), "text_vocab": int(contents["text_vocab_size"]),
+             "image_tokens": int(contents["grid_size"]) ** 2, "text_tokens": int(contents["context_length"])}
+    dropout = cfg.data.bpe_dropout if cfg.data.bpe_dropout is not None else float(contents["bpe_dropout"])
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes),
+                              data=dataclasses.replace(cfg.data, bpe_dropout=dropout))
+    return cfg, manifest
+
+
+def _tokenizer(manifest: dict[str, Any], encoded: Path, dropout: float) -> BPETokenizer | None:
+    """The text tokenizer, needed to re-tokenise captions with BPE-dropout (None when the rate is 0)."""
+    if dropout == 0:
+        return None
+    path = Path(manifest["inputs"]["text_tok"]["path"])
+    if not (path / "manifest.json").is_file():
+        raise VltkError(f"BPE-dropout needs the text tokenizer {encoded} was encoded with, but {path} is gone; "
+                        "set data.bpe_dropout = 0 or restore it")
+    return BPETokenizer.from_artifact(path)
+
+
+def _task(cfg: RunConfig, parts: dict, accelerator: Accelerator, grid: int) -> MAGVLTTask | ARGVLTTask:
+    common = {"global_batch": cfg.train.batch_size, "seed": cfg.train.seed}
+    if isinstance(cfg, MAGVLTRun):
+        return MAGVLTTask(parts, cfg.objective, accelerator, grid_size=grid, **common)
+    return ARGVLTTask(parts, cfg.objective, accelerator, **common)
+
+
+def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
+    """Train the generator of `cfg` on `encoded` into the artifact `out` (continuing a killed run of the same config)."""
+    encoded, out = Path(encoded), Path(out)
+    cfg, manifest = resolve(cfg, encoded)
+    contents = manifest["contents"]
+    mixsel = isinstance(cfg, MAGVLTRun) and cfg.objective.mixsel
+    accelerator = make_accelerator(cfg.train, cpu=cpu, find_unused_parameters=isinstance(cfg, MAGVLTRun))
+    with accelerator.main_process_first():  # rank 0 prepares <out>.partial; the others then find it theirs
+        job = begin(out, stage=STAGE, config=cfg, inputs={"encoded": encoded}, force=force, resume=True)
+    if job is None:
+        return out
+
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every process
+    model = MODELS[cfg.generator](cfg.model)
+    parts = prepare(accelerator, {"model": (model, cfg.optim)}, compile=cfg.train.compile)
+    task = _task(cfg, parts, accelerator, int(contents["grid_size"]))
+    data = TokenBatches(encoded, cfg.data.split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                        rank=accelerator.process_index, world_size=accelerator.num_processes, mixsel=mixsel,
+                        bpe_dropout=cfg.data.bpe_dropout,
+                        tokenizer=_tokenizer(manifest, encoded, cfg.data.bpe_dropout))
+    result = train(task, data, cfg.train, accelerator=accelerator, work=job.work,
+                   label=f"train-gen ({cfg.generator} {cfg.model.size})")
+
+    if accelerator.is_main_process:
+        trained = unwrap(accelerator, task.parts["model"].module)
+        if result.ema is not None:
+            result.ema.copy_to(trained)
+        save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in trained.state_dict().items()},
+                  str(job.work / WEIGHTS))
+        lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
+        plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
+        job.publish(contents=_contents(cfg, encoded, manifest, trained, result, lines, accelerator.num_processes))
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: torch.nn.Module, result: Any,
+              lines: list[dict[str, float]], processes: int) -> dict[str, Any]:
+    params = sum(p.numel() for p in model.parameters())
+    curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
+             for k in CURVE if lines and k in lines[0]}
+    ran = result.steps - result.resumed_from
+    final = result.metrics
+    summary = f"{cfg.generator} {cfg.model.size} ({params / 1e6:.2f}M parameters), {result.steps} steps"
+    if "loss" in curve:
+        summary += f", loss {curve['loss']['first']:.3f} -> {curve['loss']['last']:.3f}"
+    if "t2i/image_acc" in curve:
+        summary += f", T2I masked-token accuracy {curve['t2i/image_acc']['last']:.1%}"
+    return {
+        "generator": cfg.generator,
+        "model": config_to_dict(cfg.model),
+        "parameters": params,
+        "image_vocab": cfg.model.image_vocab,
+        "text_vocab": cfg.model.text_vocab,
+        "image_tokens": cfg.model.image_tokens,
+        "text_tokens": cfg.model.text_tokens,
+        "grid_size": manifest["contents"]["grid_size"],
+        "image_size": manifest["contents"]["image_size"],
+        # Where sampling finds the data and the tokenizers (the encoded artifact's own inputs).
+        "encoded": str(encoded),
+        "tokenizers": {"image": manifest["inputs"]["image_tok"]["path"], "text": manifest["inputs"]["text_tok"]["path"]},
+        "ids": {k: manifest["contents"][k] for k in ("eos_id", "pad_id", "sep_id", "sot_id")},
+        "train": {"steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+                  "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
+                  "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "final": final},
+        "curve": curve,
+        "summary": summary,
+    }
