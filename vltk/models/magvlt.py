@@ -83,17 +83,17 @@ def attention_mask(layout: Layout, text_len: torch.Tensor, image_tokens: int, te
     """(B, L, L) bool, True where query (row) may attend to key (column); see the module docstring for the rules."""
     s = slots(layout, image_tokens, text_tokens)
     b, length = text_len.shape[0], 4 + image_tokens + text_tokens
-    pad = torch.arange(text_tokens, device=text_len.device).unsqueeze(0) >= text_len.unsqueeze(1)  # (B, C)
-    keys = torch.ones(b, length, dtype=torch.bool, device=text_len.device)
-    keys[:, s.text] = ~pad
-    mask = keys.unsqueeze(1).repeat(1, length, 1)  # (B, L, L)
+    # Built without in-place writes: inductor's CPU code generation (torch 2.14) fails on an in-place t2i branch.
+    position = torch.arange(length, device=text_len.device)  # (L,)
+    in_text = (position >= s.text.start) & (position < s.text.stop)  # (L,)
+    pad = in_text & (position - s.text.start >= text_len.unsqueeze(1))  # (B, L): text positions at/after the length
+    mask = ~pad.unsqueeze(1)  # (B, 1, L): pads are never keys
     if layout == "t2i":
-        mask[:, s.text] &= ~pad.unsqueeze(2)  # pad queries see nothing (then only themselves, below)
+        mask = mask & ~pad.unsqueeze(2)  # (B, L, L): pad queries see nothing (then only themselves, below)
     else:
-        mask[:, s.bot, s.text] = False  # the length head must not read the text
+        mask = (mask & ~((position == s.bot).unsqueeze(1) & in_text)).expand(b, length, length)  # BOT reads no text
     empty = ~mask.any(dim=2)  # (B, L)
-    mask |= torch.diag_embed(empty)
-    return mask
+    return mask | (empty.unsqueeze(2) & torch.eye(length, dtype=torch.bool, device=text_len.device))
 
 
 @dataclasses.dataclass
