@@ -9,7 +9,7 @@ RUN    ?= build/demo
 CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-vae test bench clean
+.PHONY: install demo demo-argvlt demo-vae test bench clean
 
 install: $(INSTALLED)
 
@@ -22,9 +22,13 @@ test: $(INSTALLED)
 	# One thread per test worker: two workers with two threads each oversubscribe 2 cores and slow torch down badly.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
 
-demo: $(RUN)/encoded/manifest.json
+demo: $(RUN)/gen/manifest.json
 	$(VLTK) info $(RUN)/image-tok
-	$(VLTK) info $(RUN)/encoded
+	$(VLTK) info $(RUN)/gen
+
+# The autoregressive baseline on the same encoded data.
+demo-argvlt: $(RUN)/gen-argvlt/manifest.json
+	$(VLTK) info $(RUN)/gen-argvlt
 
 # The continuous-latent twin (GIVT's input): a beta-VAE and the data set encoded with it.
 demo-vae: $(RUN)/encoded-vae/manifest.json
@@ -51,6 +55,12 @@ $(RUN)/encoded/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(R
 
 $(RUN)/encoded-vae/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(RUN)/image-tok-vae/manifest.json $(RUN)/text-tok/manifest.json | $(INSTALLED)
 	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok-vae $(RUN)/text-tok $(@D) --config $< --force
+
+$(RUN)/gen/manifest.json: $(CFG)/train_gen.toml $(RUN)/encoded/manifest.json | $(INSTALLED)
+	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< --force
+
+$(RUN)/gen-argvlt/manifest.json: $(CFG)/train_gen_argvlt.toml $(RUN)/encoded/manifest.json | $(INSTALLED)
+	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< --force
 
 bench: $(INSTALLED)
 	mkdir -p build/bench

@@ -16,9 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from test_encode import make_image_tok  # noqa: E402  a random-init VQ tokenizer artifact
-
-from vltk.pipeline import encode, shard, synth, tokenize_text  # noqa: E402
+from factories import tiny_encoded  # noqa: E402  (tests/smoke)
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
             "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
@@ -27,15 +25,7 @@ SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
-    synth.run(synth.SynthConfig(count=24, size=16, seed=3, val_fraction=0.2), root / "raw")
-    shard.run(shard.ShardConfig(size=16, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
-    tokenize_text.run(tokenize_text.TextTokenizerConfig(vocab_size=600, context_length=24), str(root / "shards"),
-                      root / "text-tok")
-    image_tok, _ = make_image_tok(root / "image-tok", "vqgan", size=16)
-    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=1), root / "shards", image_tok, root / "text-tok",
-               root / "encoded", cpu=True)
-    return root / "encoded"
+    return tiny_encoded(tmp_path_factory.mktemp("dist"), seed=3)
 
 
 def free_port() -> int:

@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+
+from factories import make_image_tok  # tests/smoke
 
 from vltk import artifacts
-from vltk.config import config_to_dict
 from vltk.data.encoded import Encoded, MixSel, iter_encoded
 from vltk.data.mixsel import mix
 from vltk.data.shards import iter_samples
 from vltk.errors import VltkError
-from vltk.imagetok import CNNConfig, ImageTokenizerConfig, QuantizerConfig, VAEConfig, build_image_tokenizer
 from vltk.pipeline import decode, encode, shard, synth, tokenize_text
 from vltk.pipeline.encode import EncodeConfig, to_tensor
 from vltk.text.bpe import BPETokenizer
@@ -28,23 +27,6 @@ from vltk.text.bpe import BPETokenizer
 SIZE = 16
 IMAGES = 30
 TAR = 5  # images per input tar: a batch window of 4 leaves one image, which joins the window before it
-
-
-def make_image_tok(out, kind, size=SIZE):
-    """A random-init tokenizer artifact in the layout `vltk tokenize image` writes."""
-    cfg = ImageTokenizerConfig(
-        kind=kind, image_size=size,
-        encoder=CNNConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8),
-        quantizer=QuantizerConfig(codebook_size=64, code_dim=4), vae=VAEConfig(latent_channels=4),
-    )
-    torch.manual_seed(0)
-    model = build_image_tokenizer(cfg)
-    job = artifacts.begin(out, stage="tokenize-image", config=cfg, inputs={})
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, job.work / "model.safetensors")
-    sizes = {"codebook_size": 64} if kind == "vqgan" else {"latent_channels": 4}
-    job.publish({"kind": kind, "image_size": size, "grid_size": cfg.grid_size, "downsample": cfg.downsample, **sizes,
-                 "normalization": "[-1, 1]", "model": config_to_dict(cfg), "perceptual": "off", "summary": "test"})
-    return out, model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,15 @@ import textwrap
 import pytest
 import torch
 from PIL import Image
+from factories import tiny_encoded  # tests/smoke
 from safetensors.torch import load_file
-from test_encode import make_image_tok  # tests/smoke: a random-init VQ tokenizer artifact
 from typer.testing import CliRunner
 
 from vltk.cli import app
-from vltk.pipeline import encode, shard, synth, tokenize_text
-from vltk.pipeline import train_gen as stage
 from vltk.config import load_config
+from vltk.pipeline import train_gen as stage
 from vltk.train.checkpoint import latest_checkpoint
 
-SIZE = 16
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
         "train.steps=6", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
         "train.ema_decay=0.9", "optim.warmup_steps=2", "data.bpe_dropout=0.1"]
@@ -28,15 +26,7 @@ TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0",
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    synth.run(synth.SynthConfig(count=24, size=SIZE, seed=2, val_fraction=0.2), root / "raw")
-    shard.run(shard.ShardConfig(size=SIZE, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
-    tokenize_text.run(tokenize_text.TextTokenizerConfig(vocab_size=600, context_length=24), str(root / "shards"),
-                      root / "text-tok")
-    image_tok, _ = make_image_tok(root / "image-tok", "vqgan", size=SIZE)
-    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=1), root / "shards", image_tok, root / "text-tok",
-               root / "encoded", cpu=True)
-    return root / "encoded"
+    return tiny_encoded(tmp_path_factory.mktemp("gen"))
 
 
 def run_cli(*args: str):

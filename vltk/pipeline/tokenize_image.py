@@ -23,7 +23,6 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
 
 from vltk.artifacts import begin, open_artifact
 from vltk.config import config_to_dict
@@ -38,7 +37,7 @@ from vltk.imagetok.losses import (
     Perceptual, adaptive_weight, build_perceptual, discriminator_loss, gan_factor, generator_loss, pixel_loss,
 )
 from vltk.metrics.judge import check, detect, parse_caption, summarize
-from vltk.train import OptimConfig, Part, TrainConfig, make_accelerator, prepare, train, unwrap
+from vltk.train import OptimConfig, Part, TrainConfig, make_accelerator, prepare, save_final_weights, train, unwrap
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LossConfig:
@@ -168,12 +167,7 @@ def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = Fals
                    label=f"tokenize image ({cfg.model.kind})")
 
     if accelerator.is_main_process:
-        model = unwrap(accelerator, task.parts["model"].module)
-        if result.ema is not None:
-            result.ema.copy_to(model)
-        model.eval()
-        save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()},
-                  str(job.work / WEIGHTS))
+        model = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
         evaluation = evaluate(model, shards, cfg, job.work / "recon.png", accelerator.device)
         trained = {"steps": result.steps, "resumed_from": result.resumed_from,
                    "seconds": round(result.seconds, 1),

@@ -22,7 +22,6 @@ from typing import Any, Literal, Union
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
 
 from vltk.artifacts import begin, open_artifact
 from vltk.config import config_to_dict
@@ -33,7 +32,7 @@ from vltk.models.magvlt import MAGVLT, MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
 from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
 from vltk.text.bpe import BPETokenizer
-from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, train, unwrap
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.loop import METRICS
 from vltk.train.plot import plot_metrics
 
@@ -62,23 +61,26 @@ class GenDataConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MAGVLTRun:
-    generator: Literal["magvlt"] = "magvlt"
-    model: MAGVLTConfig = dataclasses.field(default_factory=MAGVLTConfig)
-    objective: MAGVLTObjective = dataclasses.field(default_factory=MAGVLTObjective)
+class _Run:
+    """What every generator run has besides its model and objective."""
+
     data: GenDataConfig = dataclasses.field(default_factory=GenDataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     optim: GeneratorOptim = dataclasses.field(default_factory=GeneratorOptim)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ARGVLTRun:
+class MAGVLTRun(_Run):
+    generator: Literal["magvlt"] = "magvlt"
+    model: MAGVLTConfig = dataclasses.field(default_factory=MAGVLTConfig)
+    objective: MAGVLTObjective = dataclasses.field(default_factory=MAGVLTObjective)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ARGVLTRun(_Run):
     generator: Literal["argvlt"] = "argvlt"
     model: ARGVLTConfig = dataclasses.field(default_factory=ARGVLTConfig)
     objective: ARGVLTObjective = dataclasses.field(default_factory=ARGVLTObjective)
-    data: GenDataConfig = dataclasses.field(default_factory=GenDataConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    optim: GeneratorOptim = dataclasses.field(default_factory=GeneratorOptim)
 
 
 RunConfig = Union[MAGVLTRun, ARGVLTRun]
@@ -148,11 +150,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
                    label=f"train-gen ({cfg.generator} {cfg.model.size})")
 
     if accelerator.is_main_process:
-        trained = unwrap(accelerator, task.parts["model"].module)
-        if result.ema is not None:
-            result.ema.copy_to(trained)
-        save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in trained.state_dict().items()},
-                  str(job.work / WEIGHTS))
+        trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
         lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
         plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
         job.publish(contents=_contents(cfg, encoded, manifest, trained, result, lines, accelerator.num_processes))

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from safetensors.torch import save_file
 from torch import nn
 
 from vltk.train.checkpoint import (
@@ -126,6 +127,17 @@ def prepare(
 def unwrap(accelerator: Accelerator, module: nn.Module) -> nn.Module:
     """The plain module under accelerate's DDP / autocast / compile wrappers (its state dict has the plain names)."""
     return accelerator.unwrap_model(module, keep_torch_compile=False)
+
+
+def save_final_weights(accelerator: Accelerator, part: Part, ema: EMA | None, file: Path) -> nn.Module:
+    """The trained module (plain, in eval mode) with the EMA weights when there are some, saved to `file` as
+    safetensors; the published weights of a run."""
+    model = unwrap(accelerator, part.module)
+    if ema is not None:
+        ema.copy_to(model)
+    model.eval()
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}, str(file))
+    return model
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:

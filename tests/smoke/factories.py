@@ -1,0 +1,42 @@
+"""Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer and a whole encoded data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from vltk import artifacts
+from vltk.config import config_to_dict
+from vltk.imagetok import CNNConfig, ImageTokenizerConfig, QuantizerConfig, VAEConfig, build_image_tokenizer
+from vltk.pipeline import encode, shard, synth, tokenize_text
+
+
+def make_image_tok(out: Path, kind: str, size: int = 16):
+    """A random-init tokenizer artifact in the layout `vltk tokenize image` writes."""
+    cfg = ImageTokenizerConfig(
+        kind=kind, image_size=size,
+        encoder=CNNConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8),
+        quantizer=QuantizerConfig(codebook_size=64, code_dim=4), vae=VAEConfig(latent_channels=4),
+    )
+    torch.manual_seed(0)
+    model = build_image_tokenizer(cfg)
+    job = artifacts.begin(out, stage="tokenize-image", config=cfg, inputs={})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, job.work / "model.safetensors")
+    sizes = {"codebook_size": 64} if kind == "vqgan" else {"latent_channels": 4}
+    job.publish({"kind": kind, "image_size": size, "grid_size": cfg.grid_size, "downsample": cfg.downsample, **sizes,
+                 "normalization": "[-1, 1]", "model": config_to_dict(cfg), "perceptual": "off", "summary": "test"})
+    return out, model.eval()
+
+
+def tiny_encoded(root: Path, size: int = 16, seed: int = 2) -> Path:
+    """synth (24 scenes) -> shards -> a 600-token BPE (context 24) -> a random VQ tokenizer -> encoded with MixSel."""
+    synth.run(synth.SynthConfig(count=24, size=size, seed=seed, val_fraction=0.2), root / "raw")
+    shard.run(shard.ShardConfig(size=size, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
+    tokenize_text.run(tokenize_text.TextTokenizerConfig(vocab_size=600, context_length=24), str(root / "shards"),
+                      root / "text-tok")
+    image_tok, _ = make_image_tok(root / "image-tok", "vqgan", size=size)
+    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=1), root / "shards", image_tok, root / "text-tok",
+               root / "encoded", cpu=True)
+    return root / "encoded"
