@@ -169,7 +169,8 @@ def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: to
     if "loss" in curve:
         summary += f", loss {curve['loss']['first']:.3f} -> {curve['loss']['last']:.3f}"
     if "t2i/image_acc" in curve:
-        summary += f", T2I masked-token accuracy {curve['t2i/image_acc']['last']:.1%}"
+        kind = "masked" if cfg.generator == "magvlt" else "next"
+        summary += f", T2I {kind}-token accuracy {curve['t2i/image_acc']['last']:.1%}"
     return {
         "generator": cfg.generator,
         "model": config_to_dict(cfg.model),
