@@ -1,0 +1,46 @@
+"""What every sampler shares: logit filters and categorical draws, in float32, from an explicit generator.
+
+    logits = filter_logits(logits / temperature, top_k=32, top_p=None)
+    ids, probs = sample(logits, generator)           # (..., ) ids and the probability of each drawn id
+
+Sampling math runs in float32 even when the model ran under bf16 / fp16 autocast: temperatures of 0.1-0.6 amplify
+half-precision error (REFERENCE.md §8 item 27).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """(..., V) float32 logits with all but the top-k, then all outside the top-p nucleus, set to -inf.
+
+    top_p keeps the smallest set of tokens whose probability reaches p (the first token always stays), renormalised
+    implicitly by the softmax that follows.
+    """
+    logits = logits.float()
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already >= p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one id per row of (..., V) logits (float32 softmax); return (ids (...,), their probabilities (...,))."""
+    probs = logits.float().softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    return ids, probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
+           device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard Gumbel noise -log(-log(u)) of `shape`, float32, u ~ U(0, 1) kept away from 0 and 1."""
+    u = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
