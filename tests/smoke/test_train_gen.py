@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from vltk.cli import app
 from vltk.config import load_config
+from vltk.models.artifact import load_generator
+from vltk.models.magvlt import MAGVLT
 from vltk.pipeline import train_gen as stage
 from vltk.train.checkpoint import latest_checkpoint
 
@@ -59,6 +61,9 @@ def test_magvlt_artifact(magvlt, encoded):
     with Image.open(magvlt / "loss.png") as png:
         assert png.size[0] > 100
     assert contents["train"]["steps"] == 6 and "magvlt" in contents["summary"]
+    model, loaded = load_generator(magvlt)  # what sampling starts from
+    assert isinstance(model, MAGVLT) and not model.training and loaded == contents
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
 def test_argvlt_trains_from_its_config_key(encoded, tmp_path):
@@ -88,6 +93,8 @@ KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vltk.config import load_config
+from vltk.models.artifact import load_generator
+from vltk.models.magvlt import MAGVLT
     from vltk.objectives import magvlt
     from vltk.pipeline import train_gen as stage
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import nn
 
 from vltk.artifacts import open_artifact
 from vltk.config import from_dict
-from vltk.errors import VltkError
 from vltk.imagetok import ImageTokenizerConfig, build_image_tokenizer
+from vltk.train.checkpoint import load_published_weights
 
 STAGE = "tokenize-image"
 WEIGHTS = "model.safetensors"
@@ -30,11 +29,4 @@ def load_image_tokenizer(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     contents = open_artifact(path, STAGE)["contents"]
     model = build_image_tokenizer(from_dict(ImageTokenizerConfig, contents["model"]))
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise VltkError(f"{path} has no {WEIGHTS}")
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except RuntimeError as err:
-        raise VltkError(f"{weights} does not match the model config in {path}/manifest.json: {err}") from None
-    return model.eval(), contents
+    return load_published_weights(model, path, WEIGHTS), contents

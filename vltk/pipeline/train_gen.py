@@ -27,8 +27,9 @@ from vltk.artifacts import begin, open_artifact
 from vltk.config import config_to_dict
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
-from vltk.models.argvlt import ARGVLT, ARGVLTConfig
-from vltk.models.magvlt import MAGVLT, MAGVLTConfig
+from vltk.models.argvlt import ARGVLTConfig
+from vltk.models.artifact import GENERATORS, STAGE, WEIGHTS
+from vltk.models.magvlt import MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
 from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
 from vltk.text.bpe import BPETokenizer
@@ -36,8 +37,6 @@ from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save
 from vltk.train.loop import METRICS
 from vltk.train.plot import plot_metrics
 
-STAGE = "train-gen"
-WEIGHTS = "model.safetensors"
 Generator = Literal["magvlt", "argvlt"]
 
 
@@ -85,7 +84,6 @@ class ARGVLTRun(_Run):
 
 RunConfig = Union[MAGVLTRun, ARGVLTRun]
 RUNS: dict[str, type] = {"magvlt": MAGVLTRun, "argvlt": ARGVLTRun}
-MODELS = {"magvlt": MAGVLT, "argvlt": ARGVLT}
 # Metrics whose first and last logged values the manifest keeps (those a run logged).
 CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
          "t2i/image", "t2i/text", "i2t/image", "i2t/text")
@@ -139,7 +137,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
         return out
 
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every process
-    model = MODELS[cfg.generator](cfg.model)
+    model = GENERATORS[cfg.generator][0](cfg.model)
     parts = prepare(accelerator, {"model": (model, cfg.optim)}, compile=cfg.train.compile)
     task = _task(cfg, parts, accelerator, int(contents["grid_size"]))
     data = TokenBatches(encoded, cfg.data.split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,

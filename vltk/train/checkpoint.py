@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vltk.errors import VltkError
 from vltk.train.ema import EMA
 
 PREFIX = "step-"
@@ -163,3 +164,17 @@ def load_rng(path: Path, rank: int) -> None:
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def load_published_weights(model: nn.Module, artifact: Path, name: str = "model.safetensors") -> nn.Module:
+    """Load a published artifact's weights file into `model`, strictly; a missing or mismatched file is one clear
+    error (a `VltkError` naming the artifact). Returns the model in eval mode."""
+    file = Path(artifact) / name
+    if not file.is_file():
+        raise VltkError(f"{artifact} has no {name}")
+    try:
+        model.load_state_dict(load_file(str(file)))
+    except RuntimeError as err:
+        raise VltkError(f"{file} does not match the model config in {artifact}/manifest.json: {err}") from None
+    return model.eval()
+
