@@ -20,8 +20,13 @@ def random_subset(candidates: torch.Tensor, counts: torch.Tensor, noise: torch.T
     if candidates.shape != noise.shape or counts.shape != candidates.shape[:1]:
         raise ValueError(f"candidates {tuple(candidates.shape)}, noise {tuple(noise.shape)} and counts "
                          f"{tuple(counts.shape)} do not match")
-    scores = noise.masked_fill(~candidates, -1.0)
-    rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # (B, L): 0 = the largest score of the row
+    return top_n(noise, candidates, counts)
+
+
+def top_n(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: in row i, the counts[i] candidate positions with the largest (finite) scores."""
+    scores = scores.masked_fill(~candidates, float("-inf"))
+    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # (B, L): 0 = the row's best
     return (rank < counts.unsqueeze(1)) & candidates
 
 

@@ -1,0 +1,281 @@
+"""MAGVLT's samplers against REFERENCE.md §1.13 and hand-computed cases; stub models make the rules observable."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from vltk.models.magvlt import MAGVLT, Inputs, MAGVLTConfig, Outputs
+from vltk.sampling.magvlt import (
+    MAGVLTSampling, blend, center_box, generate_images, generate_pairs, generate_text, infill_span, unmask_counts,
+    unmask_table,
+)
+
+N, C, VI, VT, EOS = 16, 8, 13, 17, 16
+
+
+def tiny() -> MAGVLT:
+    torch.manual_seed(0)
+    cfg = MAGVLTConfig(size="tiny", width=16, depth=1, heads=2, dropout=0.0, attn_dropout=0.0, image_vocab=VI,
+                       text_vocab=VT, image_tokens=N, text_tokens=C)
+    return MAGVLT(cfg)
+
+
+class Stub(nn.Module):
+    """Same forward signature as MAGVLT. Position k's distribution is uniform over `allowed[k]` ids starting at 1
+    (so the placeholder 0 is never sampled), which makes the tempered probability of *any* sampled id 1 / allowed[k]:
+    a confidence the test controls without depending on which id is drawn. Every call's inputs are recorded."""
+
+    def __init__(self, image_allowed, text_allowed=(), length_class=0, text_tokens=C, eos_at=None):
+        super().__init__()
+        self.cfg = types.SimpleNamespace(image_tokens=len(image_allowed), text_tokens=text_tokens)
+        self.image_allowed, self.text_allowed = list(image_allowed), list(text_allowed)
+        self.length_class, self.eos_at = length_class, eos_at
+        self.anchor = nn.Parameter(torch.zeros(1))  # gives the stub a device
+        self.calls: list[tuple[Inputs, bool]] = []
+
+    @staticmethod
+    def _uniform(allowed, b, vocab):
+        logits = torch.full((b, len(allowed), vocab), float("-inf"))
+        for k, a in enumerate(allowed):
+            logits[:, k, 1:1 + a] = 0.0
+        return logits
+
+    def forward(self, x: Inputs, image_query=None, text_query=None, length=False) -> Outputs:
+        self.calls.append((x, length))
+        b, out = x.image.shape[0], Outputs()
+        if image_query is not None:
+            out.image_logits = self._uniform(self.image_allowed, b, VI)[image_query]
+        if text_query is not None:
+            logits = self._uniform(self.text_allowed, b, VT)
+            if self.eos_at is not None:  # this position can only be EOS
+                logits[:, self.eos_at] = float("-inf")
+                logits[:, self.eos_at, EOS] = 0.0
+            out.text_logits = logits[text_query]
+        if length:
+            out.length_logits = torch.nn.functional.one_hot(torch.full((b,), self.length_class), self.cfg.text_tokens
+                                                            ).float()
+        return out
+
+
+# ---- schedules and pure helpers ----
+
+def test_unmask_counts_match_the_reference_table():
+    counts = unmask_counts(256, 10, "cosine")
+    assert counts == [3, 9, 15, 21, 26, 31, 34, 37, 39, 41]  # REFERENCE.md §1.13.1
+    remaining = [256 - sum(counts[: t + 1]) for t in range(10)]
+    assert remaining == [253, 244, 229, 208, 182, 151, 117, 80, 41, 0]
+
+
+def test_unmask_counts_hand_cases():
+    # linear, 10 tokens, 4 steps: keep ceil(0.75*10)=8, 5, ceil(2.5)=3, then all -> unmask 2, 3, 2, 3
+    assert unmask_counts(10, 4, "linear") == [2, 3, 2, 3]
+    # cosine, 8 tokens, 4 steps: keep ceil(7.39)=8 -> forced 1; ceil(5.66)=6 -> 1; ceil(3.06)=4 -> 2; last 4
+    assert unmask_counts(8, 4, "cosine") == [1, 1, 2, 4]
+    # fewer tokens than steps: one per step until none is left
+    assert unmask_counts(2, 4, "cosine") == [1, 1, 0, 0]
+    assert unmask_counts(5, 1, "sqrt") == [5]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "sqrt"])
+@pytest.mark.parametrize("total,steps", [(256, 10), (64, 10), (255, 12), (13, 12), (1000, 7), (1, 1)])
+def test_unmask_counts_cover_everything_with_one_per_step(schedule, total, steps):
+    counts = unmask_counts(total, steps, schedule)
+    assert len(counts) == steps and sum(counts) == total
+    left = [total - sum(counts[:t]) for t in range(steps)]  # masked before each step
+    assert all(n >= min(1, before) for n, before in zip(counts[:-1], left))  # >= 1 while any is left
+    assert all(n >= 0 for n in counts)
+
+
+def test_unmask_table_rows_are_the_per_total_counts():
+    totals = torch.tensor([256, 64, 0, 5])
+    table = unmask_table(totals, 10, "cosine")
+    for row, total in zip(table.tolist(), totals.tolist()):
+        assert row == unmask_counts(total, 10, "cosine")
+
+
+def test_infill_span_and_center_box_hand_cases():
+    assert infill_span(10) == (3, 5)
+    assert infill_span(7) == (2, 3)
+    assert infill_span(1) == (0, 0)
+    box = center_box(16).view(16, 16)
+    assert box.sum() == 64  # 25% of the tokens (REFERENCE.md §1.13.4)
+    rows, cols = box.nonzero(as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 11, 4, 11)
+
+
+def test_config_rejects_unknown_rules():
+    with pytest.raises(ValueError):
+        MAGVLTSampling(unmask="greedy")
+    with pytest.raises(ValueError):
+        MAGVLTSampling(text_remask="bottom")
+    with pytest.raises(ValueError):
+        MAGVLTSampling(image_steps=0)
+
+
+# ---- images ----
+
+def captions(b=3):
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, VT - 1, (b, C), generator=g), torch.tensor([3, 8, 5])[:b]
+
+
+def test_t2i_is_valid_and_deterministic_for_a_seed():
+    model, (text, text_len) = tiny(), captions()
+    a = generate_images(model, text, text_len, MAGVLTSampling(), torch.Generator().manual_seed(0))
+    b = generate_images(model, text, text_len, MAGVLTSampling(), torch.Generator().manual_seed(0))
+    assert a.shape == (3, N) and a.dtype == torch.long
+    assert ((a >= 0) & (a < VI)).all()
+    assert torch.equal(a, b)
+    assert not model.training
+
+
+def test_t2i_fills_every_position_and_unmasks_by_confidence():
+    # Confidence of position k = 1 / allowed[k]; with "maskgit" (no Gumbel) the most confident go first.
+    allowed = [3, 1, 4, 8, 2, 6, 5, 7]
+    stub = Stub(allowed)
+    cfg = MAGVLTSampling(image_steps=4, unmask="maskgit")
+    text, text_len = captions(2)
+    codes = generate_images(stub, text, text_len, cfg, torch.Generator().manual_seed(0))
+    assert (codes >= 1).all()  # no placeholder left: every position holds a sampled id
+    assert all((codes[:, k] <= a).all() for k, a in enumerate(allowed))
+    masks = [x.image_masked[0] for x, _ in stub.calls] + [torch.zeros(8, dtype=torch.bool)]
+    assert [int(m.sum()) for m in masks] == [8, 7, 6, 4, 0]  # unmask 1, 1, 2, 4 (hand-computed above)
+    order = torch.tensor(allowed)
+    for before, after in zip(masks, masks[1:]):
+        opened = before & ~after
+        assert not (after & ~before).any()  # nothing is re-masked
+        if after.any():
+            assert order[opened].max() < order[after].min()
+
+
+def test_inpainting_keeps_the_given_tokens():
+    model = tiny()
+    text, text_len = captions()
+    g = torch.Generator().manual_seed(2)
+    image = torch.randint(0, VI, (3, N), generator=g)
+    masked = torch.zeros(3, N, dtype=torch.bool)
+    masked[0] = center_box(4)
+    masked[1, [0, 5, 15]] = True  # rows have different masked counts; row 2 has none
+    out = generate_images(model, text, text_len, MAGVLTSampling(), torch.Generator().manual_seed(0), image=image,
+                          masked=masked)
+    assert torch.equal(out[~masked], image[~masked])
+    assert ((out >= 0) & (out < VI)).all()
+
+
+def test_inpainting_schedules_each_rows_count():
+    stub = Stub([2] * 8)
+    masked = torch.zeros(2, 8, dtype=torch.bool)
+    masked[0, :8], masked[1, :2] = True, True
+    text, text_len = captions(2)
+    generate_images(stub, text, text_len, MAGVLTSampling(image_steps=4), torch.Generator().manual_seed(0),
+                    image=torch.zeros(2, 8, dtype=torch.long), masked=masked)
+    counts = torch.stack([x.image_masked.sum(dim=1) for x, _ in stub.calls])  # (steps, B) masked before each step
+    assert counts[:, 0].tolist() == [8, 7, 6, 4]  # unmask 1, 1, 2, (4)
+    assert counts[:, 1].tolist() == [2, 1, 0, 0]  # unmask 1, 1, then nothing is left
+
+
+# ---- text ----
+
+def test_i2t_length_from_the_head_and_remask_counts():
+    # Length class 4 -> N = 5; T = 4 -> n_t = max(1, floor(5 (4 - t) / 4)) = 5, 3, 2, 1.
+    stub = Stub([1] * N, text_allowed=[3, 1, 4, 8, 2, 6, 5, 7], length_class=4)
+    cfg = MAGVLTSampling(text_steps=4, text_remask="topk")
+    image = torch.zeros(2, N, dtype=torch.long)
+    result = generate_text(stub, image, cfg, torch.Generator().manual_seed(0), eos_id=EOS)
+    (first, length_pass), *steps = stub.calls
+    assert length_pass and first.text_masked.all() and (first.text_len == C).all()
+    assert [int(x.text_masked[0].sum()) for x, _ in steps] == [5, 3, 2, 1]
+    assert all((x.text_len == 5).all() and not x.text_masked[:, 5:].any() for x, _ in steps)
+    # "topk" re-masks the lowest log-probs: after the first pass log p[k] = -log(allowed[k]) in the window
+    # (allowed 3, 1, 4, 8, 2) -> the 3 lowest are positions 3, 2, 0.
+    assert steps[1][0].text_masked[0].nonzero().flatten().tolist() == [0, 2, 3]
+    # No EOS sampled: the 5 window tokens, then the EOS padding at position 5 -> length 6.
+    assert (result.lengths == 6).all()
+    assert (result.ids[:, 5:] == EOS).all() and (result.ids[:, :5] != EOS).all()
+    expected = -sum(math.log(a) for a in [3, 1, 4, 8, 2])  # uniform over allowed[k] tokens
+    assert torch.allclose(result.logprob, torch.full((2,), expected))
+
+
+def test_i2t_cuts_at_the_first_generated_eos():
+    stub = Stub([1] * N, text_allowed=[3] * C, length_class=6, eos_at=2)
+    result = generate_text(stub, torch.zeros(1, N, dtype=torch.long), MAGVLTSampling(text_steps=3),
+                           torch.Generator().manual_seed(0), eos_id=EOS)
+    assert result.lengths.tolist() == [3]
+    assert (result.ids[0, 2:] == EOS).all() and (result.ids[0, :2] != EOS).all()
+    assert torch.allclose(result.logprob, torch.tensor([-2 * math.log(3)]))  # EOS had probability 1
+
+
+def test_i2t_with_a_real_model_is_valid():
+    model = tiny()
+    image = torch.randint(0, VI, (3, N), generator=torch.Generator().manual_seed(3))
+    r = generate_text(model, image, MAGVLTSampling(), torch.Generator().manual_seed(0), eos_id=EOS)
+    assert r.ids.shape == (3, C) and ((r.ids >= 0) & (r.ids < VT)).all()
+    assert ((r.lengths >= 1) & (r.lengths <= C)).all()
+    positions = torch.arange(C)
+    assert (r.ids[positions >= r.lengths.unsqueeze(1)] == EOS).all()
+    assert (r.logprob <= 0).all()
+
+
+def test_infilling_changes_only_the_span():
+    model = tiny()
+    with torch.no_grad():  # the model never proposes EOS, so the caption after the span cannot be cut
+        model.head.bias[VI + EOS] = -1e4
+    g = torch.Generator().manual_seed(4)
+    text = torch.full((2, C), EOS)
+    text[0, :6] = torch.randint(0, EOS, (6,), generator=g)  # n = 6 non-EOS tokens -> span [2, 5)
+    text[1, :7] = torch.randint(0, EOS, (7,), generator=g)  # n = 7 -> span [2, 5)
+    masked = torch.zeros(2, C, dtype=torch.bool)
+    for row, n in enumerate((6, 7)):
+        start, count = infill_span(n)
+        masked[row, start:start + count] = True
+    image = torch.randint(0, VI, (2, N), generator=g)
+    r = generate_text(model, image, MAGVLTSampling(), torch.Generator().manual_seed(0), eos_id=EOS, text=text,
+                      masked=masked)
+    assert torch.equal(r.ids[~masked], text[~masked])
+    assert r.lengths.tolist() == [7, 8]  # the true lengths (EOS included; the 7-token row has its EOS at 7)
+    assert not torch.equal(r.ids[masked], text[masked])  # something was sampled there
+
+
+# ---- unconditional pairs ----
+
+def test_pairs_are_valid_and_lengths_in_range():
+    model = tiny()
+    codes, r = generate_pairs(model, 3, MAGVLTSampling(), torch.Generator().manual_seed(0), eos_id=EOS,
+                              length_range=(2, 5))
+    assert codes.shape == (3, N) and ((codes >= 0) & (codes < VI)).all()
+    assert ((r.ids >= 0) & (r.ids < VT)).all()
+    assert ((r.lengths >= 1) & (r.lengths <= C)).all()
+    codes, r = generate_pairs(model, 2, MAGVLTSampling(image_steps=2, text_steps=2), torch.Generator().manual_seed(1),
+                              eos_id=EOS, length_range=(50, 100))  # clamped to the context
+    assert ((r.lengths >= 1) & (r.lengths <= C)).all()
+
+
+def test_pairs_follow_the_length_head_and_fill_everything():
+    # The window starts at 2 and the head then says 5: the grown positions start masked and are all filled.
+    stub = Stub([2] * 8, text_allowed=[3] * C, length_class=4)
+    codes, r = generate_pairs(stub, 2, MAGVLTSampling(image_steps=3, text_steps=3), torch.Generator().manual_seed(0),
+                              eos_id=EOS, length_range=(2, 2))
+    steps = [x for x, is_length in stub.calls if not is_length]
+    assert len(steps) == 3
+    assert (steps[0].text_len == 2).all() and (steps[1].text_len == 5).all()
+    assert steps[1].text_masked[:, 2:5].all()  # newly exposed positions start masked
+    assert (codes >= 1).all()
+    assert r.lengths.tolist() == [6, 6] and (r.ids[:, :5] != EOS).all()
+
+
+# ---- blending ----
+
+def test_blend_is_generated_inside_and_source_outside():
+    b, grid, size = 2, 8, 64  # default radius 64 / 16 - 1 = 3 px; the box is pixels 16..47
+    edited = center_box(grid).expand(b, -1)
+    out = blend(torch.ones(b, 3, size, size), torch.zeros(b, 3, size, size), edited, grid)
+    assert torch.allclose(out[..., 28:36, 28:36], torch.ones(1), atol=1e-4)  # >= 12 px (4 sigma) inside
+    assert torch.allclose(out[..., :4, :], torch.zeros(1), atol=1e-4)
+    assert 0.2 < out[0, 0, 32, 16] < 0.8  # the edge is soft
+    hard = blend(torch.ones(b, 3, size, size), torch.zeros(b, 3, size, size), edited, grid, radius=0)
+    assert hard[0, 0, 16:48, 16:48].eq(1).all() and hard.sum() == b * 3 * 32 * 32
