@@ -1,0 +1,117 @@
+"""Sampling speed: MAGVLT's parallel decoding against ARGVLT's KV-cache decoding, same size, same batch.
+
+    python -m benchmarks.run --out build/bench/results.json --only sampling
+
+T2I: MAGVLT runs T = 10 full forward passes (REFERENCE.md §1.13.1), ARGVLT N sequential steps through its KV cache
+(§2); the paper reports MAGVLT 8.12x faster at 256 image tokens on a GPU. I2T: MAGVLT runs a length pass and T = 12
+iterations (§1.13.2); ARGVLT is forced to its worst case of C steps (an EOS id no token equals, so no row stops; an
+untrained model rarely draws its EOS anyway). Both models are untrained and built from the same config (dropout 0):
+speed does not depend on the weights. Rates are images or captions per second; `magvlt_over_argvlt` above 1 means
+MAGVLT is faster. The two samplers of a task are timed in interleaved rounds (the median round each; `round_spread`
+says how much the rounds disagreed), after one untimed warm-up call.
+
+On a CPU two small sizes run in fp32 (about a minute with one thread). The work is compute-bound there, and
+MAGVLT's passes cost about T x L tokens of compute against ARGVLT's N (or C) single-token steps, so the paper's ratio,
+which comes from a GPU where single-token steps are latency-bound, is not expected. ARGVLT's thousands of tiny ops
+suffer most when other processes load the cores (each threaded op waits for a descheduled thread): on a busy machine
+run with OMP_NUM_THREADS=1. On a GPU the paper's base size (1024
+wide, 24 layers, 16x16 grid, 64 text tokens, full vocabularies) runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Callable
+
+import torch
+
+from benchmarks.bench_generators import GPU_SIZES, Size, Timing, build_magvlt, time_paths
+from vltk.masking import prefix_mask
+from vltk.models.argvlt import ARGVLT, ARGVLTConfig
+from vltk.sampling import argvlt as ar
+from vltk.sampling import magvlt as mask
+
+CPU_SIZES = {
+    "w128_d4_grid8": Size(width=128, depth=4, heads=4, grid=8, text_tokens=32, image_vocab=512, text_vocab=1024,
+                          batch=8),
+    "w256_d4_grid16": Size(width=256, depth=4, heads=4, grid=16, text_tokens=32, image_vocab=1024, text_vocab=4096,
+                           batch=8),
+}
+# A generation call is long, so a round is one call per sampler.
+CPU_TIMING, GPU_TIMING = Timing(warmup=1, rounds=3, steps=1), Timing(warmup=1, rounds=3, steps=1)
+
+
+def build_argvlt(size: Size) -> ARGVLT:
+    return ARGVLT(ARGVLTConfig(width=size.width, depth=size.depth, heads=size.heads, dropout=0.0, attn_dropout=0.0,
+                               image_vocab=size.image_vocab, text_vocab=size.text_vocab, image_tokens=size.grid**2,
+                               text_tokens=size.text_tokens))
+
+
+def inputs(size: Size, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C) EOS-padded captions, their (B,) lengths (EOS included) and (B, N) codes, drawn at random."""
+    g = torch.Generator().manual_seed(0)
+    b, c, eos = size.batch, size.text_tokens, size.text_vocab - 1
+    text_len = torch.randint(c // 2, c + 1, (b,), generator=g)
+    text = torch.randint(eos, (b, c), generator=g).where(prefix_mask(text_len - 1, c), eos)
+    image = torch.randint(size.image_vocab, (b, size.grid**2), generator=g)
+    return text.to(device), text_len.to(device), image.to(device)
+
+
+def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtype | None) -> dict:
+    torch.manual_seed(0)
+    magvlt, argvlt = build_magvlt(size).to(device).eval(), build_argvlt(size).to(device).eval()
+    text, text_len, image = inputs(size, device)
+    g = torch.Generator(device).manual_seed(0)
+    eos, never = size.text_vocab - 1, -1  # `never`: no row of ARGVLT stops early (its worst case, C steps)
+    mask_cfg, ar_cfg = mask.MAGVLTSampling(), ar.ARGVLTSampling()
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def call(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            with autocast():
+                fn()
+        return run
+
+    tasks = {
+        "t2i": ("images_per_s", mask_cfg.image_steps, size.grid**2, {
+            "magvlt": call(lambda: mask.generate_images(magvlt, text, text_len, mask_cfg, g)),
+            "argvlt": call(lambda: ar.generate_images(argvlt, text, ar_cfg, g)),
+        }),
+        "i2t": ("captions_per_s", mask_cfg.text_steps, size.text_tokens, {
+            "magvlt": call(lambda: mask.generate_text(magvlt, image, mask_cfg, g, eos_id=eos)),
+            "argvlt": call(lambda: ar.generate_text(argvlt, image, ar_cfg, g, eos_id=never)),
+        }),
+    }
+    result: dict = {"size": dataclasses.asdict(size)}
+    for task, (unit, magvlt_steps, argvlt_steps, paths) in tasks.items():
+        timed = time_paths(paths, timing, sync, catch=False)
+        rate = {name: round(size.batch / t["step_s"], 2) for name, t in timed.items()}
+        result[task] = {
+            unit: rate,
+            "magvlt_over_argvlt": round(rate["magvlt"] / rate["argvlt"], 3),
+            "steps": {"magvlt": magvlt_steps, "argvlt": argvlt_steps},
+            "round_spread": {name: t["spread"] for name, t in timed.items()},
+        }
+    return result
+
+
+def run(device: str | None = None) -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = dev.type == "cuda"
+    sizes, timing = (GPU_SIZES, GPU_TIMING) if on_gpu else (CPU_SIZES, CPU_TIMING)
+    results = {
+        "device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
+        "precision": "bf16 autocast" if on_gpu else "fp32",
+        "timing": dataclasses.asdict(timing),
+        "ratio_meaning": "MAGVLT rate / ARGVLT rate (above 1: MAGVLT is faster); paper: 8.12 for T2I at 256 tokens",
+        "steps_meaning": "MAGVLT: forward passes (I2T adds a length pass); ARGVLT: cache steps (I2T forced to C)",
+    }
+    for name, size in sizes.items():
+        results[name] = bench_size(size, dev, timing, torch.bfloat16 if on_gpu else None)
+    return results
+
+
+if __name__ == "__main__":
+    print(run())
