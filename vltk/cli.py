@@ -244,6 +244,31 @@ def train_gen(
     done(stage.run(cfg, encoded, out, force=force, cpu=cpu))
 
 
+@app.command("sample")
+@cli_errors
+def sample(
+    gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen).")],
+    out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
+    task: Annotated[Optional[str], typer.Option(help="t2i | i2t | it2it | inpaint | infill.")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option(
+        "--prompt", help="A t2i prompt (repeat); default: the split's captions.")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Records of the split (or it2it pairs) to sample for.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split of the generator's encoded data.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first batch (batch k: seed + its first index).")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Sample on the CPU even when there is a GPU.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Generate: images from captions, captions from images, pairs, inpainting or infilling, with the paper's samplers."""
+    from vltk.config import load_config
+    from vltk.pipeline import sample as stage
+
+    flags = {"task": task, "prompts": prompt or None, "count": count, "split": split, "seed": seed}
+    cfg = load_config(stage.SampleConfig, config, set_ or (), flags)
+    done(stage.run(cfg, gen, out, force=force, cpu=cpu))
+
+
 @app.command("decode")
 @cli_errors
 def decode(
