@@ -54,6 +54,9 @@ def split_size(contents: dict[str, Any], artifact: Path, split: str) -> int:
     return samples
 
 
+PURPOSES = {"order": 0}  # small fixed ids of epoch-wide draws (the first key layout); others are hashed
+
+
 def _key(text: str) -> int:
     return zlib.crc32(text.encode())
 
@@ -68,14 +71,17 @@ class SplitStream(Generic[Raw, Item]):
     def __init__(
         self, paths: list[Path], num_samples: int, *, name: str, read: Callable[[list[Path]], Iterator[Raw]],
         load: Callable[[Raw], Item], seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
-        in_memory_max: int = 100_000, shuffle_buffer: int = 2_000,
+        in_memory_max: int = 100_000, shuffle_buffer: int = 2_000, keyed_by_name: bool = True,
     ):
         if batch_size % world_size:
             raise VltkError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         if num_samples < 1:
             raise ValueError(f"the '{name}' stream needs at least one sample")
         self.paths, self.num_samples, self.name, self.read, self.load = paths, num_samples, name, read, load
-        self.seed, self.key = seed, _key(name)  # the name keeps the draws of two streams of one seed apart
+        # The name keeps the draws of two streams of one seed apart (a split and its MixSel pairs have the same size:
+        # unsalted, pair j would always meet record j). Image streams are read alone and keep vltk's first key layout,
+        # [seed, epoch, purpose], so that tokenizer runs reproduce across versions.
+        self.seed, self.salt = seed, [_key(name)] if keyed_by_name else []
         self.batch_size, self.local = batch_size, batch_size // world_size
         self.slice = range(rank * self.local, (rank + 1) * self.local)  # offsets within a global batch
         self.shuffle_buffer = shuffle_buffer
@@ -86,11 +92,11 @@ class SplitStream(Generic[Raw, Item]):
 
     def epoch_rng(self, epoch: int, purpose: str) -> np.random.Generator:
         """A generator for one epoch-wide draw (the order), a function of (seed, stream name, epoch, purpose)."""
-        return np.random.default_rng([self.seed, self.key, epoch, _key(purpose)])
+        return np.random.default_rng([self.seed, *self.salt, epoch, PURPOSES.get(purpose, _key(purpose))])
 
     def sample_rng(self, position: int, purpose: str) -> np.random.Generator:
         """A generator for the draws of the sample at a stream position: (seed, name, epoch, purpose, position)."""
-        return np.random.default_rng([self.seed, self.key, position // self.num_samples, _key(purpose), position])
+        return np.random.default_rng([self.seed, *self.salt, position // self.num_samples, _key(purpose), position])
 
     def _check_count(self, count: int) -> None:
         # Positions are counted with the manifest's size: a different count would silently shift every later epoch.
@@ -152,7 +158,8 @@ class ImageBatches:
         self.flip = flip
         self.stream: SplitStream[Sample, np.ndarray] = SplitStream(
             paths, self.num_samples, name=split, read=read_tars, load=_decode, seed=seed, batch_size=batch_size,
-            rank=rank, world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer)
+            rank=rank, world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer,
+            keyed_by_name=False)
 
     def __call__(self, position: int = 0) -> Iterator[torch.Tensor]:
         """(batch_size / world_size, 3, H, W) float32 batches, starting `position` samples into the stream."""
