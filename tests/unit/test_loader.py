@@ -82,3 +82,13 @@ def test_flip_mirrors_some_images_only_when_asked(shards):
     mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
     kept = [torch.equal(f, p) for f, p in zip(flipped, plain)]
     assert any(mirrored) and any(kept) and all(m or k for m, k in zip(mirrored, kept))
+
+
+def test_the_in_memory_order_keeps_its_published_key_layout(shards, originals):
+    # Tokenizer runs must reproduce across vltk versions: epoch e of seed s is permutation([s, e, 0]) of the split.
+    n = len(originals)
+    data = ImageBatches(shards, "train", batch_size=BATCH, seed=5)
+    stream = as_uint8(torch.cat(take(data, 2 * n // BATCH + 1)))
+    for epoch in (0, 1):
+        order = np.random.default_rng([5, epoch, 0]).permutation(n)
+        assert torch.equal(stream[epoch * n:(epoch + 1) * n], originals[order])
