@@ -278,13 +278,20 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
     return result
 
 
-def run(device: str | None = None) -> dict:
+def bench_device(device: str | None) -> tuple[torch.device, dict]:
+    """The device to benchmark on (a GPU when there is one) and how the results should name it."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = dev.type == "cuda"
+    return dev, {"device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
+                 "precision": "bf16 autocast" if on_gpu else "fp32"}
+
+
+def run(device: str | None = None) -> dict:
+    dev, header = bench_device(device)
     on_gpu = dev.type == "cuda"
     sizes, timing = (GPU_SIZES, GPU_TIMING) if on_gpu else (CPU_SIZES, CPU_TIMING)
     results = {
-        "device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
-        "precision": "bf16 autocast" if on_gpu else "fp32",
+        **header,
         "timing": dataclasses.asdict(timing),
         "ratio_meaning": "vltk tokens/s / x-transformers tokens/s (above 1: vltk is faster)",
         "params_note": "trunk: MAGVLT's blocks have q/k/v/out biases and LayerNorm biases, x-transformers' have "

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.bench_generators import GPU_SIZES, Size, Timing, build_magvlt, time_paths
+from benchmarks.bench_generators import GPU_SIZES, Size, Timing, bench_device, build_magvlt, time_paths
 from vltk.masking import prefix_mask
 from vltk.models.argvlt import ARGVLT, ARGVLTConfig
 from vltk.sampling import argvlt as ar
@@ -98,12 +98,11 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
 
 
 def run(device: str | None = None) -> dict:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev, header = bench_device(device)
     on_gpu = dev.type == "cuda"
     sizes, timing = (GPU_SIZES, GPU_TIMING) if on_gpu else (CPU_SIZES, CPU_TIMING)
     results = {
-        "device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
-        "precision": "bf16 autocast" if on_gpu else "fp32",
+        **header,
         "timing": dataclasses.asdict(timing),
         "ratio_meaning": "MAGVLT rate / ARGVLT rate (above 1: MAGVLT is faster); paper: 8.12 for T2I at 256 tokens",
         "steps_meaning": "MAGVLT: forward passes (I2T adds a length pass); ARGVLT: cache steps (I2T forced to C)",
