@@ -93,8 +93,6 @@ KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vltk.config import load_config
-from vltk.models.artifact import load_generator
-from vltk.models.magvlt import MAGVLT
     from vltk.objectives import magvlt
     from vltk.pipeline import train_gen as stage
 
