@@ -269,6 +269,24 @@ def sample(
     done(stage.run(cfg, gen, out, force=force, cpu=cpu))
 
 
+@app.command("score")
+@cli_errors
+def score(
+    samples: Annotated[Path, typer.Argument(help="Samples artifact (vltk sample).")],
+    out: Annotated[Path, typer.Argument(help="Output scores artifact.")],
+    meteor: Annotated[Optional[bool], typer.Option("--meteor/--no-meteor", help="METEOR (needs Java).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Metrics of samples: caption metrics (pycocoevalcap) and the shapes judge's accuracies."""
+    from vltk.config import load_config
+    from vltk.pipeline import score as stage
+
+    cfg = load_config(stage.ScoreConfig, config, set_ or (), {"meteor": meteor})
+    done(stage.run(cfg, samples, out, force=force))
+
+
 @app.command("decode")
 @cli_errors
 def decode(

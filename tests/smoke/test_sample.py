@@ -71,3 +71,23 @@ def test_user_errors(generators):
     assert result.exit_code == 2 and "--prompt is for t2i" in result.output
     result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(generators / "x"), "--split", "nope"])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+@pytest.mark.parametrize("task", ["t2i", "i2t", "it2it"])
+def test_score(generators, task):
+    samples, out = generators / f"score-{task}-samples", generators / f"score-{task}"
+    run_cli("sample", generators / "magvlt", samples, "--task", task, "--count", 4, "--cpu")
+    run_cli("score", samples, out, "--no-meteor")
+    metrics = json.loads((out / "metrics.json").read_text())
+    count = len(lines(samples))  # up to 4: the tiny val split may hold fewer records
+    assert metrics["task"] == task and metrics["count"] == count >= 3
+    judge = metrics["judge"]["all"]
+    assert judge["captions"] == count and 0 <= judge["whole"] <= 1
+    if task == "t2i":  # the val prompts are shapes captions: the judge parses every one
+        assert judge["parsed"] == 1.0
+        heldout = [row for row in lines(samples) if row.get("heldout")]
+        assert ("heldout" in metrics["judge"]) == bool(heldout)
+    if task == "i2t":
+        assert set(metrics["captions"]) >= {"BLEU-4", "CIDEr", "ROUGE-L"} and metrics["captions"]["METEOR"] is None
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["contents"]["judge"] == metrics["judge"]

@@ -12,8 +12,9 @@ central half of the caption given the image and the rest of it, with the true le
 unconditional image + caption pairs (MAGVLT only).
 
 The artifact holds `images/{i:05d}.png` (the generated image, or for i2t / infill the source image), `grid.png`, and
-`samples.jsonl`: index, task, prompt, caption (generated for i2t / infill / it2it), the record's key and all its
-reference captions (for `vltk score`), the batch seed and the file. Every knob of the samplers is a config key
+`samples.jsonl`: index, task, prompt, caption (generated for i2t / infill / it2it), the record's key, all its
+reference captions and, for shapes data, whether it holds a held-out colour-shape pair (for `vltk score`), the batch
+seed and the file. Every knob of the samplers is a config key
 (`magvlt.*`, `argvlt.*`) with the paper's default; runs are repeatable by `seed` (for a given batch size).
 """
 
@@ -95,7 +96,8 @@ def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer) -> list[It
     if not records:
         raise VltkError(f"{encoded} has no records in its '{cfg.split}' split")
     return [Item(record.text[0], record.image["codes"].reshape(-1),
-                 {"prompt": record.captions[0], "key": record.key, "references": list(record.captions)})
+                 {"prompt": record.captions[0], "key": record.key, "references": list(record.captions),
+                  **({"heldout": record.meta["heldout"]} if "heldout" in record.meta else {})})
             for record in records]
 
 
