@@ -10,6 +10,8 @@ CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install demo demo-argvlt demo-vae test bench clean
+# Every manifest is an artifact to keep, even when only a pattern rule names it (make would delete "intermediates").
+.SECONDARY:
 
 install: $(INSTALLED)
 
@@ -22,9 +24,11 @@ test: $(INSTALLED)
 	# One thread per test worker: two workers with two threads each oversubscribe 2 cores and slow torch down badly.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
 
-demo: $(RUN)/gen/manifest.json
+demo: $(RUN)/scores-t2i/manifest.json $(RUN)/scores-i2t/manifest.json
 	$(VLTK) info $(RUN)/image-tok
 	$(VLTK) info $(RUN)/gen
+	$(VLTK) info $(RUN)/scores-t2i
+	$(VLTK) info $(RUN)/scores-i2t
 
 # The autoregressive baseline on the same encoded data.
 demo-argvlt: $(RUN)/gen-argvlt/manifest.json
@@ -61,6 +65,12 @@ $(RUN)/gen/manifest.json: $(CFG)/train_gen.toml $(RUN)/encoded/manifest.json | $
 
 $(RUN)/gen-argvlt/manifest.json: $(CFG)/train_gen_argvlt.toml $(RUN)/encoded/manifest.json | $(INSTALLED)
 	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< --force
+
+$(RUN)/samples-%/manifest.json: $(CFG)/sample_%.toml $(RUN)/gen/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen $(@D) --config $< --force
+
+$(RUN)/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(RUN)/samples-$* $(@D) --config $< --force
 
 bench: $(INSTALLED)
 	mkdir -p build/bench
