@@ -206,3 +206,19 @@ def up_to_date(out: Path, ident: dict[str, Any], force: bool) -> bool:
         raise VltkError(f"{out} was made by a different run (differs in: {', '.join(diffs)}); pass --force to rebuild it")
     console().print(f"[dim]{out} is up to date (same config and inputs); --force rebuilds it[/]")
     return True
+
+
+def provenance(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The artifact at `path` and every upstream artifact its manifests name, breadth first, each once:
+    [(path, manifest), ...]. Inputs that are raw sources, or artifacts no longer on disk, end the walk there."""
+    chain, seen, queue = [], set(), [Path(path)]
+    while queue:
+        current = queue.pop(0)
+        if current.resolve() in seen or not (current / MANIFEST).is_file():
+            continue
+        seen.add(current.resolve())
+        manifest = read_manifest(current)
+        chain.append((current, manifest))
+        queue += [Path(entry["path"]) for entry in manifest.get("inputs", {}).values() if "hash" in entry]
+    return chain
+

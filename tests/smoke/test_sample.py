@@ -91,3 +91,9 @@ def test_score(generators, task):
         assert set(metrics["captions"]) >= {"BLEU-4", "CIDEr", "ROUGE-L"} and metrics["captions"]["METEOR"] is None
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["contents"]["judge"] == metrics["judge"]
+    report = (out / "report.html").read_text()
+    # Self-contained: every picture inlined; the grid and each sample, the generator's curves, the whole chain.
+    assert "src=\"data:image/png;base64," in report and "<img" in report and "src=\"images/" not in report
+    assert report.count("data:image/png") == 1 + count + 1  # grid, samples, loss.png (the tokenizer is hand-made)
+    for stage in ("sample", "train-gen", "encode", "shard", "synth"):
+        assert f"<td>{stage}</td>" in report

@@ -10,7 +10,9 @@ By task:
   caption against its image;
 - it2it: the judge on each generated caption against its own generated image (do the pairs agree?).
 The judge applies to the built-in shapes data; elsewhere its parse rate says it read no caption, and only the caption
-metrics count. The artifact holds `metrics.json`; the manifest repeats the metrics.
+metrics count. The artifact holds `metrics.json` and a self-contained `report.html` (metric tables, the samples with
+their prompts or captions, the tokenizer's reconstructions and the generator's loss curves, and the provenance chain);
+the manifest repeats the metrics.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from vltk import artifacts
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import check, detect, parse_caption, summarize
+from vltk.metrics.report import write_report
 
 STAGE = "score"
+REPORT = "report.html"
 CAPTION_TASKS = ("i2t", "infill")
 
 
@@ -78,7 +82,8 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False) -> P
                                               meteor=cfg.meteor, spice=cfg.spice)
     metrics["judge"] = judge(rows, samples, "prompt" if task in ("t2i", "inpaint") else "caption")
     artifacts.write_json_atomic(job.work / "metrics.json", metrics)
-    return job.publish({**metrics, "summary": _summary(metrics)})
+    write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples))
+    return job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
 
 
 def _summary(metrics: dict[str, Any]) -> str:
