@@ -29,6 +29,7 @@ demo: $(RUN)/scores-t2i/manifest.json $(RUN)/scores-i2t/manifest.json
 	$(VLTK) info $(RUN)/gen
 	$(VLTK) info $(RUN)/scores-t2i
 	$(VLTK) info $(RUN)/scores-i2t
+	@echo "reports: $(RUN)/scores-t2i/report.html $(RUN)/scores-i2t/report.html"
 
 # The autoregressive baseline on the same encoded data.
 demo-argvlt: $(RUN)/gen-argvlt/manifest.json
