@@ -278,21 +278,22 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
     return result
 
 
-def bench_device(device: str | None) -> tuple[torch.device, dict]:
-    """The device to benchmark on (a GPU when there is one) and how the results should name it."""
+def bench_device(device: str | None, cpu: tuple[dict, Timing], gpu: tuple[dict, Timing]
+                 ) -> tuple[torch.device, dict, Timing, dict]:
+    """The device to benchmark on (a GPU when there is one), its sizes and timing, and the results' header."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = dev.type == "cuda"
-    return dev, {"device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
-                 "precision": "bf16 autocast" if on_gpu else "fp32"}
+    sizes, timing = gpu if on_gpu else cpu
+    header = {"device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
+              "precision": "bf16 autocast" if on_gpu else "fp32", "timing": dataclasses.asdict(timing)}
+    return dev, sizes, timing, header
 
 
 def run(device: str | None = None) -> dict:
-    dev, header = bench_device(device)
+    dev, sizes, timing, header = bench_device(device, (CPU_SIZES, CPU_TIMING), (GPU_SIZES, GPU_TIMING))
     on_gpu = dev.type == "cuda"
-    sizes, timing = (GPU_SIZES, GPU_TIMING) if on_gpu else (CPU_SIZES, CPU_TIMING)
     results = {
         **header,
-        "timing": dataclasses.asdict(timing),
         "ratio_meaning": "vltk tokens/s / x-transformers tokens/s (above 1: vltk is faster)",
         "params_note": "trunk: MAGVLT's blocks have q/k/v/out biases and LayerNorm biases, x-transformers' have "
                        "neither (its LayerNorm is a gain only) but it adds a final norm; embeddings: MAGVLT adds a "

@@ -98,12 +98,10 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
 
 
 def run(device: str | None = None) -> dict:
-    dev, header = bench_device(device)
+    dev, sizes, timing, header = bench_device(device, (CPU_SIZES, CPU_TIMING), (GPU_SIZES, GPU_TIMING))
     on_gpu = dev.type == "cuda"
-    sizes, timing = (GPU_SIZES, GPU_TIMING) if on_gpu else (CPU_SIZES, CPU_TIMING)
     results = {
         **header,
-        "timing": dataclasses.asdict(timing),
         "ratio_meaning": "MAGVLT rate / ARGVLT rate (above 1: MAGVLT is faster); paper: 8.12 for T2I at 256 tokens",
         "steps_meaning": "MAGVLT: forward passes (I2T adds a length pass); ARGVLT: cache steps (I2T forced to C)",
     }

@@ -139,3 +139,11 @@ def load_config(
     for text in overrides:
         merge(data, *parse_override(text))
     return from_dict(cls, data)
+
+
+def require_positive(cfg: Any, *names: str) -> None:
+    """A config's __post_init__ check: each named field must be >= 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+

@@ -33,6 +33,7 @@ from PIL import Image
 from vltk import artifacts
 from vltk.data.encoded import Encoded, iter_encoded
 from vltk.data.images import image_grid, to_uint8
+from vltk.config import require_positive
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.models.artifact import load_generator
@@ -62,9 +63,7 @@ class SampleConfig:
     argvlt: ar.ARGVLTSampling = dataclasses.field(default_factory=ar.ARGVLTSampling)
 
     def __post_init__(self) -> None:
-        for name in ("count", "batch_size", "columns"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "count", "batch_size", "columns")
 
 
 @dataclasses.dataclass(frozen=True)
