@@ -85,10 +85,15 @@ def describe_input(path: Path) -> dict[str, str]:
     return {"path": str(path), "fingerprint": source_fingerprint(path)}
 
 
-def write_json_atomic(file: Path, data: Any) -> None:
+def write_text_atomic(file: Path, text: str) -> None:
+    """Write `file` through a temporary file and a rename: a reader never sees half of it."""
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, file)
+
+
+def write_json_atomic(file: Path, data: Any) -> None:
+    write_text_atomic(file, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def make_manifest(identity: dict[str, Any], contents: dict[str, Any], started: float, **extra: Any) -> dict[str, Any]:

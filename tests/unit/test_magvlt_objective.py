@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from vltk.models.magvlt import BOG, BOTTOM, LEFT, MAGVLT, RIGHT, TOP, MAGVLTConfig, slots
+from vltk.models.magvlt import BOG, BOTTOM, LEFT, MAGVLT, RIGHT, TOP, MAGVLTConfig
 from vltk.objectives.common import Draws
 from vltk.objectives.magvlt import (
     MAGVLTObjective, MAGVLTTask, fill_predictions, image_half, length_classes, selector_tokens,

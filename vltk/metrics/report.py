@@ -15,10 +15,13 @@ import html
 from pathlib import Path
 from typing import Any
 
+from vltk.artifacts import write_text_atomic
+
 SHOWN = 48  # samples shown one by one (the grid holds them all)
 PICTURES = {"tokenize-image": ("recon.png", "image tokenizer: val originals (top) and reconstructions"),
             "train-gen": ("loss.png", "generator training curves")}
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}img.px{image-rendering:pixelated}
 .samples td{font-size:90%}h2{margin-top:1.6em}"""
 
@@ -63,7 +66,7 @@ def _samples(samples_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 def write_report(file: Path, metrics: dict[str, Any], samples_dir: Path, rows: list[dict[str, Any]],
                  chain: list[tuple[Path, dict[str, Any]]]) -> None:
-    """Write the report to `file` (atomically: a temporary file, then a rename)."""
+    """Write the report to `file` (atomically)."""
     title = f"{metrics['task']} samples of {metrics['generator']}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -78,6 +81,4 @@ def write_report(file: Path, metrics: dict[str, Any], samples_dir: Path, rows: l
                   for p, m in chain]
     parts += ["<h2>Provenance</h2>", _table(provenance, ("stage", "artifact", "summary", "created", "git")),
               "</body></html>"]
-    tmp = file.with_name(f".{file.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(file)
+    write_text_atomic(file, "\n".join(parts))

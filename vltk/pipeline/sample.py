@@ -36,10 +36,11 @@ from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
+from vltk.masking import span_mask
 from vltk.models.artifact import load_generator
 from vltk.sampling import argvlt as ar
 from vltk.sampling import magvlt as mg
-from vltk.text.bpe import BPETokenizer, text_lengths
+from vltk.text.bpe import BPETokenizer
 from vltk.ui import progress
 
 STAGE = "sample"
@@ -111,9 +112,10 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
     magvlt = generator_kind == "magvlt"
     text = _long([it.text for it in items], device) if items[0].text is not None else None
     codes = _long([it.codes for it in items], device) if items[0].codes is not None else None
+    lengths = mg.window_lengths(text, eos_id) if text is not None else None  # (B,) n_txt, EOS included
     if task == "t2i":
         if magvlt:
-            return mg.generate_images(model, text, _lengths(text, eos_id), cfg.magvlt, generator), None, None
+            return mg.generate_images(model, text, lengths, cfg.magvlt, generator), None, None
         return ar.generate_images(model, text, cfg.argvlt, generator), None, None
     if task == "i2t":
         if magvlt:
@@ -122,26 +124,19 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
     if task == "inpaint":
         region = mg.center_box(grid).to(device).expand(len(items), -1)
         if magvlt:
-            out = mg.generate_images(model, text, _lengths(text, eos_id), cfg.magvlt, generator, image=codes,
-                                     masked=region)
+            out = mg.generate_images(model, text, lengths, cfg.magvlt, generator, image=codes, masked=region)
         else:
             out = ar.inpaint(model, codes, region, text, cfg.argvlt, generator)
         return out, None, region
     if task == "infill":
-        lengths = _lengths(text, eos_id)
         start_count = [mg.infill_span(int(n) - 1) for n in lengths.tolist()]  # n - 1: tokens before the EOS
         starts = torch.tensor([s for s, _ in start_count], device=device)
         ends = starts + torch.tensor([c for _, c in start_count], device=device)
-        positions = torch.arange(text.shape[1], device=device).unsqueeze(0)
-        span = (positions >= starts.unsqueeze(1)) & (positions < ends.unsqueeze(1))
+        span = span_mask(starts, ends, text.shape[1])
         return None, mg.generate_text(model, codes, cfg.magvlt, generator, eos_id=eos_id, text=text,
                                       masked=span).ids, None
     pairs_codes, captions = mg.generate_pairs(model, len(items), cfg.magvlt, generator, eos_id=eos_id)
     return pairs_codes, captions.ids, None
-
-
-def _lengths(text: torch.Tensor, eos_id: int) -> torch.Tensor:
-    return torch.from_numpy(text_lengths(text.cpu().numpy(), eos_id)).to(text.device)
 
 
 def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
