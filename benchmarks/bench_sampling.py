@@ -10,12 +10,14 @@ speed does not depend on the weights. Rates are images or captions per second; `
 MAGVLT is faster. The two samplers of a task are timed in interleaved rounds (the median round each; `round_spread`
 says how much the rounds disagreed), after one untimed warm-up call.
 
-On a CPU two small sizes run in fp32 (about a minute with one thread). The work is compute-bound there, and
-MAGVLT's passes cost about T x L tokens of compute against ARGVLT's N (or C) single-token steps, so the paper's ratio,
-which comes from a GPU where single-token steps are latency-bound, is not expected. ARGVLT's thousands of tiny ops
-suffer most when other processes load the cores (each threaded op waits for a descheduled thread): on a busy machine
-run with OMP_NUM_THREADS=1. On a GPU the paper's base size (1024
-wide, 24 layers, 16x16 grid, 64 text tokens, full vocabularies) runs under bf16 autocast.
+On a CPU the demo's size and the paper's sequence length (a one-layer trunk of the base width) run in fp32 at batch 1
+and 16, with caption-like text lengths. `trunk_token_positions` gives each sampler's work per sample (I2T: an upper
+bound, the predicted length sets MAGVLT's columns): MAGVLT's T passes over the whole sequence cost about T times the
+positions of ARGVLT's single pass. A CPU is compute-bound once a batch fills its vector units, so there
+the ratio tends to 1 / that work ratio as the batch grows; the paper's 8.12x comes from a GPU, where ARGVLT's
+single-token steps are latency-bound. ARGVLT's thousands of tiny ops suffer most when other processes load the cores
+(each threaded op waits for a descheduled thread): on a busy machine run with OMP_NUM_THREADS=1. On a GPU the paper's
+base size (1024 wide, 24 layers, 16x16 grid, 64 text tokens, full vocabularies) runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from vltk.models.argvlt import ARGVLT, ARGVLTConfig
 from vltk.sampling import argvlt as ar
 from vltk.sampling import magvlt as mask
 
-CPU_SIZES = {
-    "w128_d4_grid8": Size(width=128, depth=4, heads=4, grid=8, text_tokens=32, image_vocab=512, text_vocab=1024,
-                          batch=8),
-    "w256_d4_grid16": Size(width=256, depth=4, heads=4, grid=16, text_tokens=32, image_vocab=1024, text_vocab=4096,
-                           batch=8),
-}
+# The demo's size and the paper's sequence length (16 x 16 image tokens, 64 text tokens, full vocabularies) on a
+# shallow base-width trunk, each at batch 1 (latency) and 16 (throughput).
+DEMO = Size(width=128, depth=4, heads=4, grid=8, text_tokens=32, image_vocab=512, text_vocab=1024, batch=1)
+PAPER_LENGTH = Size(width=1024, depth=1, heads=8, grid=16, text_tokens=64, image_vocab=16384, text_vocab=49408, batch=1)
+CPU_SIZES = {f"{name}_b{batch}": dataclasses.replace(size, batch=batch)
+             for name, size in (("demo_w128_d4", DEMO), ("paper_length_w1024_d1", PAPER_LENGTH)) for batch in (1, 16)}
+CAPTION_TOKENS = (8, 20)  # caption lengths drawn per row, EOS included: COCO captions are ~10-20 CLIP BPE tokens
 # A generation call is long, so a round is one call per sampler.
 CPU_TIMING, GPU_TIMING = Timing(warmup=1, rounds=3, steps=1), Timing(warmup=1, rounds=3, steps=1)
 
@@ -49,10 +52,10 @@ def build_argvlt(size: Size) -> ARGVLT:
 
 
 def inputs(size: Size, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, C) EOS-padded captions, their (B,) lengths (EOS included) and (B, N) codes, drawn at random."""
+    """(B, C) EOS-padded captions of caption-like lengths (B,) (EOS included) and (B, N) codes, drawn at random."""
     g = torch.Generator().manual_seed(0)
     b, c, eos = size.batch, size.text_tokens, size.text_vocab - 1
-    text_len = torch.randint(c // 2, c + 1, (b,), generator=g)
+    text_len = torch.randint(CAPTION_TOKENS[0], min(CAPTION_TOKENS[1], c) + 1, (b,), generator=g)
     text = torch.randint(eos, (b, c), generator=g).where(prefix_mask(text_len - 1, c), eos)
     image = torch.randint(size.image_vocab, (b, size.grid**2), generator=g)
     return text.to(device), text_len.to(device), image.to(device)
@@ -84,6 +87,11 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
             "argvlt": call(lambda: ar.generate_text(argvlt, image, ar_cfg, g, eos_id=never)),
         }),
     }
+    # Trunk work per sample in token-positions (each costs ~24 width^2 FLOPs + attention): MAGVLT's passes each run
+    # the whole sequence (pad columns dropped), ARGVLT runs every position once (prefix block + cached steps).
+    n, c, longest = size.grid**2, size.text_tokens, int(text_len.max())
+    work = {"t2i": {"magvlt": mask_cfg.image_steps * (4 + n + longest), "argvlt": 2 + c + n},
+            "i2t": {"magvlt": (4 + n + c) + mask_cfg.text_steps * (4 + n + c), "argvlt": 2 + n + c}}
     result: dict = {"size": dataclasses.asdict(size)}
     for task, (unit, magvlt_steps, argvlt_steps, paths) in tasks.items():
         timed = time_paths(paths, timing, sync, catch=False)
@@ -92,6 +100,8 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
             unit: rate,
             "magvlt_over_argvlt": round(rate["magvlt"] / rate["argvlt"], 3),
             "steps": {"magvlt": magvlt_steps, "argvlt": argvlt_steps},
+            "trunk_token_positions": {**work[task], "magvlt_over_argvlt": round(
+                work[task]["magvlt"] / work[task]["argvlt"], 2)},
             "round_spread": {name: t["spread"] for name, t in timed.items()},
         }
     return result

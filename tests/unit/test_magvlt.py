@@ -119,6 +119,21 @@ def test_pads_do_not_change_any_prediction():
     assert torch.allclose(before.text_logits[rows], after.text_logits[rows], atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["t2i", "i2t"])
+def test_dropping_pad_columns_changes_no_prediction(layout):
+    # Samplers pass only the first max(text_len) text columns: the pads past it are no key (and, in t2i, no query)
+    model = tiny()
+    x = inputs(layout, text_len=(2, 2), image_masked=torch.tensor([[True, False, True, False]] * 2),
+               text_masked=torch.tensor([[True, False, False]] * 2))
+    short = Inputs(layout, x.image, x.image_masked, x.text[:, :2], x.text_masked[:, :2], x.text_len)
+    full = model(x, image_query=x.image_masked, text_query=x.text_masked, length=layout == "i2t")
+    cut = model(short, image_query=x.image_masked, text_query=short.text_masked, length=layout == "i2t")
+    assert torch.allclose(full.image_logits, cut.image_logits, atol=1e-5)
+    assert torch.allclose(full.text_logits, cut.text_logits, atol=1e-5)
+    if layout == "i2t":
+        assert torch.allclose(full.length_logits, cut.length_logits, atol=1e-5)
+
+
 def test_length_head_does_not_read_the_text_directly():
     # The BOT query is blocked from the text keys. Only that: image tokens still attend to the text, so from the second
     # layer on text reaches BOT through them (as in the official mask); one layer isolates the direct path.

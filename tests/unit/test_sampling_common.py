@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vltk.sampling.common import filter_logits, gumbel, sample
+from vltk.sampling.common import filter_logits, gumbel, inverse_cdf, sample
 
 PROBS = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
 
@@ -47,3 +47,11 @@ def test_gumbel_noise_has_the_gumbel_mean():
     noise = gumbel((200000,), torch.Generator().manual_seed(0))
     assert abs(noise.mean().item() - 0.5772) < 0.01  # Euler-Mascheroni constant
     assert abs(noise.var().item() - math.pi ** 2 / 6) < 0.03
+
+
+def test_inverse_cdf_inverts_the_cumulative_mass_and_skips_zero_probabilities():
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75]] * 5)  # unnormalised rows work the same (scaled below)
+    uniform = torch.tensor([0.0, 0.2499, 0.25, 0.9999, 1 - 2**-24])
+    # by hand: the cumulative mass is 0, .25, .25, 1; the draw is the first id whose mass exceeds u
+    assert inverse_cdf(probs, uniform).tolist() == [1, 1, 3, 3, 3]
+    assert inverse_cdf(probs * 7, uniform).tolist() == [1, 1, 3, 3, 3]

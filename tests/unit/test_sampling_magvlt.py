@@ -51,8 +51,8 @@ class Stub(nn.Module):
         if image_query is not None:
             out.image_logits = self._uniform(self.image_allowed, b, VI)[image_query]
         if text_query is not None:
-            logits = self._uniform(self.text_allowed, b, VT)
-            if self.eos_at is not None:  # this position can only be EOS
+            logits = self._uniform(self.text_allowed[: x.text.shape[1]], b, VT)  # samplers may drop pad columns
+            if self.eos_at is not None and self.eos_at < x.text.shape[1]:  # this position can only be EOS
                 logits[:, self.eos_at] = float("-inf")
                 logits[:, self.eos_at, EOS] = 0.0
             out.text_logits = logits[text_query]

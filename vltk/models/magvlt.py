@@ -147,7 +147,8 @@ class MAGVLT(nn.Module):
         """(B, L, D) input embeddings in x.layout."""
         cfg = self.cfg
         image = self._embed_modality(x.image, x.image_masked, 0, MASK_IMAGE, self.pos_image)
-        text = self._embed_modality(x.text, x.text_masked, cfg.image_vocab, MASK_TEXT, self.pos_text)
+        positions = self.pos_text[: x.text.shape[1]]  # a sampler may pass fewer columns than the context
+        text = self._embed_modality(x.text, x.text_masked, cfg.image_vocab, MASK_TEXT, positions)
         selector = x.selector if x.selector is not None else torch.full_like(x.text_len, BOG)
         struct = self.specials(structural_tokens(x.layout, selector)) + self.pos_special[:4]  # (B, 4, D)
         first, second = (text, image) if x.layout == "t2i" else (image, text)
@@ -156,10 +157,14 @@ class MAGVLT(nn.Module):
     def forward(self, x: Inputs, image_query: torch.Tensor | None = None, text_query: torch.Tensor | None = None,
                 length: bool = False) -> Outputs:
         """Logits at the image / text positions where the (B, N) / (B, C) bool queries are True, and optionally the
-        length logits (image-first layout only). Computing only what is asked keeps the big vocabulary cheap."""
+        length logits (image-first layout only). Computing only what is asked keeps the big vocabulary cheap.
+
+        The text may be shorter than the context (C' <= C columns, every text_len <= C'): a sampler drops the pad
+        columns that no query reads and no key may see, which leaves every other output unchanged."""
         cfg = self.cfg
-        s = slots(x.layout, cfg.image_tokens, cfg.text_tokens)
-        mask = attention_mask(x.layout, x.text_len, cfg.image_tokens, cfg.text_tokens)
+        c = x.text.shape[1]
+        s = slots(x.layout, cfg.image_tokens, c)
+        mask = attention_mask(x.layout, x.text_len, cfg.image_tokens, c)
         h = self.transformer(self.embed(x), mask=mask)  # (B, L, D)
         out = Outputs()
         table = self.tokens.weight

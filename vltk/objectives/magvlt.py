@@ -41,6 +41,7 @@ from accelerate import Accelerator
 from vltk.masking import prefix_mask, random_subset, span_mask
 from vltk.models.magvlt import BOG, BOTTOM, LEFT, RIGHT, TOP, Inputs, Outputs
 from vltk.objectives.common import Draws, batch_offsets, token_ce
+from vltk.sampling.common import inverse_cdf
 from vltk.schedules import Schedule, mask_count, mask_fraction
 from vltk.train.loop import Part
 
@@ -130,9 +131,7 @@ def fill_predictions(logits: torch.Tensor, temperature: float, uniform: torch.Te
     CDF with one uniform number per row (M,) — keyed draws, unlike torch.multinomial's generator stream."""
     if uniform is None:
         return logits.argmax(dim=-1)
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (M, V)
-    choice = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1).contiguous()).squeeze(1)
-    return choice.clamp(max=logits.shape[-1] - 1)
+    return inverse_cdf(torch.softmax(logits.float() / temperature, dim=-1), uniform)
 
 
 class MAGVLTTask:

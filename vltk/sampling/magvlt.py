@@ -218,6 +218,7 @@ def generate_images(model: MAGVLT, text: torch.Tensor, text_len: torch.Tensor, c
     if image is None:
         image = torch.zeros(b, n, dtype=torch.long, device=text.device)  # placeholders: masked ids are not read
         masked = torch.ones(b, n, dtype=torch.bool, device=text.device)
+    text = text[:, : int(text_len.max())]  # drop the pad columns no caption reaches (MAGVLT.forward: same outputs)
     steps = cfg.image_steps
     table = unmask_table(masked.sum(dim=1), steps, cfg.image_schedule)  # (B, T)
     temperatures, noises = anneal(cfg.image_temperature, steps), anneal(cfg.choice_noise, steps)
@@ -251,16 +252,21 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
         everything = torch.ones(b, c, dtype=torch.bool, device=image.device)
         context = torch.full((b,), c, dtype=torch.long, device=image.device)
         length = _length(model, Inputs("i2t", image, no_image_mask, ids, everything, context))
-    window = prefix_mask(length, c)  # (B, C)
-    logprob = torch.zeros(b, c, device=image.device)
+    # The loop runs on the first w = max(N) columns: the rest lie past every window, where no query reads and no key
+    # may be seen (MAGVLT.forward gives the same outputs), so they stay as they are (EOS padding).
+    w = int(length.max())
+    text_w, logprob_w = ids[:, :w], torch.zeros(b, w, device=image.device)  # (B, w)
+    window = prefix_mask(length, w)  # (B, w)
+    span = masked[:, :w] if masked is not None else None
     for t in range(cfg.text_steps):
-        remask = _remask_text(logprob, window, _text_counts(length, t, cfg.text_steps), cfg.text_remask, generator)
-        if masked is not None:
-            remask = remask & masked
+        remask = _remask_text(logprob_w, window, _text_counts(length, t, cfg.text_steps), cfg.text_remask, generator)
+        if span is not None:
+            remask = remask & span
         if not remask.any():
             continue
-        logits = model(Inputs("i2t", image, no_image_mask, ids, remask, length), text_query=remask).text_logits
-        ids, logprob = _text_step(ids, logprob, remask, logits, cfg, generator)
+        logits = model(Inputs("i2t", image, no_image_mask, text_w, remask, length), text_query=remask).text_logits
+        text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator)
+    ids, logprob = torch.cat([text_w, ids[:, w:]], dim=1), F.pad(logprob_w, (0, c - w))
     return _finish_text(ids, logprob, length, eos_id)
 
 
