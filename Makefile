@@ -9,7 +9,7 @@ RUN    ?= build/demo
 CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-argvlt demo-vae test bench clean
+.PHONY: install demo demo-argvlt demo-compare demo-vae test bench clean
 # Every manifest is an artifact to keep, even when only a pattern rule names it (make would delete "intermediates").
 .SECONDARY:
 
@@ -34,6 +34,11 @@ demo: $(RUN)/scores-t2i/manifest.json $(RUN)/scores-i2t/manifest.json
 # The autoregressive baseline on the same encoded data.
 demo-argvlt: $(RUN)/gen-argvlt/manifest.json
 	$(VLTK) info $(RUN)/gen-argvlt
+
+# MAGVLT and ARGVLT at equal training steps, sampled and scored alike, side by side in one report.
+demo-compare: $(RUN)/compare/manifest.json
+	$(VLTK) info $(RUN)/compare
+	@echo "report: $(RUN)/compare/report.html"
 
 # The continuous-latent twin (GIVT's input): a beta-VAE and the data set encoded with it.
 demo-vae: $(RUN)/encoded-vae/manifest.json
@@ -70,8 +75,89 @@ $(RUN)/gen-argvlt/manifest.json: $(CFG)/train_gen_argvlt.toml $(RUN)/encoded/man
 $(RUN)/samples-%/manifest.json: $(CFG)/sample_%.toml $(RUN)/gen/manifest.json | $(INSTALLED)
 	$(VLTK) sample $(RUN)/gen $(@D) --config $< --force
 
+# ARGVLT's samples (samples-argvlt-t2i, ...) use the same sampling configs; make picks this rule by its shorter stem.
+$(RUN)/samples-argvlt-%/manifest.json: $(CFG)/sample_%.toml $(RUN)/gen-argvlt/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen-argvlt $(@D) --config $< --force
+
 $(RUN)/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/samples-%/manifest.json | $(INSTALLED)
 	$(VLTK) score $(RUN)/samples-$* $(@D) --config $< --force
+
+COMPARED := scores-t2i scores-argvlt-t2i scores-i2t scores-argvlt-i2t
+$(RUN)/compare/manifest.json: $(foreach s,$(COMPARED),$(RUN)/$(s)/manifest.json) | $(INSTALLED)
+	$(VLTK) compare $(addprefix $(RUN)/,$(COMPARED)) $(@D) --title "MAGVLT vs ARGVLT at equal training steps" --force
+
+# ---- make paper: MAGVLT-base on COCO-format data on GPUs, evaluated as the paper does (REFERENCE.md §6.1) ----------
+#   make paper DATA=coco/dataset_coco.json [IMAGES=coco/images] [VQGAN=vqgan_imagenet_f16_16384/checkpoints/last.ckpt]
+#              [CLIP=open_clip_model.safetensors] [INCEPTION=weights-inception-2015-12-05-6726825d.pth]
+#              [LAUNCH="$(BIN)/accelerate launch --num_processes 8 -m vltk"] [PAPER_RUN=build/paper] [PAPER_CFG=stages/paper]
+# shard (256 px) -> CLIP's BPE -> the released VQ-GAN (VQGAN=) or one trained here -> encode -> MAGVLT-base ->
+# T2I on the val split's first captions + I2T on the Karpathy test split -> scores. LAUNCH runs the GPU stages
+# (tokenize image, encode, train-gen). PAPER_<STAGE>_FLAGS append flags to one stage's command after its config
+# (e.g. PAPER_GEN_FLAGS="--set train.grad_accum=4"); editing them does not rebuild anything by itself.
+PAPER_RUN ?= build/paper
+PAPER_CFG ?= stages/paper
+# CLIP's bpe_simple_vocab_16e6.txt.gz, or clip: the copy inside the installed open_clip. PAPER_WORKERS: the shard
+# stage's image decoding processes.
+PAPER_BPE ?= clip
+PAPER_WORKERS ?= 8
+LAUNCH ?= $(VLTK)
+# Per task: with CLIP (open_clip weights of OpenAI's ViT-B/32, the default clip_arch ViT-B-32-quickgelu; another
+# arch goes in PAPER_SAMPLE_FLAGS and PAPER_SCORE_FLAGS as --set clip_arch=...), CLIP re-ranking of 32 (T2I) /
+# 64 (I2T) candidates (§1.13.6) and the CLIP score; with INCEPTION, FID / IS of the T2I samples against their real
+# images.
+PAPER_SAMPLE_t2i = $(if $(CLIP),--set candidates=32 --set rerank=clip --set clip_weights=$(CLIP))
+PAPER_SAMPLE_i2t = $(if $(CLIP),--set candidates=64 --set rerank=clip --set clip_weights=$(CLIP))
+PAPER_SCORE_t2i = $(if $(INCEPTION),--set inception_weights=$(INCEPTION)) $(PAPER_SCORE_i2t)
+PAPER_SCORE_i2t = $(if $(CLIP),--set clip_weights=$(CLIP))
+
+.PHONY: paper paper-argvlt
+
+ifneq ($(filter paper paper-argvlt,$(MAKECMDGOALS)),)
+ifeq ($(strip $(DATA)),)
+$(error make paper needs DATA=path/to/captions.json (Karpathy's dataset_coco.json, or a COCO captions JSON whose images carry a split); add IMAGES=folder when the images are not beside it)
+endif
+endif
+
+paper: $(PAPER_RUN)/scores-t2i/manifest.json $(PAPER_RUN)/scores-i2t/manifest.json
+	$(VLTK) info $(PAPER_RUN)/image-tok
+	$(VLTK) info $(PAPER_RUN)/gen
+	$(VLTK) info $(PAPER_RUN)/scores-t2i
+	$(VLTK) info $(PAPER_RUN)/scores-i2t
+	@echo "reports: $(PAPER_RUN)/scores-t2i/report.html $(PAPER_RUN)/scores-i2t/report.html"
+
+# ARGVLT-base, the autoregressive baseline, on the same encoded data.
+paper-argvlt: $(PAPER_RUN)/gen-argvlt/manifest.json
+	$(VLTK) info $(PAPER_RUN)/gen-argvlt
+
+# DATA is a prerequisite only when it exists, so that `make -n paper DATA=...` prints the chain for any path.
+$(PAPER_RUN)/shards/manifest.json: $(PAPER_CFG)/shard.toml $(wildcard $(DATA)) | $(INSTALLED)
+	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) $(PAPER_SHARD_FLAGS) --force
+
+$(PAPER_RUN)/text-tok/manifest.json: $(PAPER_CFG)/tokenize_text.toml | $(INSTALLED)
+	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< $(PAPER_TEXT_FLAGS) --force
+
+ifdef VQGAN
+$(PAPER_RUN)/image-tok/manifest.json: $(PAPER_RUN)/shards/manifest.json $(wildcard $(VQGAN)) | $(INSTALLED)
+	$(VLTK) tokenize image $(PAPER_RUN)/shards $(@D) --from-taming $(VQGAN) $(PAPER_IMAGE_FLAGS) --force
+else
+$(PAPER_RUN)/image-tok/manifest.json: $(PAPER_CFG)/tokenize_image.toml $(PAPER_RUN)/shards/manifest.json | $(INSTALLED)
+	$(LAUNCH) tokenize image $(PAPER_RUN)/shards $(@D) --config $< $(PAPER_IMAGE_FLAGS) --force
+endif
+
+$(PAPER_RUN)/encoded/manifest.json: $(PAPER_CFG)/encode.toml $(PAPER_RUN)/shards/manifest.json $(PAPER_RUN)/image-tok/manifest.json $(PAPER_RUN)/text-tok/manifest.json | $(INSTALLED)
+	$(LAUNCH) encode $(PAPER_RUN)/shards $(PAPER_RUN)/image-tok $(PAPER_RUN)/text-tok $(@D) --config $< $(PAPER_ENCODE_FLAGS) --force
+
+$(PAPER_RUN)/gen/manifest.json: $(PAPER_CFG)/train_gen_magvlt.toml $(PAPER_RUN)/encoded/manifest.json | $(INSTALLED)
+	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) --force
+
+$(PAPER_RUN)/gen-argvlt/manifest.json: $(PAPER_CFG)/train_gen_argvlt.toml $(PAPER_RUN)/encoded/manifest.json | $(INSTALLED)
+	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) --force
+
+$(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/gen/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(PAPER_RUN)/gen $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) --force
+
+$(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) --force
 
 bench: $(INSTALLED)
 	mkdir -p build/bench

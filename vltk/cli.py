@@ -180,17 +180,26 @@ def tokenize_image(
     out: Annotated[Path, typer.Argument(help="Output image-tokenizer artifact.")],
     kind: Annotated[Optional[str], typer.Option(help="vqgan | vae.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
+    from_taming: Annotated[Optional[Path], typer.Option(
+        "--from-taming", help="Import this released taming VQ-GAN checkpoint (last.ckpt) instead of training.",
+        dir_okay=False)] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when there is a GPU.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Image tokenizer: train a VQ-GAN (discrete codes) or a beta-VAE (continuous latents) on the shards' images."""
+    """Image tokenizer: train a VQ-GAN (discrete codes) or a beta-VAE (continuous latents) on the shards' images, or
+    import a released taming VQ-GAN (evaluated on the shards' val split)."""
     from vltk.config import load_config
     from vltk.pipeline import tokenize_image as stage
 
     cfg = load_config(stage.TokenizeImageConfig, config, set_ or (), {"model.kind": kind, "train.steps": steps})
-    done(stage.run(cfg, shards, out, force=force, cpu=cpu))
+    if from_taming is None:
+        done(stage.run(cfg, shards, out, force=force, cpu=cpu))
+        return
+    if kind is not None or steps is not None:
+        raise VltkError("--from-taming imports a trained VQ-GAN: --kind and --steps do not apply")
+    done(stage.import_taming(cfg, from_taming, shards, out, force=force, cpu=cpu))
 
 
 @app.command("encode")
@@ -255,6 +264,12 @@ def sample(
     count: Annotated[Optional[int], typer.Option(help="Records of the split (or it2it pairs) to sample for.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Split of the generator's encoded data.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first batch (batch k: seed + its first index).")] = None,
+    candidates: Annotated[Optional[int], typer.Option(
+        help="Samples drawn per prompt or image; the best by --rerank is kept (paper: 32 / 64).")] = None,
+    rerank: Annotated[Optional[str], typer.Option(
+        help="self: the generator's own log p(caption | image) | clip: CLIP similarity (needs --clip).")] = None,
+    clip: Annotated[Optional[Path], typer.Option(
+        "--clip", help="open_clip weights for --rerank clip (arch: --set clip_arch=...).", dir_okay=False)] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Sample on the CPU even when there is a GPU.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -264,7 +279,8 @@ def sample(
     from vltk.config import load_config
     from vltk.pipeline import sample as stage
 
-    flags = {"task": task, "prompts": prompt or None, "count": count, "split": split, "seed": seed}
+    flags = {"task": task, "prompts": prompt or None, "count": count, "split": split, "seed": seed,
+             "candidates": candidates, "rerank": rerank, "clip_weights": str(clip) if clip is not None else None}
     cfg = load_config(stage.SampleConfig, config, set_ or (), flags)
     done(stage.run(cfg, gen, out, force=force, cpu=cpu))
 
@@ -275,16 +291,43 @@ def score(
     samples: Annotated[Path, typer.Argument(help="Samples artifact (vltk sample).")],
     out: Annotated[Path, typer.Argument(help="Output scores artifact.")],
     meteor: Annotated[Optional[bool], typer.Option("--meteor/--no-meteor", help="METEOR (needs Java).")] = None,
+    inception: Annotated[Optional[Path], typer.Option(
+        "--inception", help="torch-fidelity's Inception-v3 weights (weights-inception-2015-12-05-6726825d.pth): "
+        "FID and IS of generated images.", dir_okay=False)] = None,
+    clip: Annotated[Optional[Path], typer.Option(
+        "--clip", help="open_clip weights: CLIP score (arch: --set clip_arch=...).", dir_okay=False)] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Score on the CPU even when there is a GPU.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Metrics of samples: caption metrics (pycocoevalcap) and the shapes judge's accuracies."""
+    """Metrics of samples: caption metrics (pycocoevalcap), the shapes judge's accuracies, FID / IS and CLIP score."""
     from vltk.config import load_config
     from vltk.pipeline import score as stage
 
-    cfg = load_config(stage.ScoreConfig, config, set_ or (), {"meteor": meteor})
-    done(stage.run(cfg, samples, out, force=force))
+    flags = {"meteor": meteor, "inception_weights": str(inception) if inception is not None else None,
+             "clip_weights": str(clip) if clip is not None else None}
+    cfg = load_config(stage.ScoreConfig, config, set_ or (), flags)
+    done(stage.run(cfg, samples, out, force=force, cpu=cpu))
+
+
+@app.command("compare")
+@cli_errors
+def compare(
+    scores: Annotated[list[Path], typer.Argument(help="Scores artifacts (vltk score), then the output artifact.")],
+    title: Annotated[Optional[str], typer.Option(help="The report's title.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Scores side by side in one report: a metrics table with a column per artifact, and the sample grids."""
+    from vltk.config import load_config
+    from vltk.pipeline import compare as stage
+
+    if len(scores) < 2:
+        raise VltkError("give one or more scores artifacts and then the output artifact")
+    cfg = load_config(stage.CompareConfig, config, set_ or (), {"title": title})
+    done(stage.run(cfg, scores[:-1], scores[-1], force=force))
 
 
 @app.command("decode")

@@ -1,15 +1,22 @@
-"""`vltk sample` end to end on tiny trained generators: every task of each generator, outputs, prompts, repeatability."""
+"""`vltk sample` end to end on tiny trained generators: every task of each generator, outputs, prompts, repeatability,
+candidates re-ranked by the generator itself and by a CLIP stand-in."""
 
 from __future__ import annotations
 
 import json
+import sys
+import types
 
+import numpy as np
 import pytest
+import torch
 from factories import tiny_encoded  # tests/smoke
 from PIL import Image
 from typer.testing import CliRunner
 
 from vltk.cli import app
+from vltk.pipeline import score
+from vltk.sampling import rerank
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
         "train.log_every=1", "data.bpe_dropout=0.0"]
@@ -47,6 +54,9 @@ def test_every_task(generators, kind, task):
         if task != "it2it":  # sampled for the val records: their captions are the references for scoring
             assert row["references"] and row["prompt"] == row["references"][0]
         assert (row["caption"] is not None) == (task in ("i2t", "it2it", "infill"))
+        # One candidate: nothing re-ranked, but the self score (mean log-prob per caption token) is there.
+        assert row["candidates"] == 1 and row["rerank"] is None and "first_file" not in row
+        assert -100 < row["score"] < 0
     assert [row["seed"] for row in rows] == [0, 0, 2]  # one generator per batch, seeded by its first index
     assert (out / "grid.png").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -97,3 +107,111 @@ def test_score(generators, task):
     assert report.count("data:image/png") == 1 + count + 1  # grid, samples, loss.png (the tokenizer is hand-made)
     for stage in ("sample", "train-gen", "encode", "shard", "synth"):
         assert f"<td>{stage}</td>" in report
+
+
+def red(path) -> float:
+    """The CLIP stand-in's score: the mean red intensity of a picture, in [0, 1]."""
+    with Image.open(path) as png:
+        return float(np.asarray(png.convert("RGB"))[..., 0].mean() / 255)
+
+
+def test_candidates_keep_the_best_by_self_score(generators, monkeypatch):
+    out = generators / "candidates-t2i"
+    args = ["sample", generators / "magvlt", None, "--count", 2, "--candidates", 3, "--cpu", "--set", "batch_size=3"]
+    run_cli(*[out if a is None else a for a in args])
+    rows = lines(out)
+    for row in rows:
+        assert row["candidates"] == 3 and row["rerank"] == "self" and len(row["scores"]) == 3
+        assert row["score"] == max(row["scores"]) == row["scores"][row["candidate"]]
+        assert (out / row["first_file"]).is_file()
+    assert [row["seed"] for row in rows] == [0, 3]  # a batch of 3 draws = one prompt's candidates, seeded by draw 3i
+    manifest = json.loads((out / "manifest.json").read_text())["contents"]
+    assert manifest["candidates"] == 3 and manifest["rerank"] == "self"
+    # Forcing the choice of candidate k draws the same candidates and keeps candidate k: the kept file of the first
+    # run is the candidate its scores chose.
+    kept = {0: {row["index"]: (out / row["first_file"]).read_bytes() for row in rows}}
+    for k in (1, 2):
+        forced = generators / f"candidates-t2i-{k}"
+        monkeypatch.setattr(rerank, "best", lambda scores, k=k: torch.full((scores.shape[0],), k))
+        run_cli(*[forced if a is None else a for a in args])
+        kept[k] = {row["index"]: (forced / row["file"]).read_bytes() for row in lines(forced)}
+        assert all((forced / row["first_file"]).read_bytes() == kept[0][row["index"]] for row in lines(forced))
+    assert all((out / row["file"]).read_bytes() == kept[row["candidate"]][row["index"]] for row in rows)
+
+
+@pytest.mark.parametrize("kind", ["magvlt", "argvlt"])
+def test_caption_candidates(generators, kind):
+    out = generators / f"candidates-i2t-{kind}"
+    run_cli("sample", generators / kind, out, "--task", "i2t", "--count", 2, "--candidates", 2, "--cpu")
+    for row in lines(out):
+        assert row["score"] == max(row["scores"]) and row["candidate"] in (0, 1)
+        assert isinstance(row["first_caption"], str) and "first_file" not in row  # the image is the source
+    assert not (out / "first").exists()
+
+
+def test_clip_rerank_with_a_stand_in(generators, monkeypatch, tmp_path):
+    """vltk.metrics.clip's contract (load_clip, clip_similarity), stood in for by a scorer of red pictures."""
+    loaded = []
+    fake = types.ModuleType("vltk.metrics.clip")
+    fake.load_clip = lambda weights, arch="ViT-B-32-quickgelu", device="cpu": loaded.append((weights, arch)) or "clip"
+
+    def clip_similarity(clip, images, texts):
+        assert clip == "clip" and len(images) == len(texts) and all(isinstance(t, str) and t for t in texts)
+        return torch.tensor([float(np.asarray(im)[..., 0].mean() / 255) for im in images])
+
+    fake.clip_similarity = clip_similarity
+    monkeypatch.setitem(sys.modules, "vltk.metrics.clip", fake)
+    weights, out = tmp_path / "clip.safetensors", generators / "candidates-clip"
+    weights.write_bytes(b"stand-in")
+    run_cli("sample", generators / "magvlt", out, "--count", 2, "--candidates", 3, "--rerank", "clip", "--clip",
+            weights, "--cpu")
+    assert loaded == [(weights, "ViT-B-32-quickgelu")]  # the default arch: OpenAI's ViT-B/32
+    for row in lines(out):
+        assert row["rerank"] == "clip" and row["score"] == max(row["scores"])
+        assert row["score"] == pytest.approx(red(out / row["file"]), abs=1e-6)
+        assert row["scores"][0] == pytest.approx(red(out / row["first_file"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--candidates", 2, "--rerank", "clip"], "needs open_clip weights: give --clip PATH"),
+    (["--candidates", 2, "--task", "it2it"], "candidates must be 1"),
+    (["--rerank", "clip", "--clip", "x.pt"], "give --candidates N with N > 1"),
+    (["--rerank", "best"], "must be one of 'self', 'clip'"),
+])
+def test_candidate_errors(generators, flags, message):
+    result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(generators / "x"),
+                                      *map(str, flags)])
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_compare_puts_generators_side_by_side(generators):
+    scores = []
+    for kind in ("magvlt", "argvlt"):
+        samples, out = generators / f"cmp-{kind}-samples", generators / f"cmp-{kind}"
+        run_cli("sample", generators / kind, samples, "--count", 3, "--cpu")
+        run_cli("score", samples, out, "--no-meteor")
+        scores.append(out)
+    run_cli("compare", *scores, generators / "cmp", "--title", "side by side")
+    columns = json.loads((generators / "cmp" / "comparison.json").read_text())
+    assert [c["generator"] for c in columns] == ["magvlt", "argvlt"]
+    assert [c["label"] for c in columns] == ["t2i: magvlt tiny, 2 steps", "t2i: argvlt tiny, 2 steps"]
+    for column, out in zip(columns, scores):  # each column holds its own scores artifact's metrics, unchanged
+        assert column["metrics"] == json.loads((out / "metrics.json").read_text())
+    report = (generators / "cmp" / "report.html").read_text()
+    assert "<h1>side by side</h1>" in report and report.count("data:image/png") == 2  # both grids, inlined
+    assert "<td>judge.all.whole</td>" in report
+    result = CliRunner().invoke(app, ["compare", str(generators / "cmp-missing")])
+    assert result.exit_code == 2 and "output artifact" in result.output
+
+
+def test_score_reports_candidate_zero_beside_the_reranked(generators):
+    samples, out = generators / "rr-samples", generators / "rr-scores"
+    run_cli("sample", generators / "magvlt", samples, "--count", 3, "--candidates", 3, "--cpu")
+    run_cli("score", samples, out, "--no-meteor")
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = lines(samples)
+    # judge_first is the judge of candidate 0's images (first/), judge that of the kept ones (images/)
+    first = [{**row, "file": row["first_file"]} for row in rows]
+    assert metrics["judge_first"] == score.judge(first, samples, "prompt")
+    assert metrics["judge"] == score.judge(rows, samples, "prompt")
+    assert "without re-ranking" in json.loads((out / "manifest.json").read_text())["contents"]["summary"]

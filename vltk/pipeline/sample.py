@@ -3,6 +3,8 @@
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i                  # prompts: the val split's captions
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i --prompt "a small red circle"
     vltk sample build/demo/gen build/demo/samples-i2t --task i2t --count 32       # captions for val images
+    vltk sample build/demo/gen build/demo/samples-t2i --candidates 32             # best of 32 by the model's own score
+    vltk sample build/demo/gen build/demo/samples-t2i --candidates 32 --rerank clip --clip open_clip_model.safetensors
 
 The generator's manifest names its encoded data and tokenizers, so nothing else is given. Prompts come from `--prompt`
 (repeatable) or else from the first caption of the first `count` records of the encoded artifact's `split`; images
@@ -11,11 +13,26 @@ tokens) given the rest and the caption, then blends it into the source along the
 central half of the caption given the image and the rest of it, with the true length; `it2it` draws `count`
 unconditional image + caption pairs (MAGVLT only).
 
-The artifact holds `images/{i:05d}.png` (the generated image, or for i2t / infill the source image), `grid.png`, and
-`samples.jsonl`: index, task, prompt, caption (generated for i2t / infill / it2it), the record's key, all its
-reference captions and, for shapes data, whether it holds a held-out colour-shape pair (for `vltk score`), the batch
-seed and the file. Every knob of the samplers is a config key
-(`magvlt.*`, `argvlt.*`) with the paper's default; runs are repeatable by `seed` (for a given batch size).
+Candidates (REFERENCE.md §1.13.6): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image
+(i2t, infill) are drawn and the one with the best score is kept (ties: the first). `rerank` "self" scores a pair by the
+generator's own mean log p(caption | image) per caption token (`vltk.sampling.rerank`, no external weights); "clip"
+by the cosine similarity of open_clip's embeddings (`clip_weights`, `clip_arch`; CLIP's own preprocessing and
+tokenizer, `vltk.metrics.clip`), of the prompt and each image, or of each caption and the source image as the image
+tokenizer reconstructs it (the encoded data keeps codes, not pixels). it2it pairs have no prompt to re-rank for.
+
+The artifact holds `images/{i:05d}.png` (the generated image, the best candidate, or for i2t / infill the source
+image), `grid.png`, and `samples.jsonl`: index, task, prompt, caption (generated for i2t / infill / it2it), the
+record's key, all its reference captions and, for shapes data, whether it holds a held-out colour-shape pair (for
+`vltk score`), the seed of the batch that drew the kept sample, the file, "score" (the kept sample's self score with
+N = 1: one forward pass, cheap next to sampling), "rerank" (null with N = 1) and "candidates". With N > 1 a row also
+holds "candidate" (the kept one's index) and "scores" (all N, in drawing order), and candidate 0 is kept beside the
+best, so that scores can be compared without re-ranking: `first/{i:05d}.png` and "first_file" for t2i / inpaint,
+"first_caption" for i2t / infill. Every knob of the samplers is a config key (`magvlt.*`, `argvlt.*`) with the paper's
+default.
+
+Seeds: candidates are drawn in batches of `batch_size` over the prompts each repeated N times (item i's candidate k is
+draw i * N + k), and a batch's generator is seeded with `seed` + the index of its first draw (with N = 1: its first
+item). A run repeats exactly for a given batch size and N.
 """
 
 from __future__ import annotations
@@ -24,22 +41,21 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vltk import artifacts
+from vltk import api, artifacts
 from vltk.data.encoded import Encoded, iter_encoded
 from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
 from vltk.errors import VltkError
-from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.masking import span_mask
-from vltk.models.artifact import load_generator
 from vltk.sampling import argvlt as ar
 from vltk.sampling import magvlt as mg
+from vltk.sampling import rerank
 from vltk.text.bpe import BPETokenizer
 from vltk.ui import progress
 
@@ -49,6 +65,9 @@ TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
     "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill"),
     "argvlt": ("t2i", "i2t", "inpaint"),
 }
+IMAGE_TASKS = ("t2i", "inpaint", "it2it")  # the tasks that generate the image (the others: the caption)
+Rerank = Literal["self", "clip"]
+RERANKERS: tuple[str, ...] = ("self", "clip")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,9 +81,32 @@ class SampleConfig:
     columns: int = 8  # of grid.png
     magvlt: mg.MAGVLTSampling = dataclasses.field(default_factory=mg.MAGVLTSampling)
     argvlt: ar.ARGVLTSampling = dataclasses.field(default_factory=ar.ARGVLTSampling)
+    candidates: int = 1  # drawn per prompt / image; the best by `rerank` is kept (paper: 32 images, 64 captions)
+    rerank: Rerank = "self"  # "self": the generator's log p(caption | image) per token; "clip": CLIP's cosine
+    self_passes: int = 1  # MAGVLT's self score: 1 = every caption token masked at once; > 1 = pseudo-log-likelihood
+    clip_weights: str | None = None  # an open_clip checkpoint, for rerank = "clip"
+    clip_arch: str = "ViT-B-32-quickgelu"  # open_clip name; OpenAI's ViT-B/32 (the paper's) uses QuickGELU
 
     def __post_init__(self) -> None:
-        require_positive(self, "count", "batch_size", "columns")
+        require_positive(self, "count", "batch_size", "columns", "candidates", "self_passes")
+        if self.rerank not in RERANKERS:
+            raise ValueError(f"unknown rerank {self.rerank!r}; choose from {', '.join(RERANKERS)}")
+        if self.candidates > 1 and self.task == "it2it":
+            raise ValueError("it2it pairs have no prompt or image to re-rank for: candidates must be 1")
+        if self.rerank == "clip" and self.clip_weights is None:
+            raise ValueError("rerank = 'clip' needs open_clip weights: give --clip PATH (or clip_weights)")
+        if self.rerank == "clip" and self.candidates == 1:
+            raise ValueError("rerank = 'clip' picks among candidates: give --candidates N with N > 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One drawn sample: what it shows, its caption, its re-ranking score and the seed of the batch that drew it."""
+
+    picture: np.ndarray  # (H, W, 3) uint8
+    caption: str | None
+    score: float
+    seed: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,33 +181,74 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
     return pairs_codes, captions.ids, None
 
 
+def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray, codes: torch.Tensor,
+                text: torch.Tensor, captions: list[str | None], batch: list[Item], eos_id: int,
+                generator: torch.Generator) -> list[float]:
+    """The re-ranking score of each sample of a batch, given its (B, H, W, 3) pictures, (B, N) codes, (B, C) text rows
+    and captions (None where the prompt is the caption): CLIP's cosine when `clip` is loaded, else the generator's
+    mean log p(caption | image) per token."""
+    if clip is not None:
+        from vltk.metrics.clip import clip_similarity  # lazily: open_clip is only needed here
+
+        texts = [caption if caption is not None else item.about["prompt"] for caption, item in zip(captions, batch)]
+        return clip_similarity(clip, [Image.fromarray(p) for p in pictures], texts).float().tolist()
+    return rerank.self_scores(model, codes, text, eos_id=eos_id, passes=cfg.self_passes,
+                              generator=generator).tolist()
+
+
+def keep(work: Path, index: int, item: Item, candidates: list[Candidate],
+         cfg: SampleConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """Write item `index`'s best candidate (and candidate 0 beside it when there are several); return its
+    samples.jsonl row and its picture."""
+    n = len(candidates)
+    k = int(rerank.best(torch.tensor([[c.score for c in candidates]]))[0])
+    chosen = candidates[k]
+    file = f"images/{index:05d}.png"
+    Image.fromarray(chosen.picture).save(work / file)
+    line = {"index": index, "task": cfg.task, **item.about, "caption": chosen.caption, "seed": chosen.seed,
+            "file": file, "score": chosen.score, "rerank": cfg.rerank if n > 1 else None, "candidates": n}
+    if n == 1:
+        return line, chosen.picture
+    line.update(candidate=k, scores=[c.score for c in candidates])
+    if cfg.task in IMAGE_TASKS:
+        line["first_file"] = f"first/{index:05d}.png"
+        Image.fromarray(candidates[0].picture).save(work / line["first_file"])
+    else:
+        line["first_caption"] = candidates[0].caption
+    return line, chosen.picture
+
+
 def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     """Sample `cfg.task` with the generator at `gen` into the artifact `out`."""
     gen, out = Path(gen), Path(out)
-    model, contents = load_generator(gen)
-    kind = contents["generator"]
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    bundle = cast(api.Generator, api.load(gen, "train-gen", device=device))  # its weights load on first use
+    contents, kind, encoded = bundle.contents, bundle.kind, bundle.encoded
+    tokenizer_paths = contents["tokenizers"]
     if cfg.task not in TASKS[kind]:
         raise VltkError(f"{kind} cannot do {cfg.task} (it does {', '.join(TASKS[kind])})")
-    encoded = Path(contents["encoded"])
-    tokenizer_paths = contents["tokenizers"]
-    for name, path in tokenizer_paths.items():
-        if not (Path(path) / artifacts.MANIFEST).is_file():
-            raise VltkError(f"the {name} tokenizer {path} that {gen} was trained with is gone")
-    tokenizer = BPETokenizer.from_artifact(Path(tokenizer_paths["text"]))
+    tokenizer, image_tok_artifact = bundle.text_tokenizer, bundle.image_tokenizer  # both must still be there
     items = gather(cfg, encoded, tokenizer)
-    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs={"generator": gen}, force=force)
+    use_clip = cfg.rerank == "clip"  # the config guarantees candidates > 1 and weights
+    inputs = {"generator": gen, **({"clip": Path(cfg.clip_weights)} if use_clip else {})}
+    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs=inputs, force=force)
     if job is None:
         return out
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    model = model.to(device)
-    image_tok, _ = load_image_tokenizer(Path(tokenizer_paths["image"]))
-    image_tok = image_tok.to(device)
-    eos, grid = tokenizer.eos_id, int(contents["grid_size"])
+    model, image_tok = bundle.model, image_tok_artifact.model
+    clip = None
+    if use_clip:
+        from vltk.metrics.clip import load_clip  # lazily: open_clip is only needed here
+
+        clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, device=device)
+    eos, grid, n = tokenizer.eos_id, int(contents["grid_size"]), cfg.candidates
+    draws = [item for item in items for _ in range(n)]  # item i's candidate k is draw i * n + k
     (job.work / "images").mkdir()
-    pictures, lines = [], []
-    with progress(f"sample {cfg.task} ({kind})", len(items), unit="sample") as advance:
-        for start in range(0, len(items), cfg.batch_size):
-            batch = items[start:start + cfg.batch_size]
+    if n > 1 and cfg.task in IMAGE_TASKS:
+        (job.work / "first").mkdir()
+    pictures, lines, pending = [], [], []  # pending: the drawn candidates of items not yet written, in draw order
+    with progress(f"sample {cfg.task} ({kind})", len(draws), unit="candidate" if n > 1 else "sample") as advance:
+        for start in range(0, len(draws), cfg.batch_size):
+            batch = draws[start:start + cfg.batch_size]
             seed = cfg.seed + start
             generator = torch.Generator(device).manual_seed(seed)
             codes, text, region = sample_batch(model, kind, cfg.task, batch, cfg, eos, grid, generator, device)
@@ -176,18 +259,23 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
                     source = image_tok.decode(_long([it.codes for it in batch], device).view(-1, grid, grid))
                     images = mg.blend(images, source.float().clamp(-1, 1), region, grid)
             captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
-            for i, (picture, caption, item) in enumerate(zip(to_uint8(images), captions, batch), start):
-                file = f"images/{i:05d}.png"
-                Image.fromarray(picture).save(job.work / file)
+            rows = text if text is not None else _long([it.text for it in batch], device)
+            drawn = to_uint8(images)
+            scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
+            pending += [Candidate(p, c, s, seed) for p, c, s in zip(drawn, captions, scores)]
+            while len(pending) >= n:  # every candidate of the next item is in: keep its best
+                line, picture = keep(job.work, len(lines), items[len(lines)], pending[:n], cfg)
+                lines.append(line)
                 pictures.append(picture)
-                lines.append({"index": i, "task": cfg.task, **item.about, "caption": caption, "seed": seed,
-                              "file": file})
+                del pending[:n]
             advance(len(batch))
     with open(job.work / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
     image_grid(np.stack(pictures), cfg.columns, min_side=64).save(job.work / "grid.png")
+    best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
     return job.publish({
         "task": cfg.task, "generator": kind, "count": len(lines), "grid": "grid.png",
         "image_size": int(pictures[0].shape[0]), "encoded": str(encoded), "tokenizers": tokenizer_paths,
-        "summary": f"{len(lines)} {cfg.task} samples from {kind} {contents['model']['size']}",
+        "candidates": n, "rerank": cfg.rerank if n > 1 else None,
+        "summary": f"{len(lines)} {cfg.task} samples from {kind} {contents['model']['size']}{best_of}",
     })

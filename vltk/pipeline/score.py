@@ -1,7 +1,9 @@
-"""`vltk score`: metrics of a samples artifact: caption metrics, and the shapes judge on images and captions.
+"""`vltk score`: metrics of a samples artifact: caption metrics, the shapes judge, FID / IS and CLIP score.
 
     vltk score build/demo/samples-t2i build/demo/scores-t2i       # judge: do the images show what the prompts say?
     vltk score build/demo/samples-i2t build/demo/scores-i2t       # BLEU / METEOR / ROUGE-L / CIDEr + the judge
+    vltk score build/coco/samples-t2i build/coco/scores-t2i --set clip_arch=ViT-B-32-quickgelu \
+        --set inception_weights=weights-inception-2015-12-05-6726825d.pth --set clip_weights=open_clip_model.safetensors
 
 By task:
 - t2i, inpaint: the judge reads each image back into shapes and checks its prompt (whole caption, count, shape,
@@ -10,36 +12,72 @@ By task:
   caption against its image;
 - it2it: the judge on each generated caption against its own generated image (do the pairs agree?).
 The judge applies to the built-in shapes data; elsewhere its parse rate says it read no caption, and only the caption
-metrics count. The artifact holds `metrics.json` and a self-contained `report.html` (metric tables, the samples with
-their prompts or captions, the tokenizer's reconstructions and the generator's loss curves, and the provenance chain);
-the manifest repeats the metrics.
+metrics count.
+
+With `inception_weights` (torch-fidelity's Inception-v3, `vltk.metrics.fid`), the tasks that generate images (t2i,
+inpaint, it2it) get "images": FID against the real images behind the samples and IS (`is_splits` chunks), with the
+sample count, the reference set and the extractor (which resizes every image to 299 px itself, as for published
+numbers). The real set is read from the shards that the generator's encoded data was made from, in the sampled split:
+the records of the samples' keys (t2i on the val captions is the COCO-30k protocol of REFERENCE.md §6.1: N generated
+images against those N real images), or for it2it the split's first records, as many as there are samples.
+Hand-written prompts (`vltk sample --prompt`) have no real images: FID is unavailable there, IS is not. Re-ranked
+samples (rows with "first_file") get "images" for the kept images and "images_first" for candidate 0's, the numbers
+without re-ranking (§6.1 reports both).
+
+With `clip_weights` (an open_clip state dict of `clip_arch`, `vltk.metrics.clip`) every task gets "CLIP score": the
+mean cosine (MAGVLT's convention) and torchmetrics' CLIPScore of each image with a text (`CLIP_PAIRS`): the prompt
+(t2i, inpaint; candidate 0's image too when re-ranked); the generated caption, candidate 0's when re-ranked, and the
+first reference caption, for comparison (i2t, infill); the pair's own caption (it2it). Without weights, FID / IS and
+CLIP score say "unavailable", never a number. The artifact holds `metrics.json` and a self-contained `report.html`
+(metric tables, the samples with their prompts or captions, the tokenizer's reconstructions and the generator's loss
+curves, and the provenance chain); the manifest repeats the metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, cast
 
 import numpy as np
+import torch
 from PIL import Image
 
-from vltk import artifacts
+from vltk import api, artifacts
+from vltk.config import require_positive
+from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import check, detect, parse_caption, summarize
 from vltk.metrics.report import write_report
+from vltk.ui import progress
 
 STAGE = "score"
 REPORT = "report.html"
 CAPTION_TASKS = ("i2t", "infill")
+IMAGE_TASKS = ("t2i", "inpaint", "it2it")  # the tasks that generate images: FID and IS
+# What CLIP compares, by task: (name, the row's image field, the row's text field; "reference": the first reference).
+CLIP_PAIRS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "t2i": (("image_vs_prompt", "file", "prompt"), ("first_vs_prompt", "first_file", "prompt")),
+    "i2t": (("image_vs_caption", "file", "caption"), ("image_vs_first_caption", "file", "first_caption"),
+            ("image_vs_reference", "file", "reference")),
+    "it2it": (("image_vs_caption", "file", "caption"),),
+}
+CLIP_PAIRS["inpaint"], CLIP_PAIRS["infill"] = CLIP_PAIRS["t2i"], CLIP_PAIRS["i2t"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScoreConfig:
     meteor: bool = True  # needs Java; ~8 s to start
     spice: bool = False  # needs the Stanford CoreNLP 3.6.0 jars in pycocoevalcap's spice/lib (no download offline)
+    inception_weights: str | None = None  # torch-fidelity's weights-inception-2015-12-05-6726825d.pth: FID and IS
+    is_splits: int = 10  # Inception Score chunks (the standard 10)
+    clip_weights: str | None = None  # an open_clip state dict: CLIP score
+    clip_arch: str = "ViT-B-32-quickgelu"  # open_clip name; OpenAI's ViT-B/32 (the paper's) uses QuickGELU
+    batch_size: int = 50  # images per Inception or CLIP forward pass
+
+    def __post_init__(self) -> None:
+        require_positive(self, "is_splits", "batch_size")
 
 
 def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[str, Any]:
@@ -47,8 +85,7 @@ def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[st
     holding a held-out colour-shape combination."""
     verdicts, heldout = [], []
     for row in rows:
-        with Image.open(root / row["file"]) as image:
-            seen = detect(np.asarray(image.convert("RGB")))
+        seen = detect(np.asarray(_picture(root / row["file"])))
         caption = row[caption_field] or ""
         verdict = check(caption, parse_caption(caption), seen)
         verdicts.append(verdict)
@@ -64,26 +101,160 @@ def _rounded(summary: dict[str, float | int]) -> dict[str, float | int]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False) -> Path:
+def _picture(file: Path) -> Image.Image:
+    with Image.open(file) as image:
+        return image.convert("RGB")
+
+
+def _pixels(files: Iterable[Path]) -> Iterator[np.ndarray]:
+    return (np.asarray(_picture(file)) for file in files)  # (H, W, 3) uint8 each
+
+
+@dataclasses.dataclass(frozen=True)
+class RealSet:
+    """Where the real images behind the samples are: `keys` of `split` in `shards`, or (keys None) its first `count`."""
+
+    shards: Path
+    split: str
+    keys: frozenset[str] | None
+    count: int
+
+    def images(self) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 images, streamed in shard order; an error if a key is missing."""
+        found = 0
+        for sample in iter_samples(self.shards, self.split):
+            if found == self.count:
+                return
+            if self.keys is None or sample.key in self.keys:
+                found += 1
+                yield np.asarray(decode_image(sample))  # (H, W, 3) uint8
+        if self.keys is not None and found < self.count:
+            raise VltkError(f"{self.count - found} of the samples' records are not in the '{self.split}' split of "
+                            f"{self.shards}")
+
+
+def real_set(samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> RealSet | str:
+    """The real images behind the samples (`manifest`: theirs), or why there are none: the records the rows name by key
+    (t2i, inpaint), or the first as many records of the sampled split (it2it, whose rows name none)."""
+    task, split = manifest["contents"]["task"], manifest["config"]["split"]
+    keyed = [row["key"] for row in rows if "key" in row]
+    if task != "it2it" and len(keyed) < len(rows):
+        return "unavailable: the prompts were given by hand, so there are no real images to compare with"
+    encoded = Path(manifest["contents"]["encoded"])
+    try:
+        shards = Path(artifacts.open_artifact(encoded, "encode")["inputs"]["shards"]["path"])
+        artifacts.open_artifact(shards, "shard")
+    except VltkError as err:
+        raise VltkError(f"FID needs the real images behind {samples}: {err}") from None
+    keys = frozenset(keyed) if task != "it2it" else None
+    return RealSet(shards, split, keys, len(keys) if keys is not None else len(rows))
+
+
+def image_metrics(cfg: ScoreConfig, samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]],
+                  device: torch.device) -> dict[str, Any]:
+    """{"images": FID / IS of the samples' images, "images_first": of candidate 0's when the rows were re-ranked}."""
+    if cfg.inception_weights is None:
+        return {"images": "unavailable: no inception_weights given"}
+    from vltk.metrics.fid import EXTRACTOR, fid, inception_features, inception_score, load_inception
+
+    reference = real_set(samples, manifest, rows)
+    weights = Path(cfg.inception_weights)
+    net = load_inception(weights, device)
+
+    def features(images: Iterable[np.ndarray], total: int, what: str):
+        with progress(f"inception: {what}", total, unit="image") as advance:
+            return inception_features(net, images, cfg.batch_size, advance)
+
+    real = features(reference.images(), reference.count, "real images") if isinstance(reference, RealSet) else None
+    fields = {"images": "file", **({"images_first": "first_file"} if all("first_file" in r for r in rows) else {})}
+    result: dict[str, Any] = {}
+    for name, field in fields.items():
+        fake = features(_pixels(samples / row[field] for row in rows), len(rows), name)
+        if real is None:
+            fid_value: float | str = reference
+        elif len(fake.pool) < 2 or len(real.pool) < 2:
+            fid_value = f"unavailable: FID needs 2 images a side, got {len(fake.pool)} and {len(real.pool)}"
+        else:
+            fid_value = round(fid(fake.pool, real.pool), 4)
+        inception = (_rounded(inception_score(fake.logits, cfg.is_splits)) if len(rows) >= cfg.is_splits else
+                     f"unavailable: {len(rows)} images, fewer than is_splits = {cfg.is_splits}")
+        result[name] = {"FID": fid_value, "IS": inception, "n": len(rows),
+                        "reference": ({"shards": str(reference.shards), "split": reference.split,
+                                       "images": len(real.pool)} if real is not None else None),
+                        "inception_weights": weights.name, "extractor": EXTRACTOR}
+    return result
+
+
+def _text(row: dict[str, Any], field: str) -> str | None:
+    if field == "reference":
+        return row["references"][0] if row.get("references") else None
+    return row.get(field)
+
+
+def clip_metrics(cfg: ScoreConfig, task: str, samples: Path, rows: list[dict[str, Any]], device: torch.device
+                 ) -> dict[str, Any] | str:
+    """The CLIP score of each image-text pairing of the task (`CLIP_PAIRS`) that the rows hold."""
+    if cfg.clip_weights is None:
+        return "unavailable: no clip_weights given"
+    from vltk.metrics.clip import clip_score, clip_similarity, load_clip
+
+    clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, device)
+    result: dict[str, Any] = {"arch": cfg.clip_arch, "clip_weights": Path(cfg.clip_weights).name}
+    for name, image_field, text_field in CLIP_PAIRS[task]:
+        pairs = [(samples / row[image_field], _text(row, text_field)) for row in rows
+                 if image_field in row and _text(row, text_field) is not None]
+        if not pairs:
+            continue
+        similarity = []
+        with progress(f"CLIP: {name}", len(pairs), unit="pair") as advance:
+            for start in range(0, len(pairs), cfg.batch_size):
+                batch = pairs[start:start + cfg.batch_size]
+                similarity.append(clip_similarity(clip, [_picture(file) for file, _ in batch], [t for _, t in batch]))
+                advance(len(batch))
+        result[name] = {**_rounded(clip_score(torch.cat(similarity))), "n": len(pairs)}
+    return result
+
+
+def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     samples, out = Path(samples), Path(out)
-    contents = artifacts.open_artifact(samples, "sample")["contents"]
+    artifact = cast(api.Samples, api.load(samples, "sample"))
+    manifest, contents, rows = artifact.manifest, artifact.contents, artifact.rows
     task = contents["task"]
-    rows = [json.loads(line) for line in (samples / "samples.jsonl").read_text().splitlines() if line]
     if not rows:
         raise VltkError(f"{samples} holds no samples")
-    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs={"samples": samples}, force=force)
+    weights = {name: Path(path) for name, path in (("inception", cfg.inception_weights), ("clip", cfg.clip_weights))
+               if path is not None}
+    for name, path in weights.items():  # before anything runs, and so that the manifest fingerprints them
+        if not path.is_file():
+            raise VltkError(f"{name} weights not found: {path}")
+    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs={"samples": samples, **weights}, force=force)
     if job is None:
         return out
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     metrics: dict[str, Any] = {"task": task, "generator": contents["generator"], "count": len(rows)}
-    if task in CAPTION_TASKS:
-        scored = [row for row in rows if row.get("references")]
-        metrics["captions"] = caption_metrics({str(r["index"]): r["references"] for r in scored},
-                                              {str(r["index"]): r["caption"] for r in scored},
-                                              meteor=cfg.meteor, spice=cfg.spice)
-    metrics["judge"] = judge(rows, samples, "prompt" if task in ("t2i", "inpaint") else "caption")
+    field = "prompt" if task in ("t2i", "inpaint") else "caption"
+    # Re-ranked samples: the judge and caption metrics also for candidate 0, the numbers without re-ranking.
+    first = [{**r, "file": r.get("first_file", r["file"]), "caption": r.get("first_caption", r["caption"])}
+             for r in rows] if any("first_file" in r or "first_caption" in r for r in rows) else None
+    for suffix, scored in (("", rows), ("_first", first)):
+        if scored is None:
+            continue
+        if task in CAPTION_TASKS:
+            metrics["captions" + suffix] = _captions(cfg, scored)
+        metrics["judge" + suffix] = judge(scored, samples, field)
+    if task in IMAGE_TASKS:
+        metrics.update(image_metrics(cfg, samples, manifest, rows, device))
+    metrics["CLIP score"] = clip_metrics(cfg, task, samples, rows, device)
     artifacts.write_json_atomic(job.work / "metrics.json", metrics)
     write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples))
     return job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
+
+
+def _captions(cfg: ScoreConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Caption metrics of the rows' captions against all their references (rows without references are skipped)."""
+    scored = [row for row in rows if row.get("references")]
+    return caption_metrics({str(r["index"]): r["references"] for r in scored},
+                           {str(r["index"]): r["caption"] for r in scored}, meteor=cfg.meteor, spice=cfg.spice)
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -94,4 +265,15 @@ def _summary(metrics: dict[str, Any]) -> str:
     if overall.get("parsed"):
         parts.append(f"judge {overall['whole']:.1%} whole-caption (shape {overall['shape']:.0%}, colour "
                      f"{overall['color']:.0%}, position {overall['position']:.0%})")
+        if "judge_first" in metrics:
+            parts.append(f"without re-ranking {metrics['judge_first']['all']['whole']:.1%}")
+    images = metrics.get("images")
+    if isinstance(images, dict) and isinstance(images["FID"], float):
+        parts.append(f"FID {images['FID']:.2f}")
+    if isinstance(images, dict) and isinstance(images["IS"], dict):
+        parts.append(f"IS {images['IS']['mean']:.2f}")
+    clip = metrics["CLIP score"]
+    first = next((v for v in clip.values() if isinstance(v, dict)), None) if isinstance(clip, dict) else None
+    if first is not None:
+        parts.append(f"CLIP cosine {first['cosine']:.4f}")
     return ", ".join(parts)

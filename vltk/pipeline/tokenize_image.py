@@ -1,6 +1,7 @@
 """`vltk tokenize image`: train a VQ-GAN or a beta-VAE on the image shards with the shared training loop.
 
     vltk tokenize image build/demo/shards build/demo/image-tok --kind vqgan --config stages/demo/tokenize_image.toml
+    vltk tokenize image build/paper/shards build/paper/image-tok --from-taming vqgan_imagenet_f16_16384/last.ckpt
 
 The image size comes from the shards' manifest. Training follows taming's VQLPIPSWithDiscriminator (REFERENCE.md §4.3):
 pixel L1 (or L2) + an optional LPIPS term (only from a VGG16 file the user gives; otherwise off, and the manifest says
@@ -12,6 +13,10 @@ reconstructions), `metrics.jsonl`, `checkpoints/`, and a manifest with what `vlt
 size, codebook size or latent channels, normalisation, the model config) plus PSNR, codebook usage and perplexity on
 val and, for shapes data, the judge's accuracy on the originals and on their reconstructions. A killed run continues
 from its last checkpoint when re-run with the same config and inputs.
+
+`import_taming` writes the same artifact from a released taming VQ-GAN checkpoint (MAGVLT's f16-16384, REFERENCE.md
+§4.1) instead of training one: the architecture is read off the weights, the image size is the shards', and it is
+evaluated on the shards' val split like a trained one, so `vltk encode` cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 from accelerate import Accelerator
+from safetensors.torch import save_file
 
 from vltk.artifacts import begin, open_artifact
 from vltk.config import config_to_dict
@@ -36,6 +42,7 @@ from vltk.imagetok.discriminator import PatchDiscriminator
 from vltk.imagetok.losses import (
     Perceptual, adaptive_weight, build_perceptual, discriminator_loss, gan_factor, generator_loss, pixel_loss,
 )
+from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.metrics.judge import check, detect, parse_caption, summarize
 from vltk.train import OptimConfig, Part, TrainConfig, make_accelerator, prepare, save_final_weights, train, unwrap
 
@@ -177,6 +184,26 @@ def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = Fals
         job.publish(contents=_contents(cfg, perceptual is not None, evaluation, trained))
     accelerator.wait_for_everyone()
     return out
+
+
+def import_taming(cfg: TokenizeImageConfig, checkpoint: Path, shards: Path, out: Path, *, force: bool = False,
+                  cpu: bool = False) -> Path:
+    """The taming VQ-GAN at `checkpoint` as a tokenizer artifact `out` for the shards' images, evaluated on their val
+    split. Of `cfg` only the evaluation keys count; the model is the checkpoint's and nothing is trained."""
+    shards, out, checkpoint = Path(shards), Path(out), Path(checkpoint)
+    size = int(open_artifact(shards, "shard")["contents"]["image_size"])
+    model_cfg, state = load_taming_checkpoint(checkpoint, image_size=size)
+    cfg = dataclasses.replace(cfg, model=model_cfg)
+    job = begin(out, stage=STAGE, config=cfg, inputs={"shards": shards, "checkpoint": checkpoint}, force=force)
+    if job is None:
+        return out
+    model = build_image_tokenizer(model_cfg)
+    model.load_state_dict(state)  # strict: load_taming_checkpoint already matched every key and shape
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, job.work / WEIGHTS)
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    evaluation = evaluate(model.to(device).eval(), shards, cfg, job.work / "recon.png", device)
+    imported = {"imported": "taming", "checkpoint": str(checkpoint)}
+    return job.publish(contents=_contents(cfg, True, evaluation, imported))  # taming trained with LPIPS (§4.3)
 
 
 def _val_batches(shards: Path, split: str, size: int) -> Iterator[tuple[torch.Tensor, list[np.ndarray], list]]:

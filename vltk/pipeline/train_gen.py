@@ -1,7 +1,7 @@
 """`vltk train-gen`: train a MAGVLT or ARGVLT generator on an encoded artifact with the shared training loop.
 
     vltk train-gen build/demo/encoded build/demo/gen --model magvlt --config stages/demo/train_gen.toml
-    accelerate launch --num_processes 8 -m vltk train-gen ENCODED OUT --config stages/paper/magvlt_base.toml
+    accelerate launch --num_processes 8 -m vltk train-gen ENCODED OUT --config stages/paper/train_gen_magvlt.toml
 
 The codebook size, grid, text vocabulary and context come from the encoded artifact's manifest; the BPE-dropout rate
 from the text tokenizer's (unless the config sets one). The global batch, gradient accumulation and learning rate are

@@ -1,0 +1,171 @@
+"""`make paper`: the paper recipe (stages/paper) dry-runs, its configs load and hold the paper's settings, and the whole
+chain runs end to end on a tiny COCO-format data set (Karpathy's dataset_coco.json layout, images rendered by synth).
+
+The tiny run uses the real stages/paper/*.toml files; only sizes are shrunk, with the recipe's PAPER_<STAGE>_FLAGS, so
+the recipe and its configs cannot drift from what this test runs. Expected values come from REFERENCE.md (§1.14-1.15,
+§5, §6.1) and from the fixture's own captions and splits, never from the run's output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from vltk.cli import app
+from vltk.config import load_config, read_toml
+from vltk.data.shards import iter_samples
+from vltk.imagetok.artifact import load_image_tokenizer
+from vltk.imagetok.taming import load_taming_checkpoint
+from vltk.imagetok.vqgan import VQGAN
+from vltk.pipeline import encode, sample, score, shard, synth, tokenize_image, tokenize_text, train_gen
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from test_taming import taming_shapes  # noqa: E402  (tests/unit: taming's own key layout)
+
+ROOT = Path(__file__).parents[2]
+PAPER = ROOT / "stages" / "paper"
+BIN = Path(sys.executable).parent  # the venv running the tests; its vltk is the one under test
+STAGES = ("shard", "tokenize text", "tokenize image", "encode", "train-gen", "sample", "score")
+# Karpathy's split names of the fixture's images, in order; restval trains (§6.1: the test split is captioning's).
+KARPATHY = ["train"] * 10 + ["restval"] * 2 + ["val"] * 4 + ["test"] * 4
+TINY = {  # shrinks the heavy stages; everything else is stages/paper's
+    "PAPER_SHARD_FLAGS": "--size 32",
+    "PAPER_IMAGE_FLAGS": "--steps 2 --set train.batch_size=4 --set model.encoder.channels=8 "
+                         "--set 'model.encoder.channel_mult=[1, 2, 2]' --set model.encoder.num_res_blocks=1 "
+                         "--set 'model.encoder.attn_resolutions=[]' --set model.encoder.z_channels=8 "
+                         "--set model.quantizer.codebook_size=64 --set model.quantizer.code_dim=4",
+    "PAPER_GEN_FLAGS": "--size tiny --steps 2 --batch-size 4",
+    "PAPER_SCORE_FLAGS": "--no-meteor",  # Java takes seconds to start
+    "PAPER_WORKERS": "1",
+}
+
+
+def make(*args: str, **variables: str) -> subprocess.CompletedProcess:
+    """make in the repo with this venv, never reinstalling it (-o: the install stamp counts as up to date)."""
+    venv = BIN.parent
+    command = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o", f"{venv}/.installed", *args,
+               *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def coco_fixture(root: Path) -> tuple[Path, Path, list[dict]]:
+    """20 synth scenes (32 px) listed in Karpathy's dataset_coco.json layout, the JSON apart from the images."""
+    synth.run(synth.SynthConfig(count=len(KARPATHY), size=32, seed=5), root / "raw")
+    rows = [json.loads(line) for line in (root / "raw" / "captions.jsonl").read_text().splitlines()]
+    images = [{"filepath": str(Path(row["image"]).parent), "filename": Path(row["image"]).name, "split": split,
+               "cocoid": n, "sentences": [{"raw": c} for c in row["captions"]]}
+              for n, (row, split) in enumerate(zip(rows, KARPATHY))]
+    data = root / "annotations" / "dataset_coco.json"
+    data.parent.mkdir()
+    data.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return data, root / "raw", images
+
+
+def test_every_paper_config_loads_and_holds_the_papers_settings():
+    classes = {"shard": shard.ShardConfig, "tokenize_text": tokenize_text.TextTokenizerConfig,
+               "tokenize_image": tokenize_image.TokenizeImageConfig, "encode": encode.EncodeConfig,
+               "sample_t2i": sample.SampleConfig, "sample_i2t": sample.SampleConfig, "score": score.ScoreConfig}
+    cfgs = {}
+    for file in sorted(PAPER.glob("*.toml")):
+        cls = train_gen.RUNS[read_toml(file)["generator"]] if file.stem.startswith("train_gen") else classes[file.stem]
+        cfgs[file.stem] = load_config(cls, file)
+    assert set(classes) | {"train_gen_magvlt", "train_gen_argvlt"} <= set(cfgs)
+    # §6.1: resize 256 + centre crop; §1.14 / §5: CLIP BPE with a 64-token context, BPE-dropout 0.1.
+    assert (cfgs["shard"].size, cfgs["shard"].resize) == (256, "center-crop")
+    assert (cfgs["tokenize_text"].context_length, cfgs["tokenize_text"].bpe_dropout) == (64, 0.1)
+    # §4.1: f16 (5 levels), 16,384 codes, taming's 128-wide encoder with attention at 16 px.
+    image = cfgs["tokenize_image"].model
+    assert (image.grid_size, image.quantizer.codebook_size, image.encoder.channels) == (16, 16384, 128)
+    assert image.encoder.attn_resolutions == (16,)
+    # §1.14-1.15: base = 24 x 1024, 8 heads; batch 4,096 for 40K updates; label smoothing 0.1; clipping at 4.
+    for name in ("train_gen_magvlt", "train_gen_argvlt"):
+        run = cfgs[name]
+        assert (run.model.depth, run.model.width, run.model.heads) == (24, 1024, 8)
+        assert (run.train.batch_size, run.train.steps, run.optim.grad_clip) == (4096, 40_000, 4.0)
+        assert run.objective.label_smoothing == 0.1
+    # §6.1: T2I on 30k val captions, I2T on the Karpathy test split (5,000 images).
+    t2i, i2t = cfgs["sample_t2i"], cfgs["sample_i2t"]
+    assert (t2i.task, t2i.split, t2i.count) == ("t2i", "val", 30_000)
+    assert (i2t.task, i2t.split, i2t.count) == ("i2t", "test", 5000)
+
+
+def test_make_paper_dry_runs_every_stage_and_needs_data():
+    dry = make("-n", "paper", DATA="coco/dataset_coco.json", PAPER_RUN="build/paper-dry")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    for stage in STAGES:
+        assert any(f"vltk {stage} " in line for line in lines), stage
+    assert sum("vltk sample " in line for line in lines) == sum("vltk score " in line for line in lines) == 2
+    assert any("--config stages/paper/tokenize_image.toml" in line for line in lines)  # no VQGAN: trained here
+    assert not (ROOT / "build" / "paper-dry").exists()  # -n runs nothing
+
+    given = make("-n", "paper", DATA="d.json", VQGAN="last.ckpt", CLIP="clip.pt", INCEPTION="inception.pth",
+                 PAPER_RUN="build/paper-dry")
+    assert given.returncode == 0, given.stderr
+    assert "tokenize image build/paper-dry/shards build/paper-dry/image-tok --from-taming last.ckpt" in given.stdout
+    t2i = next(line for line in given.stdout.splitlines() if "samples-t2i --config" in line)
+    assert "--set candidates=32 --set rerank=clip --set clip_weights=clip.pt" in t2i  # §1.13.6: 32 per caption
+    scores = [line for line in given.stdout.splitlines() if "vltk score" in line]
+    assert ["inception_weights=inception.pth" in line for line in scores] == ["scores-t2i" in line for line in scores]
+    assert all("--set clip_weights=clip.pt" in line for line in scores)  # the CLIP score, both tasks
+
+    missing = make("-n", "paper")
+    assert missing.returncode != 0 and "DATA=" in missing.stderr
+
+
+def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
+    data, images, fixture = coco_fixture(tmp_path)
+    run = tmp_path / "paper"
+    done = make("paper", DATA=str(data), IMAGES=str(images), PAPER_RUN=str(run), **TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"reports: {run}/scores-t2i/report.html {run}/scores-i2t/report.html" in done.stdout
+
+    def contents(name: str) -> dict:
+        return json.loads((run / name / "manifest.json").read_text())["contents"]
+
+    by_split = {split: [img for img, s in zip(fixture, KARPATHY) if s == split] for split in set(KARPATHY)}
+    splits = contents("shards")["splits"]
+    assert {s: splits[s]["samples"] for s in splits} == {"train": 12, "val": 4, "test": 4}  # restval trains
+    assert [s.captions for s in iter_samples(run / "shards", "test", images=False)] == [
+        tuple(x["raw"] for x in img["sentences"]) for img in by_split["test"]]
+    text = contents("text-tok")
+    assert (text["vocab_size"], text["context_length"]) == (49408, 64)  # CLIP's BPE (§5), MAGVLT's context (§1.14)
+
+    # T2I: the first caption of each val image, in order (§6.1); I2T: the test images against all their captions.
+    t2i = [json.loads(line) for line in (run / "samples-t2i" / "samples.jsonl").read_text().splitlines()]
+    assert [row["prompt"] for row in t2i] == [img["sentences"][0]["raw"] for img in by_split["val"]]
+    i2t = [json.loads(line) for line in (run / "samples-i2t" / "samples.jsonl").read_text().splitlines()]
+    assert [row["references"] for row in i2t] == [[x["raw"] for x in img["sentences"]] for img in by_split["test"]]
+    assert all(isinstance(row["caption"], str) for row in i2t)
+    assert {"BLEU-4", "CIDEr"} <= set(contents("scores-i2t")["captions"])
+    assert (run / "scores-t2i" / "report.html").is_file() and (run / "scores-i2t" / "report.html").is_file()
+
+    # The released-VQ-GAN path on the same shards: a random checkpoint in taming's own key layout becomes a tokenizer
+    # artifact whose model is the checkpoint's, tensor for tensor.
+    generator = torch.Generator().manual_seed(0)
+    layout = dict(ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=32, z_channels=8,
+                  embed_dim=4, n_embed=32)
+    state = {k: torch.randn(shape, generator=generator) for k, shape in taming_shapes(**layout).items()}
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"state_dict": state}, checkpoint)
+    out = tmp_path / "imported"
+    result = CliRunner().invoke(app, ["tokenize", "image", str(run / "shards"), str(out), "--from-taming",
+                                      str(checkpoint), "--cpu"])
+    assert result.exit_code == 0, result.output
+    model, tok = load_image_tokenizer(out)
+    assert (tok["kind"], tok["image_size"], tok["grid_size"], tok["codebook_size"]) == ("vqgan", 32, 8, 32)
+    assert torch.equal(model.quantizer.codebook, state["quantize.embedding.weight"])
+    cfg, mapped = load_taming_checkpoint(checkpoint, image_size=32)
+    reference = VQGAN(cfg)
+    reference.load_state_dict(mapped)
+    x = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1
+    assert torch.equal(model.encode(x), reference.eval().encode(x))
+    refused = CliRunner().invoke(app, ["tokenize", "image", str(run / "shards"), str(tmp_path / "bad"),
+                                       "--from-taming", str(checkpoint), "--kind", "vae"])
+    assert refused.exit_code == 2 and "--from-taming" in refused.output
+

@@ -1,0 +1,77 @@
+"""`vltk compare`: several scores artifacts side by side in one report, e.g. MAGVLT against ARGVLT at equal steps.
+
+    vltk compare build/demo/scores-t2i build/demo/scores-argvlt-t2i build/demo/compare
+
+Each scores artifact is one column, labelled by its task and by the generator behind it (kind, size, parameters,
+training steps and seconds, read from the chain of manifests); each metric is one row, blank where a column lacks it.
+The sample grids follow, side by side for each task. The artifact holds `comparison.json` (the columns: label, task,
+generator, training and metrics) and a self-contained `report.html`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from vltk import artifacts
+from vltk.errors import VltkError
+from vltk.metrics.report import flat, image_tag, page, table, value
+
+STAGE = "compare"
+REPORT = "report.html"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareConfig:
+    title: str = "vltk: generators side by side"
+
+
+def column(scores: Path) -> dict[str, Any]:
+    """One scores artifact's column: its metrics and what made them (the generator's manifest, through the chain)."""
+    manifest = artifacts.open_artifact(scores, "score")
+    chain = artifacts.provenance(scores)
+    samples = next((p for p, m in chain if m.get("stage") == "sample"), None)
+    gen = next((m["contents"] for _, m in chain if m.get("stage") == "train-gen"), None)
+    if samples is None or gen is None:
+        raise VltkError(f"{scores}: its samples or generator artifact is gone, so its column cannot be labelled")
+    metrics = json.loads((scores / "metrics.json").read_text())
+    train = {"steps": gen["train"]["steps"], "seconds": gen["train"]["seconds"], "parameters": gen["parameters"]}
+    label = f"{metrics['task']}: {gen['generator']} {gen['model']['size']}, {train['steps']} steps"
+    return {"label": label, "scores": str(scores), "samples": str(samples), "task": metrics["task"],
+            "generator": gen["generator"], "train": train, "metrics": metrics,
+            "summary": manifest["contents"].get("summary", "")}
+
+
+def render(cfg: CompareConfig, columns: list[dict[str, Any]]) -> str:
+    """The report's HTML: one metrics table with a column per artifact, then each task's grids side by side."""
+    rows: dict[str, dict[int, Any]] = {}
+    for i, col in enumerate(columns):
+        for key, val in flat({"train": col["train"], **col["metrics"]}):
+            rows.setdefault(key, {})[i] = val
+    header = ("metric", *(col["label"] for col in columns))
+    body = [(html.escape(key), *(value(cells[i]) if i in cells else "" for i in range(len(columns))))
+            for key, cells in rows.items()]
+    parts = ["<h2>Metrics</h2>", table(body, header)]
+    for task in dict.fromkeys(col["task"] for col in columns):
+        shown = [col for col in columns if col["task"] == task]
+        grids = tuple(image_tag(Path(col["samples"]) / "grid.png", css="px") for col in shown)
+        parts += [f"<h2>{html.escape(task)} samples</h2>", table([grids], tuple(col["label"] for col in shown))]
+    return page(cfg.title, parts)
+
+
+def run(cfg: CompareConfig, scores: list[Path], out: Path, *, force: bool = False) -> Path:
+    scores, out = [Path(s) for s in scores], Path(out)
+    if not scores:
+        raise VltkError("give at least one scores artifact to compare")
+    columns = [column(s) for s in scores]
+    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs={f"scores{i}": s for i, s in enumerate(scores)},
+                          force=force)
+    if job is None:
+        return out
+    artifacts.write_json_atomic(job.work / "comparison.json", columns)
+    artifacts.write_text_atomic(job.work / REPORT, render(cfg, columns))
+    return job.publish({"columns": [col["label"] for col in columns], "report": REPORT,
+                        "summary": "; ".join(col["summary"] for col in columns)})
