@@ -8,12 +8,14 @@
 
 The blocks follow MAGVLT's `Transformer1d` (REFERENCE.md §1.6): LayerNorm before attention and before the MLP, q/k/v
 and output projections with biases, attention and residual dropout, an MLP d -> 4d -> d with exact GELU. The q, k and
-v projections are one fused Linear (the same function; one matmul instead of three).
+v projections are one fused Linear (the same function; one matmul instead of three). GIVT's blocks (§3.2) are the same
+with three switches: no biases in the attention and the block LayerNorms, a tanh GELU, and an explicit MLP width.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +28,25 @@ class TransformerConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: int = 4
+    mlp_width: int = 0  # the MLP's hidden width; 0 = mlp_ratio * width (GIVT-Large: 8192 for 1536)
+    bias: bool = True  # biases in the q/k/v and output projections and the block LayerNorms (GIVT: none)
+    gelu: Literal["none", "tanh"] = "none"  # torch's `approximate`: exact, or the tanh form (Flax's default; GIVT)
     dropout: float = 0.1  # residual dropout, after attention and after the MLP
     attn_dropout: float = 0.1  # on the attention probabilities
 
     def __post_init__(self) -> None:
-        if min(self.width, self.depth, self.heads, self.mlp_ratio) < 1:
-            raise ValueError("width, depth, heads and mlp_ratio must be >= 1")
+        if min(self.width, self.depth, self.heads, self.mlp_ratio) < 1 or self.mlp_width < 0:
+            raise ValueError("width, depth, heads and mlp_ratio must be >= 1 and mlp_width >= 0")
+        if self.gelu not in ("none", "tanh"):
+            raise ValueError(f"gelu must be 'none' (exact) or 'tanh', got {self.gelu!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if not (0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1):
             raise ValueError("dropout and attn_dropout must be in [0, 1)")
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_width or self.mlp_ratio * self.width
 
 
 # Named generator sizes: (width, depth, heads). base / large are the paper's (MAGVLT Tab. 8); tiny and small are for
@@ -111,8 +122,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig, layer: int):
         super().__init__()
         self.heads, self.layer, self.attn_dropout = cfg.heads, layer, cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
-        self.proj = nn.Linear(cfg.width, cfg.width)
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, cache: KVCache | None) -> torch.Tensor:
         b, t, d = x.shape
@@ -134,17 +145,18 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width)
-        self.proj = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width)
+        self.fc = nn.Linear(cfg.width, cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.width)
+        self.gelu = cfg.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x), approximate=self.gelu))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig, layer: int):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(cfg.width), nn.LayerNorm(cfg.width)
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias), nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.attn, self.mlp = Attention(cfg, layer), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -201,4 +213,5 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
