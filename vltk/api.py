@@ -13,7 +13,7 @@ artifact. What an artifact holds is loaded on first use: a generator's `model`, 
 `image_tokenizer` (a handle), a text tokenizer's `tokenizer`, an image tokenizer's `model` (with `encode` / `decode`),
 an encoded artifact's and a shards artifact's records, samples' `rows` and `images()`, scores' `metrics`.
 
-Generation goes through the sample stage's own `sample_batch`, batch by batch with the stage's seeding (batch k of
+Generation goes through the sample stage's own `draw_batches`, batch by batch with the stage's seeding (batch k of
 `config.batch_size` items is seeded by seed + its first index), so `gen.text_to_image(prompts, seed=s)` gives the very
 images `vltk sample GEN OUT --prompt ... --seed s` writes; every sampler knob is a field of `SampleConfig`
 (`config=SampleConfig(magvlt=MAGVLTSampling(image_steps=12))`). Models run on the GPU when there is one, unless
@@ -220,18 +220,15 @@ class Generator(Artifact):
                 ) -> list[Image.Image]:
         """Each image with its central block (a quarter of the tokens) regenerated to fit the rest and its prompt,
         blended into the source along the boundary (MaskGIT's composite), as `vltk sample --task inpaint`."""
-        from vltk.sampling.magvlt import blend, center_box
+        from vltk.pipeline.sample import render
+        from vltk.sampling.magvlt import center_box
 
         items = self._items(prompts=prompts, images=images)
         codes, _ = self._generate("inpaint", items, seed, config)
         grid = int(self.contents["grid_size"])
-        source = np.stack([item.codes for item in items])  # (B, N)
-        with torch.inference_mode():
-            decode = self.image_tokenizer.model.decode
-            region = center_box(grid).to(self.device).expand(len(items), -1)  # (B, N) bool
-            generated = decode(codes.to(self.device).view(-1, grid, grid)).float().clamp(-1, 1)
-            original = decode(torch.from_numpy(source).long().to(self.device).view(-1, grid, grid))
-            pixels = blend(generated, original.float().clamp(-1, 1), region, grid)
+        source = torch.from_numpy(np.stack([item.codes for item in items])).long().to(self.device)  # (B, N)
+        region = center_box(grid).to(self.device).expand(len(items), -1)  # (B, N) bool
+        pixels = render(self.image_tokenizer.model, codes.to(self.device), grid, source, region)
         return [Image.fromarray(picture) for picture in to_uint8(pixels)]
 
     def infill(self, images: Images, captions: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
@@ -275,7 +272,7 @@ class Generator(Artifact):
     def _generate(self, task: str, items: list[Item], seed: int, config: SampleConfig | None
                   ) -> tuple[torch.Tensor | None, np.ndarray | None]:
         """(codes (B, N) or None, text rows (B, C) or None), batch by batch exactly as `vltk sample` draws them."""
-        from vltk.pipeline.sample import TASKS, SampleConfig, sample_batch
+        from vltk.pipeline.sample import TASKS, SampleConfig, draw_batches
 
         if task not in TASKS[self.kind]:
             raise VltkError(f"{self.kind} cannot do {task} (it does {', '.join(TASKS[self.kind])})")
@@ -285,10 +282,8 @@ class Generator(Artifact):
                             "candidates run the stage: vltk.api.sample(gen, out, candidates=N)")
         eos, grid = self.text_tokenizer.eos_id, int(self.contents["grid_size"])
         codes, text = [], []
-        for start in range(0, len(items), cfg.batch_size):
-            generator = torch.Generator(self.device).manual_seed(seed + start)
-            out_codes, out_text, _ = sample_batch(self.model, self.kind, task, items[start:start + cfg.batch_size],
-                                                  cfg, eos, grid, generator, self.device)
+        for _, _, _, (out_codes, out_text, _) in draw_batches(self.model, self.kind, items, cfg, eos, grid,
+                                                              self.device):
             codes += [out_codes.cpu()] if out_codes is not None else []
             text += [out_text.cpu().numpy()] if out_text is not None else []
         return (torch.cat(codes) if codes else None), (np.concatenate(text) if text else None)

@@ -41,7 +41,7 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Iterator, Literal, cast
 
 import numpy as np
 import torch
@@ -181,6 +181,29 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
     return pairs_codes, captions.ids, None
 
 
+def draw_batches(model: torch.nn.Module, generator_kind: str, draws: list[Item], cfg: SampleConfig, eos_id: int,
+                 grid: int, device: torch.device) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
+    """`sample_batch` over `draws` in batches of cfg.batch_size, each with its own generator seeded by cfg.seed + the
+    index of its first draw (the rule that makes runs repeatable): (batch, seed, its generator, sample_batch's out)."""
+    for start in range(0, len(draws), cfg.batch_size):
+        batch, seed = draws[start:start + cfg.batch_size], cfg.seed + start
+        generator = torch.Generator(device).manual_seed(seed)
+        yield batch, seed, generator, sample_batch(model, generator_kind, cfg.task, batch, cfg, eos_id, grid,
+                                                   generator, device)
+
+
+def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: torch.Tensor | None = None,
+           region: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, H, W) pixels in [-1, 1] of (B, N) codes; for inpainting, the generated (B, N) bool `region` blended into
+    the decoded (B, N) `sources` along its boundary (MaskGIT's composite)."""
+    with torch.inference_mode():
+        images = image_tok.decode(codes.view(-1, grid, grid)).float().clamp(-1, 1)
+        if region is not None:
+            source = image_tok.decode(sources.view(-1, grid, grid)).float().clamp(-1, 1)
+            images = mg.blend(images, source, region, grid)
+    return images
+
+
 def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray, codes: torch.Tensor,
                 text: torch.Tensor, captions: list[str | None], batch: list[Item], eos_id: int,
                 generator: torch.Generator) -> list[float]:
@@ -247,17 +270,10 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
         (job.work / "first").mkdir()
     pictures, lines, pending = [], [], []  # pending: the drawn candidates of items not yet written, in draw order
     with progress(f"sample {cfg.task} ({kind})", len(draws), unit="candidate" if n > 1 else "sample") as advance:
-        for start in range(0, len(draws), cfg.batch_size):
-            batch = draws[start:start + cfg.batch_size]
-            seed = cfg.seed + start
-            generator = torch.Generator(device).manual_seed(seed)
-            codes, text, region = sample_batch(model, kind, cfg.task, batch, cfg, eos, grid, generator, device)
+        for batch, seed, generator, (codes, text, region) in draw_batches(model, kind, draws, cfg, eos, grid, device):
             shown = codes if codes is not None else _long([it.codes for it in batch], device)
-            with torch.inference_mode():
-                images = image_tok.decode(shown.view(-1, grid, grid)).float().clamp(-1, 1)
-                if region is not None:  # inpainting: blend the generated region into the source image
-                    source = image_tok.decode(_long([it.codes for it in batch], device).view(-1, grid, grid))
-                    images = mg.blend(images, source.float().clamp(-1, 1), region, grid)
+            sources = _long([it.codes for it in batch], device) if region is not None else None
+            images = render(image_tok, shown, grid, sources, region)
             captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
             rows = text if text is not None else _long([it.text for it in batch], device)
             drawn = to_uint8(images)
