@@ -39,18 +39,31 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     if not isinstance(data, dict):
         raise VltkError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a table, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
             raise VltkError(f"unknown config key '{prefix}{key}'{hint}")
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[key]):
+            value = {**_own_defaults(fields[key], hints[key]), **value}
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:  # __post_init__ validation or a missing required field
         raise VltkError(f"invalid config{f' {prefix.rstrip(chr(46))}' if prefix else ''}: {err}") from None
+
+
+def _own_defaults(field: dataclasses.Field, tp: type) -> dict[str, Any]:
+    """The values where a field's default (e.g. MaskGIT's optimiser without weight decay) differs from its type's
+    defaults, so that a partial table for that field keeps them."""
+    if field.default_factory is dataclasses.MISSING:
+        return {}
+    own, plain = field.default_factory(), tp()
+    values = config_to_dict(own)
+    return {f.name: values[f.name] for f in dataclasses.fields(tp) if getattr(own, f.name) != getattr(plain, f.name)}
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

@@ -30,13 +30,14 @@ def make_image_tok(out: Path, kind: str, size: int = 16):
     return out, model.eval()
 
 
-def tiny_encoded(root: Path, size: int = 16, seed: int = 2) -> Path:
-    """synth (24 scenes) -> shards -> a 600-token BPE (context 24) -> a random VQ tokenizer -> encoded with MixSel."""
+def tiny_encoded(root: Path, size: int = 16, seed: int = 2, kind: str = "vqgan") -> Path:
+    """synth (24 scenes) -> shards -> a 600-token BPE (context 24) -> a random tokenizer -> encoded (VQ: with MixSel;
+    vae: 4-d latents)."""
     synth.run(synth.SynthConfig(count=24, size=size, seed=seed, val_fraction=0.2), root / "raw")
     shard.run(shard.ShardConfig(size=size, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
     tokenize_text.run(tokenize_text.TextTokenizerConfig(vocab_size=600, context_length=24), str(root / "shards"),
                       root / "text-tok")
-    image_tok, _ = make_image_tok(root / "image-tok", "vqgan", size=size)
-    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=1), root / "shards", image_tok, root / "text-tok",
-               root / "encoded", cpu=True)
+    image_tok, _ = make_image_tok(root / "image-tok", kind, size=size)
+    encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=int(kind == "vqgan")), root / "shards", image_tok,
+               root / "text-tok", root / "encoded", cpu=True)
     return root / "encoded"

@@ -253,8 +253,8 @@ def test_errors_name_the_problem(encoded, tok, tmp_path):
     with pytest.raises(VltkError, match="divisible"):
         TokenBatches(encoded, "train", batch_size=BATCH, seed=0, world_size=3)
     vae = make_artifact(tmp_path / "vae", tok, mixsel=False, kind="vae")
-    with pytest.raises(VltkError, match="continuous latents; MAGVLT / ARGVLT need a VQ-encoded artifact"):
-        TokenBatches(vae, "train", batch_size=BATCH, seed=0)
+    with pytest.raises(VltkError, match="continuous latents; MixSel pairs are read from VQ-encoded artifacts"):
+        TokenBatches(vae, "train", batch_size=BATCH, seed=0, mixsel=True)
     plain = make_artifact(tmp_path / "plain", tok, mixsel=False)
     TokenBatches(plain, "train", batch_size=BATCH, seed=0)  # fine without MixSel
     with pytest.raises(VltkError, match=r"no MixSel pairs .* mixsel_pairs = 1 and 'train' in mixsel_splits"):

@@ -19,7 +19,11 @@ captions uniformly at random and, with `bpe_dropout` > 0, re-encodes that captio
 draws come from a generator keyed by (seed, split, epoch, stream position), so they do not depend on the process split.
 With `mixsel`, a second stream over the split's MixSel pairs (`mixsel-<split>`, its own length and epochs) is read at
 the same positions, so sample j of the mix part shares its place in the global batch with sample j of the plain part.
-Only VQ artifacts are read: MAGVLT and ARGVLT predict discrete codes.
+
+A VAE-encoded artifact (GIVT's input) gives "mean" and "logvar" (b, N, d) float32 in raster order, channels last,
+instead of "image" (the generator samples z from them every step); MixSel is VQ only. With `classes` (class-conditional
+GIVT), "label" (b,) long is each record's class: the value of the `class_key` field of its meta (as the source's
+table or JSON gave it), an int in [0, len(classes)) or one of the `classes` names; a record without one stops the run.
 """
 
 from __future__ import annotations
@@ -65,20 +69,36 @@ def join_captions(a_ids: list[int], b_ids: list[int], *, sep_id: int, eos_id: in
     return row, (0, keep_a), (keep_a + 1, keep_a + 1 + keep_b)
 
 
-def _slim(record: Encoded | MixSel) -> Encoded | MixSel:
-    """The record without what batches never read (source, meta), so that an in-memory split stays small."""
+def _slim(record: Encoded | MixSel, keep: str | None = None) -> Encoded | MixSel:
+    """The record without what batches never read (source, and meta but its `keep` field), so that an in-memory split
+    stays small."""
     if isinstance(record, Encoded):
-        return dataclasses.replace(record, source="", meta={})
+        meta = {keep: record.meta[keep]} if keep in record.meta else {}
+        return dataclasses.replace(record, source="", meta=meta)
     return dataclasses.replace(record, a=_slim(record.a), b=_slim(record.b))
-
-
-def _load(raw: dict[str, Any]) -> Encoded | MixSel:
-    return _slim(unpack(raw))
 
 
 def _images(records: list[Encoded] | list[MixSel]) -> torch.Tensor:
     """(b, N) long: each record's (h, w) code grid in raster order."""
     return _long(np.stack([record.image["codes"].reshape(-1) for record in records]))
+
+
+def _latents(records: list[Encoded], field: str) -> torch.Tensor:
+    """(b, N, d) float32: each record's (d, h, w) posterior `field` as N = h w tokens in raster order."""
+    stacked = np.stack([record.image[field] for record in records]).astype(np.float32)  # (b, d, h, w)
+    return torch.from_numpy(stacked).flatten(2).transpose(1, 2).contiguous()
+
+
+def class_index(value: Any, classes: tuple[str, ...], key: str, record: str) -> int:
+    """The class id of a meta value: an int (or an int-valued string) in [0, len(classes)), or a class name."""
+    name = str(value)
+    if name in classes:
+        return classes.index(name)
+    if isinstance(value, (int, str)) and not isinstance(value, bool) and name.lstrip("-").isdigit():
+        if 0 <= int(name) < len(classes):
+            return int(name)
+    raise VltkError(f"record {record}: class {key!r} = {value!r} is not one of the {len(classes)} classes "
+                    f"(an id in [0, {len(classes)}) or a name: {', '.join(classes[:5])}{', ...' * (len(classes) > 5)})")
 
 
 def _long(array: np.ndarray) -> torch.Tensor:
@@ -95,27 +115,33 @@ class TokenBatches:
     def __init__(
         self, encoded: Path, split: str, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
         mixsel: bool = False, bpe_dropout: float = 0.0, tokenizer: BPETokenizer | None = None,
-        in_memory_max: int = 100_000, shuffle_buffer: int = 2_000,
+        classes: tuple[str, ...] = (), class_key: str = "label", in_memory_max: int = 100_000,
+        shuffle_buffer: int = 2_000,
     ):
         if not 0.0 <= bpe_dropout < 1.0:
             raise ValueError(f"bpe_dropout must be in [0, 1), got {bpe_dropout}")
         if bpe_dropout > 0.0 and tokenizer is None:
             raise ValueError("BPE-dropout re-encodes the captions: pass the artifact's text tokenizer")
         contents = open_artifact(encoded, STAGE)["contents"]
-        if contents["kind"] != "vq":
-            raise VltkError(f"{encoded} holds continuous latents; MAGVLT / ARGVLT need a VQ-encoded artifact")
+        self.kind = contents["kind"]
+        if mixsel and self.kind != "vq":
+            raise VltkError(f"{encoded} holds continuous latents; MixSel pairs are read from VQ-encoded artifacts")
+        self.classes, self.class_key = tuple(classes), class_key
         self.image_tokens = int(contents["grid_size"]) ** 2
         self.text_tokens = int(contents["context_length"])
-        self.codebook_size = int(contents["codebook_size"])
+        self.codebook_size = int(contents.get("codebook_size", 0))  # 0 for latents
         self.eos_id, self.sep_id = int(contents["eos_id"]), int(contents["sep_id"])
         if tokenizer is not None and (tokenizer.eos_id, tokenizer.sep_id) != (self.eos_id, self.sep_id):
             raise VltkError(f"the text tokenizer's EOS / SEP ids ({tokenizer.eos_id}, {tokenizer.sep_id}) are not "
                             f"those {encoded} was encoded with ({self.eos_id}, {self.sep_id})")
         self.bpe_dropout, self.tokenizer = bpe_dropout, tokenizer
 
+        def load(raw: dict[str, Any]) -> Encoded | MixSel:
+            return _slim(unpack(raw), keep=class_key if classes else None)
+
         def stream(name: str) -> SplitStream[dict[str, Any], Encoded | MixSel]:
             return SplitStream(encoded_paths(encoded, name), split_size(contents, encoded, name), name=name,
-                               read=raw_samples, load=_load, seed=seed, batch_size=batch_size, rank=rank,
+                               read=raw_samples, load=load, seed=seed, batch_size=batch_size, rank=rank,
                                world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer)
 
         self.plain = stream(split)
@@ -138,12 +164,24 @@ class TokenBatches:
 
     def _plain(self, items: list[tuple[int, Encoded]]) -> dict[str, torch.Tensor]:
         text = np.stack([self._caption(self.plain, q, record, "caption") for q, record in items])  # (b, C)
+        records = [record for _, record in items]
+        if self.kind == "vq":
+            image = {"image": _images(records)}
+        else:
+            image = {"mean": _latents(records, "mean"), "logvar": _latents(records, "logvar")}
+        if self.classes:
+            image["label"] = torch.tensor([self._label(record) for record in records], dtype=torch.long)
         return {
             "index": torch.tensor([q for q, _ in items], dtype=torch.long),
-            "image": _images([record for _, record in items]),
+            **image,
             "text": _long(text),
             "text_len": _long(text_lengths(text, self.eos_id)),
         }
+
+    def _label(self, record: Encoded) -> int:
+        if self.class_key not in record.meta:
+            raise VltkError(f"record {record.key} has no class: its meta has no {self.class_key!r} field")
+        return class_index(record.meta[self.class_key], self.classes, self.class_key, record.key)
 
     def _mixed(self, items: list[tuple[int, MixSel]]) -> dict[str, torch.Tensor]:
         a_rows, b_rows, joined, spans = [], [], [], []

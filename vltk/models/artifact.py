@@ -17,12 +17,14 @@ from torch import nn
 from vltk.artifacts import open_artifact
 from vltk.config import from_dict
 from vltk.models.argvlt import ARGVLT, ARGVLTConfig
+from vltk.models.givt import GIVT, GIVTConfig
 from vltk.models.magvlt import MAGVLT, MAGVLTConfig
 from vltk.train.checkpoint import load_published_weights
 
 STAGE = "train-gen"
 WEIGHTS = "model.safetensors"
-GENERATORS: dict[str, tuple[type, type]] = {"magvlt": (MAGVLT, MAGVLTConfig), "argvlt": (ARGVLT, ARGVLTConfig)}
+GENERATORS: dict[str, tuple[type, type]] = {"magvlt": (MAGVLT, MAGVLTConfig), "argvlt": (ARGVLT, ARGVLTConfig),
+                                             "givt-causal": (GIVT, GIVTConfig), "givt-maskgit": (GIVT, GIVTConfig)}
 
 
 def load_generator(path: Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from vltk.masking import random_subset
+from vltk.models.adapter import Adapter, AdapterConfig
 from vltk.models.gmm import GMMConfig
 from vltk.models.layers import KVCache, Transformer, TransformerConfig, init_weights
 from vltk.schedules import mask_count, mask_fraction
@@ -76,6 +77,7 @@ class GIVTConfig:
     text_vocab: int = 0  # text conditioning: BPE vocabulary size, and
     text_tokens: int = 0  # the caption context C (both 0: no text)
     label_dropout: float = 0.1  # classifier-free guidance: the condition is dropped with this probability
+    adapter: AdapterConfig | None = None  # "+A": GIVT models adapter(z) on the square latent grid (None: z itself)
 
     def __post_init__(self) -> None:
         if self.size not in PRESETS:
@@ -94,6 +96,8 @@ class GIVTConfig:
             raise ValueError("text conditioning needs both text_vocab and text_tokens (or neither)")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.adapter is not None and self.image_tokens and math.isqrt(self.image_tokens) ** 2 != self.image_tokens:
+            raise ValueError(f"the adapter works on a square latent grid; {self.image_tokens} tokens are not one")
 
     @property
     def trunk(self) -> TransformerConfig:
@@ -159,6 +163,7 @@ class GIVT(nn.Module):
         self.transformer = Transformer(cfg.trunk)
         self.norm = nn.LayerNorm(e)
         self.head = nn.Linear(e, cfg.gmm.num_logits)
+        self.adapter = Adapter(cfg.adapter, d) if cfg.adapter is not None else None
         self.transformer.apply(init_weights)
         nn.init.normal_(self.embed_tokens.weight, std=1 / math.sqrt(d))
         nn.init.zeros_(self.embed_tokens.bias)
@@ -168,6 +173,23 @@ class GIVT(nn.Module):
         nn.init.normal_(self.positions, std=1 / math.sqrt(e))
         nn.init.zeros_(self.head.weight)  # every token starts as N(0, I)
         nn.init.zeros_(self.head.bias)
+
+    # ---- the adapter (identity without one) -------------------------------------------------------------------------
+
+    def adapt(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) latents in raster order -> the tokens GIVT models: adapter(z) on the (B, d, h, w) grid, or z."""
+        return z if self.adapter is None else self._on_grid(self.adapter, z)
+
+    def unadapt(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The inverse of `adapt`: (B, L, d) sampled tokens -> latents for the VAE decoder."""
+        return tokens if self.adapter is None else self._on_grid(self.adapter.inverse, tokens)
+
+    @staticmethod
+    def _on_grid(fn, z: torch.Tensor) -> torch.Tensor:
+        b, length, d = z.shape
+        side = math.isqrt(length)
+        grid = z.transpose(1, 2).reshape(b, d, side, side)
+        return fn(grid).flatten(2).transpose(1, 2)
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
 

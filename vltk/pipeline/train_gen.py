@@ -1,9 +1,11 @@
-"""`vltk train-gen`: train a MAGVLT or ARGVLT generator on an encoded artifact with the shared training loop.
+"""`vltk train-gen`: train a MAGVLT, ARGVLT or GIVT generator on an encoded artifact with the shared training loop.
 
     vltk train-gen build/demo/encoded build/demo/gen --model magvlt --config stages/demo/train_gen.toml
+    vltk train-gen build/demo/encoded-vae build/demo/gen-givt --model givt-causal --config stages/demo/train_gen_givt.toml
     accelerate launch --num_processes 8 -m vltk train-gen ENCODED OUT --config stages/paper/train_gen_magvlt.toml
 
-The codebook size, grid, text vocabulary and context come from the encoded artifact's manifest; the BPE-dropout rate
+MAGVLT and ARGVLT read VQ-encoded artifacts, GIVT VAE-encoded ones (its latent channels come from there). The codebook
+size, grid, text vocabulary and context come from the encoded artifact's manifest; the BPE-dropout rate
 from the text tokenizer's (unless the config sets one). The global batch, gradient accumulation and learning rate are
 the config's whatever the number of processes. A killed run continues from its last checkpoint when re-run with the
 same config and inputs.
@@ -29,15 +31,17 @@ from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
 from vltk.models.argvlt import ARGVLTConfig
 from vltk.models.artifact import GENERATORS, STAGE, WEIGHTS
+from vltk.models.givt import GIVTConfig
 from vltk.models.magvlt import MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
+from vltk.objectives.givt import GIVTObjective, GIVTTask
 from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
 from vltk.text.bpe import BPETokenizer
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.loop import METRICS
 from vltk.train.plot import plot_metrics
 
-Generator = Literal["magvlt", "argvlt"]
+Generator = Literal["magvlt", "argvlt", "givt-causal", "givt-maskgit"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,24 +86,87 @@ class ARGVLTRun(_Run):
     objective: ARGVLTObjective = dataclasses.field(default_factory=ARGVLTObjective)
 
 
-RunConfig = Union[MAGVLTRun, ARGVLTRun]
-RUNS: dict[str, type] = {"magvlt": MAGVLTRun, "argvlt": ARGVLTRun}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GIVTOptim(OptimConfig):
+    """GIVT's optimiser (REFERENCE.md §3.4): Adam (0.9, 0.95), lr 1e-3, clipping at norm 1, cosine to 0 after a
+    warm-up. big_vision's weight decay 1e-4 is not scaled by the base lr and hits Dense / conv kernels only: as AdamW
+    (which scales it by the lr) that is wd / lr = 1e-4 / 1e-3 = 0.1 on kernels (§8 item 20). MaskGIT: no decay."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    decay: Literal["matrices", "kernels"] = "kernels"
+    warmup_steps: int = 100  # the paper: 10% of the run
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GIVTCondition:
+    """What GIVT is conditioned on: the caption (the encoded BPE ids, prefixed) and / or a class label read from each
+    record's meta field `class_key` (an id in [0, num_classes) or one of `class_names`). Neither: unconditional."""
+
+    text: bool = True
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()  # empty: the classes are the ids 0 .. num_classes - 1
+    class_key: str = "label"
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 0 or (self.class_names and len(self.class_names) != self.num_classes):
+            raise ValueError(f"class_names must name all num_classes = {self.num_classes} classes (or be empty)")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.class_names or tuple(str(i) for i in range(self.num_classes))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _GIVTRun(_Run):
+    model: GIVTConfig = dataclasses.field(default_factory=GIVTConfig)
+    objective: GIVTObjective = dataclasses.field(default_factory=GIVTObjective)
+    condition: GIVTCondition = dataclasses.field(default_factory=GIVTCondition)
+    optim: GIVTOptim = dataclasses.field(default_factory=GIVTOptim)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GIVTCausalRun(_GIVTRun):
+    generator: Literal["givt-causal"] = "givt-causal"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GIVTMaskGITRun(_GIVTRun):
+    generator: Literal["givt-maskgit"] = "givt-maskgit"
+    optim: GIVTOptim = dataclasses.field(default_factory=lambda: GIVTOptim(weight_decay=0.0))
+
+
+RunConfig = Union[MAGVLTRun, ARGVLTRun, GIVTCausalRun, GIVTMaskGITRun]
+RUNS: dict[str, type] = {"magvlt": MAGVLTRun, "argvlt": ARGVLTRun, "givt-causal": GIVTCausalRun,
+                         "givt-maskgit": GIVTMaskGITRun}
 # Metrics whose first and last logged values the manifest keeps (those a run logged).
 CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
-         "t2i/image", "t2i/text", "i2t/image", "i2t/text")
+         "t2i/image", "t2i/text", "i2t/image", "i2t/text", "nll_per_dim")
 
 
 def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, dict[str, Any]]:
     """The config with the encoded artifact's sizes and the BPE-dropout rate filled in, and that artifact's manifest."""
     manifest = open_artifact(encoded, "encode")
     contents = manifest["contents"]
-    if contents["kind"] != "vq":
-        raise VltkError(f"{encoded} holds continuous latents; {cfg.generator.upper()} needs a VQ-encoded artifact "
-                        "(encode with a vqgan image tokenizer)")
+    givt = isinstance(cfg, _GIVTRun)
+    if contents["kind"] != ("vae" if givt else "vq"):
+        need, tok = ("continuous latents", "vae") if givt else ("VQ codes", "vqgan")
+        raise VltkError(f"{encoded} holds {'VQ codes' if givt else 'continuous latents'}; {cfg.generator.upper()} "
+                        f"needs {need} (encode with a {tok} image tokenizer)")
     if cfg.data.split not in contents["splits"]:
         raise VltkError(f"{encoded} has no '{cfg.data.split}' split (it has {', '.join(contents['splits'])})")
-    sizes = {"image_vocab": int(contents["codebook_size"]), "text_vocab": int(contents["text_vocab_size"]),
-             "image_tokens": int(contents["grid_size"]) ** 2, "text_tokens": int(contents["context_length"])}
+    grid, text = int(contents["grid_size"]) ** 2, (int(contents["text_vocab_size"]), int(contents["context_length"]))
+    if givt:
+        text = text if cfg.condition.text else (0, 0)
+        sizes = {"image_tokens": grid, "text_vocab": text[0], "text_tokens": text[1],
+                 "num_classes": cfg.condition.num_classes, "variant": cfg.generator.removeprefix("givt-"),
+                 "gmm": dataclasses.replace(cfg.model.gmm, channels=int(contents["latent_channels"]))}
+    else:
+        sizes = {"image_vocab": int(contents["codebook_size"]), "text_vocab": text[0], "image_tokens": grid,
+                 "text_tokens": text[1]}
     dropout = cfg.data.bpe_dropout if cfg.data.bpe_dropout is not None else float(contents["bpe_dropout"])
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes),
                               data=dataclasses.replace(cfg.data, bpe_dropout=dropout))
@@ -117,10 +184,12 @@ def _tokenizer(manifest: dict[str, Any], encoded: Path, dropout: float) -> BPETo
     return BPETokenizer.from_artifact(path)
 
 
-def _task(cfg: RunConfig, parts: dict, accelerator: Accelerator, grid: int) -> MAGVLTTask | ARGVLTTask:
+def _task(cfg: RunConfig, parts: dict, accelerator: Accelerator, grid: int) -> MAGVLTTask | ARGVLTTask | GIVTTask:
     common = {"global_batch": cfg.train.batch_size, "seed": cfg.train.seed}
     if isinstance(cfg, MAGVLTRun):
         return MAGVLTTask(parts, cfg.objective, accelerator, grid_size=grid, **common)
+    if isinstance(cfg, _GIVTRun):
+        return GIVTTask(parts, cfg.objective, accelerator, **common)
     return ARGVLTTask(parts, cfg.objective, accelerator, **common)
 
 
@@ -140,12 +209,14 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     model = GENERATORS[cfg.generator][0](cfg.model)
     parts = prepare(accelerator, {"model": (model, cfg.optim)}, compile=cfg.train.compile)
     task = _task(cfg, parts, accelerator, int(contents["grid_size"]))
+    givt = isinstance(cfg, _GIVTRun)
+    dropout = cfg.data.bpe_dropout if not givt or cfg.condition.text else 0.0
+    classes = {"classes": cfg.condition.classes, "class_key": cfg.condition.class_key} if givt else {}
     data = TokenBatches(encoded, cfg.data.split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                         rank=accelerator.process_index, world_size=accelerator.num_processes, mixsel=mixsel,
-                        bpe_dropout=cfg.data.bpe_dropout,
-                        tokenizer=_tokenizer(manifest, encoded, cfg.data.bpe_dropout))
-    result = train(task, data, cfg.train, accelerator=accelerator, work=job.work,
-                   label=f"train-gen ({cfg.generator} {cfg.model.size})")
+                        bpe_dropout=dropout, tokenizer=_tokenizer(manifest, encoded, dropout), **classes)
+    label = f"train-gen ({cfg.generator} {cfg.model.size}{'; NLL in nats, negative is expected' * givt})"
+    result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=label)
 
     if accelerator.is_main_process:
         trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
@@ -166,6 +237,8 @@ def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: to
     summary = f"{cfg.generator} {cfg.model.size} ({params / 1e6:.2f}M parameters), {result.steps} steps"
     if "loss" in curve:
         summary += f", loss {curve['loss']['first']:.3f} -> {curve['loss']['last']:.3f}"
+    if "nll_per_dim" in curve:
+        summary += f", NLL per dimension {curve['nll_per_dim']['last']:.3f}"
     if "t2i/image_acc" in curve:
         kind = "masked" if cfg.generator == "magvlt" else "next"
         summary += f", T2I {kind}-token accuracy {curve['t2i/image_acc']['last']:.1%}"
@@ -173,7 +246,9 @@ def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: to
         "generator": cfg.generator,
         "model": config_to_dict(cfg.model),
         "parameters": params,
-        "image_vocab": cfg.model.image_vocab,
+        **({"latent_channels": cfg.model.latent_channels, "classes": list(cfg.condition.classes),
+            "class_key": cfg.condition.class_key} if isinstance(cfg, _GIVTRun)
+           else {"image_vocab": cfg.model.image_vocab}),
         "text_vocab": cfg.model.text_vocab,
         "image_tokens": cfg.model.image_tokens,
         "text_tokens": cfg.model.text_tokens,

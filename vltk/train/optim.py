@@ -23,7 +23,10 @@ from torch import nn
 class OptimConfig:
     lr: float = 3e-4  # peak learning rate, independent of the number of processes (the batch is global)
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0  # decoupled (AdamW); applied to weights of rank >= 2 only
+    weight_decay: float = 0.0  # decoupled (AdamW), scaled by the scheduled lr as torch does
+    # What decays: "matrices" = every parameter of rank >= 2 (nanoGPT); "kernels" = the weights of Linear and Conv
+    # layers only, not embedding or position tables (big_vision's default `wd_mults`, REFERENCE.md §3.4).
+    decay: Literal["matrices", "kernels"] = "matrices"
     eps: float = 1e-8
     warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -36,6 +39,7 @@ class OptimConfig:
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
             ("grad_clip", self.grad_clip >= 0, ">= 0 (0 = off)"),
             ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)"),
+            ("decay", self.decay in ("matrices", "kernels"), "'matrices' or 'kernels'"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -54,11 +58,22 @@ def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+KERNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+
+
+def decayed(module: nn.Module, decay: str) -> set[int]:
+    """ids of the parameters that weight decay hits under the rule `decay` (OptimConfig.decay)."""
+    if decay == "matrices":
+        return {id(p) for p in module.parameters() if p.ndim >= 2}
+    return {id(m.weight) for m in module.modules() if isinstance(m, KERNEL_LAYERS)}
+
+
 def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over `module`'s trainable parameters; biases, norms and other vectors get no weight decay (as nanoGPT)."""
+    """AdamW over `module`'s trainable parameters; only those `cfg.decay` names are decayed (never biases or norms)."""
     params = [p for p in module.parameters() if p.requires_grad]
+    hit = decayed(module, cfg.decay)
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if id(p) in hit], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) not in hit], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
