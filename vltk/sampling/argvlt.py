@@ -47,7 +47,7 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
 
 
 def new_cache(model: ARGVLT, batch: int, device: torch.device) -> KVCache:
-    """The model's KV cache in the dtype its attention produces: the autocast dtype under autocast (half the memory
+    """The KV cache of `model` (ARGVLT, or any model with the same `new_cache`, e.g. a causal GIVT) in the dtype its attention produces: the autocast dtype under autocast (half the memory
     of float32), else the weights' dtype."""
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     return model.new_cache(batch, device, dtype)
