@@ -174,7 +174,7 @@ class Scores(Artifact):
 
 
 class Generator(Artifact):
-    """A `vltk train-gen` artifact (MAGVLT or ARGVLT) with the tokenizers it was trained with."""
+    """A `vltk train-gen` artifact (MAGVLT, ARGVLT or GIVT) with the tokenizers it was trained with."""
 
     @property
     def kind(self) -> str:
@@ -206,9 +206,10 @@ class Generator(Artifact):
     def text_to_image(self, prompts: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
                       ) -> list[Image.Image]:
         """One image per prompt, decoded by the image tokenizer the generator was trained with."""
-        codes, _ = self._generate("t2i", self._items(prompts=prompts), seed, config)  # (B, N)
-        grid = int(self.contents["grid_size"])
-        return self.image_tokenizer.decode(codes.view(-1, grid, grid))
+        from vltk.pipeline.sample import to_grid
+
+        codes, _ = self._generate("t2i", self._items(prompts=prompts), seed, config)  # (B, N), or GIVT's (B, N, d)
+        return self.image_tokenizer.decode(to_grid(codes, int(self.contents["grid_size"])))
 
     def image_to_text(self, images: Images, *, seed: int = 0, config: SampleConfig | None = None) -> list[str]:
         """One caption per image (PIL images are encoded through the image tokenizer; code grids are used as they

@@ -259,16 +259,18 @@ def train_gen(
 def sample(
     gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen).")],
     out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
-    task: Annotated[Optional[str], typer.Option(help="t2i | i2t | it2it | inpaint | infill.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="t2i | i2t | it2it | inpaint | infill | class (GIVT).")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option(
-        "--prompt", help="A t2i prompt (repeat); default: the split's captions.")] = None,
+        "--prompt", help="A t2i prompt, or a class id / name for --task class (repeat); default: the split's "
+        "records.")] = None,
     count: Annotated[Optional[int], typer.Option(help="Records of the split (or it2it pairs) to sample for.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Split of the generator's encoded data.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first batch (batch k: seed + its first index).")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         help="Samples drawn per prompt or image; the best by --rerank is kept (paper: 32 / 64).")] = None,
     rerank: Annotated[Optional[str], typer.Option(
-        help="self: the generator's own log p(caption | image) | clip: CLIP similarity (needs --clip).")] = None,
+        help="self: the generator's own score (MAGVLT / ARGVLT: log p(caption | image); GIVT: the condition's "
+        "pointwise mutual information with the image) | clip: CLIP similarity (needs --clip).")] = None,
     clip: Annotated[Optional[Path], typer.Option(
         "--clip", help="open_clip weights for --rerank clip (arch: --set clip_arch=...).", dir_okay=False)] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Sample on the CPU even when there is a GPU.")] = False,
@@ -276,7 +278,8 @@ def sample(
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Generate: images from captions, captions from images, pairs, inpainting or infilling, with the paper's samplers."""
+    """Generate: images from captions or classes, captions from images, pairs, inpainting or infilling, with the
+    papers' samplers."""
     from vltk.config import load_config
     from vltk.pipeline import sample as stage
 

@@ -33,13 +33,18 @@ def column(scores: Path) -> dict[str, Any]:
     """One scores artifact's column: its metrics and what made them (the generator's manifest, through the chain)."""
     manifest = artifacts.open_artifact(scores, "score")
     chain = artifacts.provenance(scores)
-    samples = next((p for p, m in chain if m.get("stage") == "sample"), None)
+    samples, sampled = next(((p, m) for p, m in chain if m.get("stage") == "sample"), (None, None))
     gen = next((m["contents"] for _, m in chain if m.get("stage") == "train-gen"), None)
     if samples is None or gen is None:
         raise VltkError(f"{scores}: its samples or generator artifact is gone, so its column cannot be labelled")
     metrics = json.loads((scores / "metrics.json").read_text())
     train = {"steps": gen["train"]["steps"], "seconds": gen["train"]["seconds"], "parameters": gen["parameters"]}
     label = f"{metrics['task']}: {gen['generator']} {gen['model']['size']}, {train['steps']} steps"
+    if gen["generator"].startswith("givt"):  # GIVT's sampler settings tell its columns apart (a sweep)
+        knobs = sampled["config"]["givt"]
+        label += f", t = {knobs['temperature']}, w = {knobs['cfg_weight']}"
+        if "acceptance" in sampled["contents"]:
+            metrics = {**metrics, "dbcfg_acceptance": sampled["contents"]["acceptance"]}
     return {"label": label, "scores": str(scores), "samples": str(samples), "task": metrics["task"],
             "generator": gen["generator"], "train": train, "metrics": metrics,
             "summary": manifest["contents"].get("summary", "")}

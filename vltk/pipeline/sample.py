@@ -1,17 +1,23 @@
-"""`vltk sample`: generate with a trained MAGVLT or ARGVLT: text-to-image, captions, pairs, inpainting, infilling.
+"""`vltk sample`: generate with a trained MAGVLT, ARGVLT or GIVT: text-to-image, captions, pairs, inpainting,
+infilling, class-conditional images.
 
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i                  # prompts: the val split's captions
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i --prompt "a small red circle"
     vltk sample build/demo/gen build/demo/samples-i2t --task i2t --count 32       # captions for val images
     vltk sample build/demo/gen build/demo/samples-t2i --candidates 32             # best of 32 by the model's own score
     vltk sample build/demo/gen build/demo/samples-t2i --candidates 32 --rerank clip --clip open_clip_model.safetensors
+    vltk sample build/demo/gen-givt build/demo/samples-givt-t2i --task t2i --set givt.cfg_weight=0.4
+    vltk sample IMAGENET_GIVT out --task class --prompt 207 --prompt 360      # class ids (or the run's class names)
 
 The generator's manifest names its encoded data and tokenizers, so nothing else is given. Prompts come from `--prompt`
 (repeatable) or else from the first caption of the first `count` records of the encoded artifact's `split`; images
 (i2t, inpaint, infill) from the same records. `inpaint` regenerates the central block of the image (a quarter of the
 tokens) given the rest and the caption, then blends it into the source along the boundary; `infill` regenerates the
 central half of the caption given the image and the rest of it, with the true length; `it2it` draws `count`
-unconditional image + caption pairs (MAGVLT only).
+unconditional image + caption pairs (MAGVLT only). GIVT (`givt.*` keys: variance scaling, DB-CFG weight, beam search,
+MaskGIT steps) does `t2i` when it was trained on captions and `class` when on class labels (prompts: class ids or
+names, else the classes of the split's records); its latents are inverted through the adapter and decoded by the
+beta-VAE, and with DB-CFG the manifest records the rejection sampler's acceptance rate.
 
 Candidates (REFERENCE.md §1.13.6): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image
 (i2t, infill) are drawn and the one with the best score is kept (ties: the first). `rerank` "self" scores a pair by the
@@ -49,23 +55,27 @@ from PIL import Image
 
 from vltk import api, artifacts
 from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.token_batches import class_index
 from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
 from vltk.errors import VltkError
 from vltk.masking import span_mask
 from vltk.sampling import argvlt as ar
+from vltk.sampling import givt as gv
 from vltk.sampling import magvlt as mg
 from vltk.sampling import rerank
 from vltk.text.bpe import BPETokenizer
 from vltk.ui import progress
 
 STAGE = "sample"
-Task = Literal["t2i", "i2t", "it2it", "inpaint", "infill"]
+Task = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "class"]
 TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
     "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill"),
     "argvlt": ("t2i", "i2t", "inpaint"),
+    "givt-causal": ("t2i", "class"),
+    "givt-maskgit": ("t2i", "class"),
 }
-IMAGE_TASKS = ("t2i", "inpaint", "it2it")  # the tasks that generate the image (the others: the caption)
+IMAGE_TASKS = ("t2i", "inpaint", "it2it", "class")  # the tasks that generate the image (the others: the caption)
 Rerank = Literal["self", "clip"]
 RERANKERS: tuple[str, ...] = ("self", "clip")
 
@@ -81,6 +91,7 @@ class SampleConfig:
     columns: int = 8  # of grid.png
     magvlt: mg.MAGVLTSampling = dataclasses.field(default_factory=mg.MAGVLTSampling)
     argvlt: ar.ARGVLTSampling = dataclasses.field(default_factory=ar.ARGVLTSampling)
+    givt: gv.GIVTSampling = dataclasses.field(default_factory=gv.GIVTSampling)
     candidates: int = 1  # drawn per prompt / image; the best by `rerank` is kept (paper: 32 images, 64 captions)
     rerank: Rerank = "self"  # "self": the generator's log p(caption | image) per token; "clip": CLIP's cosine
     self_passes: int = 1  # MAGVLT's self score: 1 = every caption token masked at once; > 1 = pseudo-log-likelihood
@@ -116,6 +127,7 @@ class Item:
     text: np.ndarray | None  # (C,) MAGVLT row
     codes: np.ndarray | None  # (N,) raster codes
     about: dict[str, Any]
+    label: int | None = None  # the class (class-conditional GIVT)
 
 
 def _records(encoded: Path, split: str, count: int) -> list[Encoded]:
@@ -125,32 +137,67 @@ def _records(encoded: Path, split: str, count: int) -> list[Encoded]:
         raise VltkError(f"{err} (the generator was trained on {encoded})") from None
 
 
-def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer) -> list[Item]:
-    """What the task samples for: prompts, or the first `count` records of the split (none for it2it)."""
+def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: tuple[str, ...] = (),
+           class_key: str = "label") -> list[Item]:
+    """What the task samples for: prompts, or the first `count` records of the split (none for it2it). With
+    `classes` (a class-conditional GIVT) each item carries its class: a prompt's (for task "class"), else the
+    record's `class_key` meta field."""
     if cfg.task == "it2it":
         return [Item(None, None, {}) for _ in range(cfg.count)]
-    if cfg.prompts and cfg.task == "t2i":
+    if cfg.prompts and cfg.task == "class":
+        labels = [class_index(name, classes, "--prompt", name) for name in cfg.prompts]
+        return [Item(None, None, {"prompt": classes[k], "label": k}, k) for k in labels]
+    if cfg.prompts and cfg.task == "t2i" and not classes:
         rows = tokenizer.encode_batch(list(cfg.prompts))
         return [Item(row, None, {"prompt": prompt}) for row, prompt in zip(rows, cfg.prompts)]
     if cfg.prompts:
-        raise VltkError(f"--prompt is for t2i; {cfg.task} samples for the records of the '{cfg.split}' split")
+        raise VltkError(f"--prompt is for t2i (or class); {cfg.task} samples for the records of the '{cfg.split}' "
+                        "split" + (" (this generator also needs each record's class)" if classes else ""))
     records = _records(encoded, cfg.split, cfg.count)
     if not records:
         raise VltkError(f"{encoded} has no records in its '{cfg.split}' split")
-    return [Item(record.text[0], record.image["codes"].reshape(-1),
-                 {"prompt": record.captions[0], "key": record.key, "references": list(record.captions),
-                  **({"heldout": record.meta["heldout"]} if "heldout" in record.meta else {})})
-            for record in records]
+    items = []
+    for record in records:
+        label = None
+        if classes:
+            if class_key not in record.meta:
+                raise VltkError(f"record {record.key} of {encoded} has no class (no {class_key!r} in its meta)")
+            label = class_index(record.meta[class_key], classes, class_key, record.key)
+        codes = record.image["codes"].reshape(-1) if "codes" in record.image else None
+        about = {"prompt": classes[label] if cfg.task == "class" else record.captions[0], "key": record.key,
+                 "references": list(record.captions), **({"label": label} if label is not None else {}),
+                 **({"heldout": record.meta["heldout"]} if "heldout" in record.meta else {})}
+        items.append(Item(record.text[0], codes, about, label))
+    return items
 
 
 def _long(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays).astype(np.int64)).to(device)
 
 
+def givt_condition(model: torch.nn.Module, items: list[Item], eos_id: int, device: torch.device
+                   ) -> dict[str, torch.Tensor | None]:
+    """The labels / text / text_len a GIVT is conditioned on, for a batch of items."""
+    cfg = model.cfg
+    text = _long([it.text for it in items], device) if cfg.text_tokens else None
+    return {"labels": torch.tensor([it.label for it in items], device=device) if cfg.num_classes else None,
+            "text": text, "text_len": mg.window_lengths(text, eos_id) if text is not None else None}
+
+
 def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: list[Item], cfg: SampleConfig,
-                 eos_id: int, grid: int, generator: torch.Generator, device: torch.device
+                 eos_id: int, grid: int, generator: torch.Generator, device: torch.device,
+                 stats: dict[str, float] | None = None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(generated codes (B, N) or None, generated text rows (B, C) or None, the inpainted region (B, N) or None)."""
+    """(generated codes (B, N) or None, generated text rows (B, C) or None, the inpainted region (B, N) or None).
+    GIVT's "codes" are (B, N, d) latents for the VAE; its DB-CFG acceptance rates are added up in `stats`."""
+    if generator_kind.startswith("givt"):
+        with torch.no_grad():
+            z, info = gv.sample(model, cfg.givt, batch=len(items), generator=generator,
+                                **givt_condition(model, items, eos_id, device))
+            if stats is not None and "acceptance" in info:
+                stats["acceptance"] = stats.get("acceptance", 0.0) + info["acceptance"]
+                stats["guided_batches"] = stats.get("guided_batches", 0) + 1
+            return model.unadapt(z), None, None
     magvlt = generator_kind == "magvlt"
     text = _long([it.text for it in items], device) if items[0].text is not None else None
     codes = _long([it.codes for it in items], device) if items[0].codes is not None else None
@@ -182,24 +229,32 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
 
 
 def draw_batches(model: torch.nn.Module, generator_kind: str, draws: list[Item], cfg: SampleConfig, eos_id: int,
-                 grid: int, device: torch.device) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
+                 grid: int, device: torch.device, stats: dict[str, float] | None = None
+                 ) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
     """`sample_batch` over `draws` in batches of cfg.batch_size, each with its own generator seeded by cfg.seed + the
     index of its first draw (the rule that makes runs repeatable): (batch, seed, its generator, sample_batch's out)."""
     for start in range(0, len(draws), cfg.batch_size):
         batch, seed = draws[start:start + cfg.batch_size], cfg.seed + start
         generator = torch.Generator(device).manual_seed(seed)
         yield batch, seed, generator, sample_batch(model, generator_kind, cfg.task, batch, cfg, eos_id, grid,
-                                                   generator, device)
+                                                   generator, device, stats)
+
+
+def to_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """What the image tokenizer decodes: (B, N) codes -> (B, h, w); (B, N, d) latents -> (B, d, h, w)."""
+    if tokens.is_floating_point():
+        return tokens.transpose(1, 2).reshape(len(tokens), -1, grid, grid)
+    return tokens.view(-1, grid, grid)
 
 
 def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: torch.Tensor | None = None,
            region: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 3, H, W) pixels in [-1, 1] of (B, N) codes; for inpainting, the generated (B, N) bool `region` blended into
-    the decoded (B, N) `sources` along its boundary (MaskGIT's composite)."""
+    """(B, 3, H, W) pixels in [-1, 1] of (B, N) codes or (B, N, d) latents; for inpainting, the generated (B, N) bool
+    `region` blended into the decoded (B, N) `sources` along its boundary (MaskGIT's composite)."""
     with torch.inference_mode():
-        images = image_tok.decode(codes.view(-1, grid, grid)).float().clamp(-1, 1)
+        images = image_tok.decode(to_grid(codes, grid)).float().clamp(-1, 1)
         if region is not None:
-            source = image_tok.decode(sources.view(-1, grid, grid)).float().clamp(-1, 1)
+            source = image_tok.decode(to_grid(sources, grid)).float().clamp(-1, 1)
             images = mg.blend(images, source, region, grid)
     return images
 
@@ -215,6 +270,8 @@ def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: 
 
         texts = [caption if caption is not None else item.about["prompt"] for caption, item in zip(captions, batch)]
         return clip_similarity(clip, [Image.fromarray(p) for p in pictures], texts).float().tolist()
+    if codes.is_floating_point():  # GIVT's latents
+        return rerank.givt_scores(model, codes, **givt_condition(model, batch, eos_id, codes.device)).tolist()
     return rerank.self_scores(model, codes, text, eos_id=eos_id, passes=cfg.self_passes,
                               generator=generator).tolist()
 
@@ -250,8 +307,13 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     tokenizer_paths = contents["tokenizers"]
     if cfg.task not in TASKS[kind]:
         raise VltkError(f"{kind} cannot do {cfg.task} (it does {', '.join(TASKS[kind])})")
+    if kind.startswith("givt"):
+        conditions = {"t2i": ("captions", contents["model"]["text_tokens"]),
+                      "class": ("class labels", contents["model"]["num_classes"])}
+        if not conditions[cfg.task][1]:
+            raise VltkError(f"this {kind} was not trained on {conditions[cfg.task][0]}: it cannot do {cfg.task}")
     tokenizer, image_tok_artifact = bundle.text_tokenizer, bundle.image_tokenizer  # both must still be there
-    items = gather(cfg, encoded, tokenizer)
+    items = gather(cfg, encoded, tokenizer, tuple(contents.get("classes", ())), contents.get("class_key", "label"))
     use_clip = cfg.rerank == "clip"  # the config guarantees candidates > 1 and weights
     inputs = {"generator": gen, **({"clip": Path(cfg.clip_weights)} if use_clip else {})}
     job = artifacts.begin(out, stage=STAGE, config=cfg, inputs=inputs, force=force)
@@ -269,13 +331,15 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     if n > 1 and cfg.task in IMAGE_TASKS:
         (job.work / "first").mkdir()
     pictures, lines, pending = [], [], []  # pending: the drawn candidates of items not yet written, in draw order
+    stats: dict[str, float] = {}
     with progress(f"sample {cfg.task} ({kind})", len(draws), unit="candidate" if n > 1 else "sample") as advance:
-        for batch, seed, generator, (codes, text, region) in draw_batches(model, kind, draws, cfg, eos, grid, device):
+        for batch, seed, generator, (codes, text, region) in draw_batches(model, kind, draws, cfg, eos, grid, device,
+                                                                          stats):
             shown = codes if codes is not None else _long([it.codes for it in batch], device)
             sources = _long([it.codes for it in batch], device) if region is not None else None
             images = render(image_tok, shown, grid, sources, region)
             captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
-            rows = text if text is not None else _long([it.text for it in batch], device)
+            rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
             drawn = to_uint8(images)
             scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
             pending += [Candidate(p, c, s, seed) for p, c, s in zip(drawn, captions, scores)]
@@ -289,9 +353,13 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
         f.writelines(json.dumps(line) + "\n" for line in lines)
     image_grid(np.stack(pictures), cfg.columns, min_side=64).save(job.work / "grid.png")
     best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
+    guided = {}
+    if stats.get("guided_batches"):  # DB-CFG: the mean over batches of each batch's acceptance rate
+        guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 5)}
+        best_of += f", DB-CFG acceptance {guided['acceptance']:.1%}"
     return job.publish({
         "task": cfg.task, "generator": kind, "count": len(lines), "grid": "grid.png",
         "image_size": int(pictures[0].shape[0]), "encoded": str(encoded), "tokenizers": tokenizer_paths,
-        "candidates": n, "rerank": cfg.rerank if n > 1 else None,
+        "candidates": n, "rerank": cfg.rerank if n > 1 else None, **guided,
         "summary": f"{len(lines)} {cfg.task} samples from {kind} {contents['model']['size']}{best_of}",
     })

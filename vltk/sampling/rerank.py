@@ -10,6 +10,10 @@ The score is log p(caption | image) per caption token, over the caption's n_txt 
   size, pass p masks group p and shows the rest of the caption, and each token's log-prob is read in the one pass that
   masked it (P >= n_txt: every token given all the others). P forward passes.
 - ARGVLT: the exact causal log-likelihood in the i2t order [BOI, image, BOT, text], teacher-forced in one pass.
+- GIVT (its images are continuous latents, it has no caption model): the pointwise mutual information of the
+  condition and the image per token, (log p(z | c) - log p(z | no condition)) / L, both in one forward of 2B rows (the
+  conditional rows, then the same rows dropped as CFG trains them). Causal: the exact log-likelihoods; MaskGIT: every
+  token masked, so each term is log p(z_i | c) of the all-masked step, the model's first guess at every position.
 The sum is divided by n_txt: for i2t the candidates are captions of different lengths, and a sum would favour the short
 ones; for t2i / inpainting the candidates share one caption, so the sum and the mean rank them the same. Log-softmax
 runs in float32 whatever precision the model ran in (pitfall 27).
@@ -21,6 +25,8 @@ import torch
 
 from vltk.masking import prefix_mask
 from vltk.models.argvlt import ARGVLT
+from vltk.models.givt import GIVT
+from vltk.models.gmm import GMM, log_density
 from vltk.models.magvlt import MAGVLT, Inputs
 from vltk.sampling.magvlt import window_lengths
 
@@ -84,6 +90,22 @@ def self_scores(model: MAGVLT | ARGVLT, image: torch.Tensor, text: torch.Tensor,
     else:
         raise TypeError(f"self re-ranking scores with MAGVLT or ARGVLT, not {type(model).__name__}")
     return total / lengths
+
+
+@torch.no_grad()
+def givt_scores(model: GIVT, latents: torch.Tensor, labels: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_len: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) float32 per-token pointwise mutual information of the condition and the image's (B, L, d) VAE latents
+    (mapped through the adapter, when the model has one, to the tokens it models)."""
+    tokens = model.adapt(latents)
+    b, length = tokens.shape[:2]
+    both = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+    drop = torch.arange(2 * b, device=tokens.device) >= b  # (2B,) the second half unconditional
+    masked = None if model.cfg.variant == "causal" else torch.ones(2 * b, length, dtype=torch.bool,
+                                                                   device=tokens.device)
+    raw = model(both(tokens), both(labels), both(text), both(text_len), drop=drop, masked=masked)
+    logp = log_density(GMM.from_logits(raw, model.cfg.gmm), both(tokens)).sum(-1)  # (2B,)
+    return (logp[:b] - logp[b:]) / length
 
 
 def best(scores: torch.Tensor) -> torch.Tensor:
