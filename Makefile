@@ -9,7 +9,7 @@ RUN    ?= build/demo
 CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-argvlt demo-compare demo-vae test bench clean
+.PHONY: install demo demo-argvlt demo-compare demo-vae demo-givt test bench clean
 # Every manifest is an artifact to keep, even when only a pattern rule names it (make would delete "intermediates").
 .SECONDARY:
 
@@ -44,6 +44,40 @@ demo-compare: $(RUN)/compare/manifest.json
 demo-vae: $(RUN)/encoded-vae/manifest.json
 	$(VLTK) info $(RUN)/image-tok-vae
 	$(VLTK) info $(RUN)/encoded-vae
+
+# GIVT-Causal on the beta-VAE's latents, text-conditioned, beside MAGVLT (run by make demo) in one report, with a sweep
+# of GIVT's variance scaling t (at w = 0) and DB-CFG weight w (at the config's t) on GIVT_SWEEP_COUNT val prompts.
+demo-givt: $(RUN)/compare-givt/manifest.json
+	$(VLTK) info $(RUN)/gen-givt
+	$(VLTK) info $(RUN)/compare-givt
+	@echo "report: $(RUN)/compare-givt/report.html"
+
+GIVT_TEMPERATURES ?= 0.8 0.9 1.0
+GIVT_CFG_WEIGHTS ?= 0 0.4 1 2
+GIVT_SWEEP_COUNT ?= 128
+GIVT_T := $(shell sed -n 's/^temperature *= *//p' $(CFG)/sample_givt_t2i.toml 2>/dev/null)
+# One point of the sweep per name: t<temperature>-w<weight>, each sampled and scored as its own artifacts.
+GIVT_SWEEP := $(foreach t,$(GIVT_TEMPERATURES),t$(t)-w0) $(foreach w,$(GIVT_CFG_WEIGHTS),t$(GIVT_T)-w$(w))
+GIVT_SWEEP_SCORES := $(addprefix $(RUN)/givt-sweep/scores-,$(sort $(GIVT_SWEEP)))
+
+$(RUN)/gen-givt/manifest.json: $(CFG)/train_gen_givt.toml $(RUN)/encoded-vae/manifest.json | $(INSTALLED)
+	$(VLTK) train-gen $(RUN)/encoded-vae $(@D) --config $< --force
+
+$(RUN)/samples-givt-%/manifest.json: $(CFG)/sample_givt_%.toml $(RUN)/gen-givt/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen-givt $(@D) --config $< --force
+
+# t0.95-w0.4 -> --set givt.temperature=0.95 --set givt.cfg_weight=0.4
+$(RUN)/givt-sweep/samples-%/manifest.json: $(CFG)/sample_givt_t2i.toml $(RUN)/gen-givt/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen-givt $(@D) --config $< --count $(GIVT_SWEEP_COUNT) \
+		--set givt.temperature=$(patsubst t%,%,$(word 1,$(subst -, ,$*))) \
+		--set givt.cfg_weight=$(patsubst w%,%,$(word 2,$(subst -, ,$*))) --force
+
+$(RUN)/givt-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/givt-sweep/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(RUN)/givt-sweep/samples-$* $(@D) --config $< --force
+
+COMPARED_GIVT := $(RUN)/scores-t2i $(RUN)/scores-givt-t2i $(GIVT_SWEEP_SCORES)
+$(RUN)/compare-givt/manifest.json: $(addsuffix /manifest.json,$(COMPARED_GIVT)) | $(INSTALLED)
+	$(VLTK) compare $(COMPARED_GIVT) $(@D) --title "MAGVLT vs GIVT-Causal (text-to-image), and GIVT's variance scaling and DB-CFG sweep" --force
 
 $(RUN)/raw/manifest.json: $(CFG)/synth.toml | $(INSTALLED)
 	$(VLTK) synth shapes $(@D) --config $< --force

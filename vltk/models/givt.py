@@ -25,6 +25,9 @@ exactly big_vision's layout).
              concat(MASK or NOMASK indicator[even channels], token[even channels]). MASK / NOMASK / REPLACE are rows
              of the label table, as in big_vision.
 
+With `adapter` set, GIVT models adapter(z) instead of z (`adapt`, on the square h x w grid of the latents; trained
+jointly, no log-det: its Jacobian is 1), and sampled tokens go back through `unadapt` before the VAE decodes them.
+
 Tokens enter through one Linear d -> E with a bias (LeCun-normal, as Flax's Dense); label and text tables are N(0, 1),
 positions N(0, 1/sqrt(E)). After the trunk: a LayerNorm with bias, then Linear E -> num_logits initialised to zero,
 so that at init every token is N(0, I). The trunk is vltk's shared pre-LN transformer (init N(0, 0.02)) with GIVT's

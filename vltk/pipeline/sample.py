@@ -354,9 +354,11 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     image_grid(np.stack(pictures), cfg.columns, min_side=64).save(job.work / "grid.png")
     best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
     guided = {}
-    if stats.get("guided_batches"):  # DB-CFG: the mean over batches of each batch's acceptance rate
-        guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 5)}
-        best_of += f", DB-CFG acceptance {guided['acceptance']:.1%}"
+    if stats.get("guided_batches"):
+        # DB-CFG's acceptance rate: the share of drawn values for which one of the (up to 1,000) proposals was
+        # accepted, the rest falling back to the conditional Gaussian (the paper: ~0.1% fall back); a batch mean.
+        guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 6)}
+        best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
     return job.publish({
         "task": cfg.task, "generator": kind, "count": len(lines), "grid": "grid.png",
         "image_size": int(pictures[0].shape[0]), "encoded": str(encoded), "tokenizers": tokenizer_paths,
