@@ -98,3 +98,15 @@ def test_errors(gens, tmp_path):
     assert result.exit_code == 2 and "not one of the 2 classes" in result.output
     result = run_cli("sample", causal, tmp_path / "e", "--cpu", *sets("givt.cfg_weight=0.4", "givt.beams=2"))
     assert result.exit_code == 2 and "cannot be combined with DB-CFG" in result.output
+
+
+def test_python_api_text_to_image(gens):
+    import vltk
+
+    _, causal, _ = gens
+    gen = vltk.load(causal, device="cpu")
+    images = gen.text_to_image(["a small red circle", "a large blue square"], seed=3)
+    side = gen.image_tokenizer.contents["image_size"]
+    assert [image.size for image in images] == [(side, side)] * 2
+    again = gen.text_to_image(["a small red circle", "a large blue square"], seed=3)
+    assert np.array_equal(np.asarray(images[1]), np.asarray(again[1]))  # seeded: repeatable
