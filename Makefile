@@ -193,6 +193,44 @@ $(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/ge
 $(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
 	$(VLTK) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) --force
 
+# ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (REFERENCE.md §3) --------------------
+#   make paper-givt DATA=imagenet.jsonl [IMAGES=...] [GIVT=causal|maskgit] [GIVT_RUN=build/givt] [LAUNCH=...]
+# Every record needs its class in a "label" column / field (an id 0..999) and a caption (e.g. the class name: vltk's
+# sources skip records without one). shard (256 px) -> the beta-VAE (f16, d = 16) -> encode (no MixSel) -> GIVT-Causal
+# or GIVT-MaskGIT Default -> 50,000 class-conditional samples at the paper's t and w.
+GIVT ?= causal
+GIVT_RUN ?= build/givt
+GIVT_SAMPLE_maskgit = --set givt.cfg_weight=0.1
+.PHONY: paper-givt
+
+ifneq ($(filter paper-givt,$(MAKECMDGOALS)),)
+ifeq ($(strip $(DATA)),)
+$(error make paper-givt needs DATA=path/to/records (a JSONL / TSV / folder whose records carry a label and a caption))
+endif
+endif
+
+paper-givt: $(GIVT_RUN)/samples-$(GIVT)/manifest.json
+	$(VLTK) info $(GIVT_RUN)/gen-$(GIVT)
+	$(VLTK) info $(GIVT_RUN)/samples-$(GIVT)
+
+$(GIVT_RUN)/shards/manifest.json: $(PAPER_CFG)/shard.toml $(wildcard $(DATA)) | $(INSTALLED)
+	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) --force
+
+$(GIVT_RUN)/text-tok/manifest.json: $(PAPER_CFG)/tokenize_text.toml | $(INSTALLED)
+	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< --force
+
+$(GIVT_RUN)/image-tok/manifest.json: $(PAPER_CFG)/tokenize_image_vae.toml $(GIVT_RUN)/shards/manifest.json | $(INSTALLED)
+	$(LAUNCH) tokenize image $(GIVT_RUN)/shards $(@D) --config $< --force
+
+$(GIVT_RUN)/encoded/manifest.json: $(PAPER_CFG)/encode.toml $(GIVT_RUN)/image-tok/manifest.json $(GIVT_RUN)/text-tok/manifest.json | $(INSTALLED)
+	$(LAUNCH) encode $(GIVT_RUN)/shards $(GIVT_RUN)/image-tok $(GIVT_RUN)/text-tok $(@D) --config $< --set mixsel_pairs=0 --force
+
+$(GIVT_RUN)/gen-%/manifest.json: $(PAPER_CFG)/train_gen_givt_%.toml $(GIVT_RUN)/encoded/manifest.json | $(INSTALLED)
+	$(LAUNCH) train-gen $(GIVT_RUN)/encoded $(@D) --config $< --force
+
+$(GIVT_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_givt_class.toml $(GIVT_RUN)/gen-%/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) --force
+
 bench: $(INSTALLED)
 	mkdir -p build/bench
 	$(BIN)/python -m benchmarks.run --out build/bench/results.json

@@ -1,4 +1,4 @@
-"""`make demo-givt`'s chain, dry-run: the beta-VAE branch, GIVT's training and sampling, and the t / w sweep."""
+"""`make demo-givt` and `make paper-givt`, dry-run: the VAE branch, GIVT's training and sampling, the t / w sweep."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ def test_make_demo_givt_dry_runs_the_vae_branch_and_the_sweep():
     assert "build/demo-givt-dry/scores-t2i build/demo-givt-dry/scores-givt-t2i" in compare  # MAGVLT beside GIVT
     assert compare.count("givt-sweep/scores-") == 4
     assert not (ROOT / "build" / "demo-givt-dry").exists()
+
+
+def test_make_paper_givt_dry_runs_both_variants():
+    for variant, guidance in (("causal", ""), ("maskgit", "--set givt.cfg_weight=0.1")):
+        dry = make("-n", "paper-givt", DATA="imagenet.jsonl", GIVT=variant, GIVT_RUN="build/givt-dry")
+        assert dry.returncode == 0, dry.stderr
+        lines = dry.stdout.splitlines()
+        assert any("--config stages/paper/tokenize_image_vae.toml" in line for line in lines)
+        assert any(f"train_gen_givt_{variant}.toml" in line for line in lines)
+        sample = next(line for line in lines if "vltk sample" in line)
+        assert "sample_givt_class.toml" in sample and (guidance in sample if guidance else "cfg_weight" not in sample)
+    assert make("-n", "paper-givt").returncode != 0  # DATA is required

@@ -69,7 +69,8 @@ def coco_fixture(root: Path) -> tuple[Path, Path, list[dict]]:
 def test_every_paper_config_loads_and_holds_the_papers_settings():
     classes = {"shard": shard.ShardConfig, "tokenize_text": tokenize_text.TextTokenizerConfig,
                "tokenize_image": tokenize_image.TokenizeImageConfig, "encode": encode.EncodeConfig,
-               "sample_t2i": sample.SampleConfig, "sample_i2t": sample.SampleConfig, "score": score.ScoreConfig}
+               "sample_t2i": sample.SampleConfig, "sample_i2t": sample.SampleConfig, "score": score.ScoreConfig,
+               "tokenize_image_vae": tokenize_image.TokenizeImageConfig, "sample_givt_class": sample.SampleConfig}
     cfgs = {}
     for file in sorted(PAPER.glob("*.toml")):
         cls = train_gen.RUNS[read_toml(file)["generator"]] if file.stem.startswith("train_gen") else classes[file.stem]
