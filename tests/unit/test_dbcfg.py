@@ -131,3 +131,41 @@ def test_sample_guided_uses_the_conditional_component_for_both_passes():
     assert x.shape == (N, 1) and rate.item() == 1.0
     mean, std = guided_gaussian(0.5, 1.0, 0.5, 2.0, 1.0)
     assert ks_statistic(x.flatten(), mean, std) < KS_5_PERCENT / math.sqrt(N)
+
+
+def test_the_mode_envelope_is_the_grid_s_where_the_grid_finds_the_peak():
+    g = torch.Generator().manual_seed(5)
+    mu_c, mu_u = torch.randn(500, generator=g), torch.randn(500, generator=g)
+    s_c = 0.3 + torch.rand(500, generator=g)
+    s_u = s_c * (0.9 + torch.rand(500, generator=g))  # s_u > 0.9 s_c: (1+w)/s_c^2 > w/s_u^2 at w = 0.4, a mode exists
+    grid = log_envelope(mu_c, s_c, mu_u, s_u, 0.4, envelope="grid")
+    mode = log_envelope(mu_c, s_c, mu_u, s_u, 0.4, envelope="mode")
+    assert (mode >= grid - 1e-5).all() and (mode - grid).abs().max() < 2e-3  # the grid's step is 0.02
+
+
+def test_the_mode_envelope_finds_a_peak_the_grid_misses():
+    # sigma = 0.004 << the grid step 0.02: the guided mode mu_c + 0.011 lies 0.009 from the nearest grid point, 2.25
+    # std away, so the grid's M is e^(2.25^2 / 2) = 12.6x too small (REFERENCE.md §8 item 21); the mode's is exact.
+    mu_c, s, w = 0.0, 0.004, 1.0
+    mean, _ = guided_gaussian(mu_c, s, mu_c - 0.011, s, w)
+    assert math.isclose(mean, 0.011)
+    args = [torch.tensor([v]) for v in (mu_c, s, mu_c - 0.011, s)]
+    gap = (log_envelope(*args, w, envelope="mode") - log_envelope(*args, w, envelope="grid")).item()
+    assert math.isclose(gap, 0.5 * (0.009 / s) ** 2, rel_tol=1e-3)
+
+
+def test_the_exact_envelope_draws_the_target_where_the_reference_rule_is_biased():
+    # The case of test_outside_the_valid_regime...: p~ = N(3, 1), which the reference rule pulls towards mu_c = 0.
+    x, accepted, rate = rejection_sample(*constant(0.0, 1.0, -3.0, 1.0), 1.0, torch.Generator().manual_seed(6),
+                                         envelope="exact")
+    assert accepted.all() and rate.item() == 1.0
+    assert ks_statistic(x, 3.0, 1.0) < KS_5_PERCENT / math.sqrt(N)
+
+
+def test_without_an_envelope_every_value_falls_back_at_once():
+    # Improper target: no mode, so nothing is proposed and every value is the conditional draw.
+    for envelope in ("mode", "exact"):
+        x, accepted, rate = rejection_sample(*constant(0.0, 1.0, 0.0, 0.25), 3.0, torch.Generator().manual_seed(7),
+                                             envelope=envelope)
+        assert not accepted.any() and rate.item() == 0.0
+        assert ks_statistic(x, 0.0, 1.0) < KS_5_PERCENT / math.sqrt(N)

@@ -22,12 +22,25 @@ from the reference: a scale far below the grid step (0.02) can make the grid mis
 and an improper target ((1+w)/sigma_c^2 <= w/sigma_u^2) puts M at the grid's edge, so almost nothing is accepted and
 the fallback decides.
 
+The envelope constant M has three rules (`envelope`):
+- "grid": the reference's, max p~ over the grid above.
+- "mode" (the default): the same rule, M = max p~ / q(mu_c), with max p~ taken at the guided Gaussian's analytic mode
+  m = ((1+w) mu_c / sigma_c^2 - w mu_u / sigma_u^2) / a, a = (1+w) / sigma_c^2 - w / sigma_u^2 > 0: no grid to miss a
+  narrow peak (REFERENCE.md §8 item 21) and no 1001-point search. The draws are the reference's wherever its grid finds
+  the peak.
+- "exact": M = max_x p~(x) / q(x), a valid envelope, so the accepted draws follow p~ exactly; the log-ratio is a
+  quadratic with precision a - 1/s^2 (s the proposal's std), maximised in closed form.
+Where p~ is improper (a <= 0; "exact": a <= 1/s^2, where p~ / q grows without bound) no M exists: those values take the
+conditional fallback at once (the grid rule would put M at the grid's edge and accept almost nothing).
+
 Everything runs in float32 and in log space. Memory: each round holds about six float32 tensors of
 (proposals in the round) x (elements not yet accepted) <= max(chunk_floats, elements) values; later rounds only carry
 the elements still rejected, so a typical call is one or two rounds.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
@@ -52,25 +65,51 @@ def guided_log_density(x: torch.Tensor, mu_c: torch.Tensor, sigma_c: torch.Tenso
     return (1 + w) * normal_log_prob(x, mu_c, sigma_c) - w * normal_log_prob(x, mu_u, sigma_u)
 
 
+Envelope = Literal["grid", "mode", "exact"]
+ENVELOPES: tuple[str, ...] = ("grid", "mode", "exact")
+
+
+def guided_gaussian(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tensor, sigma_u: torch.Tensor,
+                    w: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """p~'s precision a = (1+w)/sigma_c^2 - w/sigma_u^2 and its precision-weighted mean b = (1+w) mu_c/sigma_c^2 -
+    w mu_u/sigma_u^2, elementwise: log p~ = -a x^2 / 2 + b x + const, a Gaussian with mode b / a when a > 0."""
+    pc, pu = sigma_c.reciprocal().square(), sigma_u.reciprocal().square()
+    return (1 + w) * pc - w * pu, (1 + w) * mu_c * pc - w * mu_u * pu
+
+
 def log_envelope(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tensor, sigma_u: torch.Tensor, w: float, *,
-                 grid: int = 1001, half_width: float = 10.0, chunk_floats: int = 1 << 23) -> torch.Tensor:
-    """log M, elementwise: the max of log p~ over mu_c + linspace(-half_width, half_width, grid) (absolute offsets in
-    latent units, the reference's grid) minus log q(mu_c), q = N(mu_c, 2 max(sigma_c, sigma_u))."""
+                 envelope: Envelope = "mode", grid: int = 1001, half_width: float = 10.0,
+                 chunk_floats: int = 1 << 23) -> torch.Tensor:
+    """log M, elementwise, by the `envelope` rule (module docstring); +inf where none exists. "grid": the max of
+    log p~ over mu_c + linspace(-half_width, half_width, grid) (absolute offsets in latent units, the reference's
+    grid) minus log q(mu_c), q = N(mu_c, 2 max(sigma_c, sigma_u))."""
+    if envelope not in ENVELOPES:
+        raise ValueError(f"unknown DB-CFG envelope {envelope!r}; choose from {', '.join(ENVELOPES)}")
     mu_c, sigma_c, mu_u, sigma_u = (t.float() for t in torch.broadcast_tensors(mu_c, sigma_c, mu_u, sigma_u))
+    spread = 2 * torch.maximum(sigma_c, sigma_u)
+    inf = torch.full_like(mu_c, float("inf"))
+    a, b = guided_gaussian(mu_c, sigma_c, mu_u, sigma_u, w)
+    if envelope == "mode":
+        peak = guided_log_density(b / a, mu_c, sigma_c, mu_u, sigma_u, w)
+        return torch.where(a > 0, peak - normal_log_prob(mu_c, mu_c, spread), inf)
+    if envelope == "exact":  # log p~ - log q = -(a - 1/s^2) x^2 / 2 + (b - mu_c/s^2) x + const
+        pq = spread.reciprocal().square()
+        at = (b - mu_c * pq) / (a - pq)
+        ratio = guided_log_density(at, mu_c, sigma_c, mu_u, sigma_u, w) - normal_log_prob(at, mu_c, spread)
+        return torch.where(a > pq, ratio, inf)
     offsets = torch.linspace(-half_width, half_width, grid, device=mu_c.device).view(-1, *[1] * mu_c.dim())
     step = max(1, chunk_floats // max(1, mu_c.numel()))
     best = torch.full_like(mu_c, float("-inf"))
     for start in range(0, grid, step):
         points = mu_c + offsets[start:start + step]  # (G', ...)
         best = torch.maximum(best, guided_log_density(points, mu_c, sigma_c, mu_u, sigma_u, w).amax(dim=0))
-    spread = 2 * torch.maximum(sigma_c, sigma_u)
     return best - normal_log_prob(mu_c, mu_c, spread)
 
 
 def rejection_sample(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tensor, sigma_u: torch.Tensor, w: float,
-                     generator: torch.Generator | None = None, *, proposals: int = 1000, grid: int = 1001,
-                     half_width: float = 10.0, chunk_floats: int = 1 << 23
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None = None, *, proposals: int = 1000,
+                     envelope: Envelope = "mode", grid: int = 1001, half_width: float = 10.0,
+                     chunk_floats: int = 1 << 23) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw x ~ p~ independently per element of the broadcast (...) shape of the four (...) tensors.
 
     Returns (x (...) float32, accepted (...) bool: a proposal was accepted (else x is the N(mu_c, sigma_c) fallback),
@@ -80,13 +119,14 @@ def rejection_sample(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tens
         raise ValueError(f"proposals must be >= 1, got {proposals}")
     mu_c, sigma_c, mu_u, sigma_u = (t.float() for t in torch.broadcast_tensors(mu_c, sigma_c, mu_u, sigma_u))
     shape, device = mu_c.shape, mu_c.device
-    log_m = log_envelope(mu_c, sigma_c, mu_u, sigma_u, w, grid=grid, half_width=half_width,
+    log_m = log_envelope(mu_c, sigma_c, mu_u, sigma_u, w, envelope=envelope, grid=grid, half_width=half_width,
                          chunk_floats=chunk_floats).flatten()  # (N,)
     mu_c, sigma_c, mu_u, sigma_u = (t.flatten() for t in (mu_c, sigma_c, mu_u, sigma_u))  # (N,) each
     spread = 2 * torch.maximum(sigma_c, sigma_u)  # the proposal's std
     x = torch.empty_like(mu_c)
     accepted = torch.zeros_like(mu_c, dtype=torch.bool)
-    live = torch.arange(mu_c.numel(), device=device)  # elements with no accepted proposal yet
+    live = torch.arange(mu_c.numel(), device=device)[log_m.isfinite()]  # no accepted proposal yet (none can be
+    # without an envelope: those fall back at once)
     used = 0  # proposals every live element has consumed
     while used < proposals and live.numel() > 0:
         rows = min(proposals - used, max(1, chunk_floats // live.numel()))

@@ -42,7 +42,8 @@ from vltk.models.gmm import GMM, sample as sample_gmm
 from vltk.sampling.argvlt import new_cache
 from vltk.sampling.beam import beam_search
 from vltk.sampling.common import gumbel
-from vltk.sampling.dbcfg import at_component, guided_log_density, pick_component, rejection_sample
+from vltk.sampling.dbcfg import (ENVELOPES, Envelope, at_component, guided_log_density, pick_component,
+                                 rejection_sample)
 from vltk.schedules import mask_fraction
 
 
@@ -60,6 +61,9 @@ class GIVTSampling:
     steps: int = 16  # MaskGIT decoding steps (cosine schedule)
     choice_temperature: float = 35.0  # MaskGIT's t_C, annealed by (1 - ratio); 140 at 512 px
     proposals: int = 1000  # DB-CFG's proposal cap per element before the fallback
+    # DB-CFG's envelope constant: "mode" = the reference's rule at the analytic mode of the guided Gaussian, "grid" =
+    # the reference's 1001-point grid search, "exact" = a valid envelope (draws follow p~ exactly); vltk.sampling.dbcfg
+    envelope: Envelope = "mode"
 
     def __post_init__(self) -> None:
         require_positive(self, "beams", "fans", "steps", "proposals")
@@ -73,6 +77,8 @@ class GIVTSampling:
             raise ValueError(f"rand_top_k_temperature must be > 0, got {self.rand_top_k_temperature}")
         if not self.choice_temperature >= 0:
             raise ValueError(f"choice_temperature must be >= 0, got {self.choice_temperature}")
+        if self.envelope not in ENVELOPES:
+            raise ValueError(f"unknown envelope {self.envelope!r}; choose from {', '.join(ENVELOPES)}")
         if self.cfg_weight > 0 and self.beam_search:
             raise ValueError("beam search (beams or fans > 1) cannot be combined with DB-CFG (cfg_weight > 0)")
 
@@ -143,7 +149,7 @@ def _draw(model: GIVT, cfg: GIVTSampling, raw: torch.Tensor, raw_u: torch.Tensor
 
     mu_c, sigma_c, mu_u, sigma_u = map(chosen, (gmm.means, gmm.scales, gmm_u.means, gmm_u.scales))
     z, accepted, _ = rejection_sample(mu_c, sigma_c, mu_u, sigma_u, cfg.cfg_weight, generator,
-                                      proposals=cfg.proposals)
+                                      proposals=cfg.proposals, envelope=cfg.envelope)
     acceptance.add(accepted)
     return z, guided_log_density(z, mu_c, sigma_c, mu_u, sigma_u, cfg.cfg_weight).sum(-1)
 
