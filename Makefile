@@ -53,7 +53,7 @@ demo-givt: $(RUN)/compare-givt/manifest.json
 	@echo "report: $(RUN)/compare-givt/report.html"
 
 GIVT_TEMPERATURES ?= 0.8 0.9 1.0
-GIVT_CFG_WEIGHTS ?= 0 0.4 1 2
+GIVT_CFG_WEIGHTS ?= 0 0.4 1 2 4
 GIVT_SWEEP_COUNT ?= 128
 GIVT_T := $(shell sed -n 's/^temperature *= *//p' $(CFG)/sample_givt_t2i.toml 2>/dev/null)
 # One point of the sweep per name: t<temperature>-w<weight>, each sampled and scored as its own artifacts.
