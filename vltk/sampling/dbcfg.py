@@ -33,9 +33,9 @@ The envelope constant M has three rules (`envelope`):
 Where p~ is improper (a <= 0; "exact": a <= 1/s^2, where p~ / q grows without bound) no M exists: those values take the
 conditional fallback at once (the grid rule would put M at the grid's edge and accept almost nothing).
 
-Everything runs in float32 and in log space. Memory: each round holds about six float32 tensors of
-(proposals in the round) x (elements not yet accepted) <= max(chunk_floats, elements) values; later rounds only carry
-the elements still rejected, so a typical call is one or two rounds.
+Everything runs in float32 and in log space. Proposals come in rounds of 4, 32, 256, ... per value still rejected (the first accepted one in drawing order is
+kept, as if all were drawn at once). Memory: each round holds about six float32 tensors of (proposals in the round) x
+(values not yet accepted) <= max(chunk_floats, values) values.
 """
 
 from __future__ import annotations
@@ -127,9 +127,12 @@ def rejection_sample(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tens
     accepted = torch.zeros_like(mu_c, dtype=torch.bool)
     live = torch.arange(mu_c.numel(), device=device)[log_m.isfinite()]  # no accepted proposal yet (none can be
     # without an envelope: those fall back at once)
-    used = 0  # proposals every live element has consumed
+    used, rounds = 0, 0  # proposals every live element has consumed; rounds drawn
     while used < proposals and live.numel() > 0:
-        rows = min(proposals - used, max(1, chunk_floats // live.numel()))
+        # Rounds of 4, 32, 256, ... proposals: a typical envelope accepts a proposal with probability 1/4 to 1/2, so
+        # most values are done after a few and drawing all 1,000 at once would be mostly waste.
+        rows = min(proposals - used, max(1, chunk_floats // live.numel()), 4 * 8 ** rounds)
+        rounds += 1
         mc, sc, mu, su, sp = (t[live] for t in (mu_c, sigma_c, mu_u, sigma_u, spread))  # (n,)
         draws = mc + sp * torch.randn(rows, live.numel(), generator=generator, device=device)  # (rows, n)
         log_u = torch.rand(rows, live.numel(), generator=generator, device=device).log()
