@@ -8,8 +8,8 @@ GIVTConfig (same trunk width / depth / heads / MLP, same GMM: k = 16 diagonal co
 conditioning), dropout 0, and differ only in `variant` (MaskGIT's label table has three more rows). Each is timed
 without guidance (w = 0) and with DB-CFG (w = 0.4): guidance doubles the rows of every forward pass (the conditional
 rows, then the same rows with the condition dropped) and draws every token by `vltk.sampling.dbcfg`'s rejection
-sampler (a 1001-point envelope grid and up to 1000 proposals per channel). Rates are images per second;
-`maskgit_over_causal` above 1 means MaskGIT is faster. The four paths of a size are timed in interleaved rounds (the
+sampler (the envelope at the analytic mode, proposals in rounds of 4, 32, ... up to 1000 per channel). Rates are
+images per second; `maskgit_over_causal` above 1 means MaskGIT is faster. The four paths of a size are timed in interleaved rounds (the
 median round each; `round_spread` says how much the rounds disagreed), after one untimed warm-up call.
 
 `trunk_token_positions` is each sampler's trunk work per sample without guidance (guidance doubles both): causal
@@ -22,9 +22,8 @@ suffices). Speed depends on the weights only through that acceptance rate.
 
 On a CPU (fp32) the demo's size (tiny: width 128, depth 4, heads 4, MLP 512; an 8 x 8 grid, text context 32) at batch 1
 and 16, and the paper's sequence length (16 x 16 = 256 tokens, 1000 classes, no text) on a one-layer Default-width
-trunk (1024 wide, 16 heads, MLP 4096) at batch 1. Its batch 16 is left out: on one core one guided MaskGIT call
-takes ~100 s (~60 s of it in the rejection sampler, over 4,096 x 16 elements at the first step) and unguided ~35 s,
-so its four paths alone would take ~10 minutes. As in bench_sampling, the causal sampler's thousands of tiny ops suffer
+trunk (1024 wide, 16 heads, MLP 4096) at batch 1. Its batch 16 is left out: on one core one unguided MaskGIT call
+takes ~35 s, so its four paths alone would take minutes. As in bench_sampling, the causal sampler's thousands of tiny ops suffer
 most when other processes load the cores: on a busy machine run with OMP_NUM_THREADS=1. On a GPU the paper's Default
 (24 x 1024, 16 heads, MLP 4096: 304M parameters) at 256 tokens runs under bf16 autocast at batch 16 and 64.
 """
