@@ -61,8 +61,11 @@ def _own_defaults(field: dataclasses.Field, tp: type) -> dict[str, Any]:
     defaults, so that a partial table for that field keeps them."""
     if field.default_factory is dataclasses.MISSING:
         return {}
-    own, plain = field.default_factory(), tp()
-    values = config_to_dict(own)
+    own, values = field.default_factory(), config_to_dict(field.default_factory())
+    try:
+        plain = tp()
+    except TypeError:  # the type has required fields: every value of the field's default is its own
+        return values
     return {f.name: values[f.name] for f in dataclasses.fields(tp) if getattr(own, f.name) != getattr(plain, f.name)}
 
 

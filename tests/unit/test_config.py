@@ -85,3 +85,23 @@ def test_round_trip_through_dict():
     data = config_to_dict(cfg)
     assert data["optim"]["betas"] == [0.5, 0.6]
     assert load_config(RunConfig, flags={"depth": 3, "optim.betas": data["optim"]["betas"]}) == cfg
+
+
+def test_a_partial_table_keeps_its_field_s_own_defaults():
+    """A field whose default differs from its type's (MaskGIT's optimiser has no weight decay) keeps that default when
+    the user sets another key of the same table."""
+    import dataclasses
+
+    from vltk.config import from_dict
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Inner:
+        a: int = 1
+        b: int = 2
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Outer:
+        inner: Inner = dataclasses.field(default_factory=lambda: Inner(a=5))
+
+    assert from_dict(Outer, {"inner": {"b": 3}}).inner == Inner(a=5, b=3)
+    assert from_dict(Outer, {"inner": {"a": 7}}).inner == Inner(a=7, b=2)
