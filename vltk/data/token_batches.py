@@ -105,6 +105,13 @@ def _long(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
+def record_class(record: Encoded, classes: tuple[str, ...], key: str) -> int:
+    """The class id of a record: its meta field `key`, by `class_index`; a record without one is an error."""
+    if key not in record.meta:
+        raise VltkError(f"record {record.key} has no class: its meta has no {key!r} field")
+    return class_index(record.meta[key], classes, key, record.key)
+
+
 class TokenBatches:
     """This process's share of each global generator batch of one split of a VQ-encoded artifact (module docstring).
 
@@ -170,18 +177,14 @@ class TokenBatches:
         else:
             image = {"mean": _latents(records, "mean"), "logvar": _latents(records, "logvar")}
         if self.classes:
-            image["label"] = torch.tensor([self._label(record) for record in records], dtype=torch.long)
+            image["label"] = torch.tensor([record_class(record, self.classes, self.class_key) for record in records],
+                                          dtype=torch.long)
         return {
             "index": torch.tensor([q for q, _ in items], dtype=torch.long),
             **image,
             "text": _long(text),
             "text_len": _long(text_lengths(text, self.eos_id)),
         }
-
-    def _label(self, record: Encoded) -> int:
-        if self.class_key not in record.meta:
-            raise VltkError(f"record {record.key} has no class: its meta has no {self.class_key!r} field")
-        return class_index(record.meta[self.class_key], self.classes, self.class_key, record.key)
 
     def _mixed(self, items: list[tuple[int, MixSel]]) -> dict[str, torch.Tensor]:
         a_rows, b_rows, joined, spans = [], [], [], []

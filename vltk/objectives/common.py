@@ -45,10 +45,14 @@ class Draws:
         key = (((self.seed * 1_000_003 + self.step) * 1_009 + zlib.crc32(name.encode())) * 31 + salt) % (1 << 63)
         return torch.Generator().manual_seed(key)
 
+    def sliced(self, name: str, draw: Callable[[torch.Generator, int], torch.Tensor]) -> torch.Tensor:
+        """draw(generator, global_batch) -> (global_batch, ...) made on the CPU with `name`'s generator; this
+        micro-batch's rows of it, on the device."""
+        return draw(self.generator(name), self.global_batch)[self.offsets].to(self.device)
+
     def uniform(self, name: str, *shape: int) -> torch.Tensor:
         """(b, *shape) float32 in [0, 1): drawn for the whole global batch on the CPU, sliced, moved to the device."""
-        full = torch.rand((self.global_batch, *shape), generator=self.generator(name))
-        return full[self.offsets].to(self.device)
+        return self.sliced(name, lambda g, batch: torch.rand((batch, *shape), generator=g))
 
     def choice(self, name: str, weights: Sequence[float], salt: int = 0) -> int:
         """One index drawn with probability proportional to `weights`, for the whole step (salt: e.g. the rank)."""

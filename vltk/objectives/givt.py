@@ -56,10 +56,6 @@ class GIVTTask:
         self.global_batch, self.seed = global_batch, seed
         self.mean = GlobalMean(lambda t: accelerator.reduce(t, "sum"), accelerator.num_processes)
 
-    def _global(self, draws: Draws, name: str, fn) -> torch.Tensor:
-        """fn(generator) for the whole global batch on the CPU, this micro-batch's rows, on the device."""
-        return fn(draws.generator(name))[draws.offsets].to(draws.device)
-
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         device, model = self.accelerator.device, self.parts["model"].module
         plain = unwrap(self.accelerator, model)
@@ -68,7 +64,7 @@ class GIVTTask:
                       device)
         mean, logvar = batch["mean"].to(device), batch["logvar"].to(device)  # (b, L, d)
         if self.cfg.sample_latents:
-            eps = self._global(draws, "z", lambda g: torch.randn((self.global_batch, *mean.shape[1:]), generator=g))
+            eps = draws.sliced("z", lambda g, batch: torch.randn((batch, *mean.shape[1:]), generator=g))
             z = sample_latents(mean, logvar, eps)
         else:
             z = mean
@@ -80,8 +76,8 @@ class GIVTTask:
                      "text_len": batch["text_len"].to(device) if mcfg.text_tokens else None}
         masked = None
         if mcfg.variant == "maskgit":
-            masked = self._global(draws, "mask", lambda g: maskgit_mask(
-                self.global_batch, mcfg.image_tokens, g, self.cfg.min_masking_rate))  # (b, L) True = masked
+            masked = draws.sliced("mask", lambda g, batch: maskgit_mask(
+                batch, mcfg.image_tokens, g, self.cfg.min_masking_rate))  # (b, L) True = masked
         raw = model(tokens, **condition, drop=drop, masked=masked)  # (b, L, num_logits)
         per_token = nll(GMM.from_logits(raw, mcfg.gmm), tokens)  # (b, L) float32
         scored = torch.ones_like(per_token, dtype=torch.bool) if masked is None else masked

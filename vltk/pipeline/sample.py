@@ -55,7 +55,7 @@ from PIL import Image
 
 from vltk import api, artifacts
 from vltk.data.encoded import Encoded, iter_encoded
-from vltk.data.token_batches import class_index
+from vltk.data.token_batches import class_index, record_class
 from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
 from vltk.errors import VltkError
@@ -158,11 +158,7 @@ def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: t
         raise VltkError(f"{encoded} has no records in its '{cfg.split}' split")
     items = []
     for record in records:
-        label = None
-        if classes:
-            if class_key not in record.meta:
-                raise VltkError(f"record {record.key} of {encoded} has no class (no {class_key!r} in its meta)")
-            label = class_index(record.meta[class_key], classes, class_key, record.key)
+        label = record_class(record, classes, class_key) if classes else None
         codes = record.image["codes"].reshape(-1) if "codes" in record.image else None
         about = {"prompt": classes[label] if cfg.task == "class" else record.captions[0], "key": record.key,
                  "references": list(record.captions), **({"label": label} if label is not None else {}),
