@@ -121,7 +121,7 @@ def test_pads_do_not_change_any_prediction():
 
 @pytest.mark.parametrize("layout", ["t2i", "i2t"])
 def test_dropping_pad_columns_changes_no_prediction(layout):
-    # Samplers pass only the first max(text_len) text columns: the pads past it are no key (and, in t2i, no query)
+    # A caller may pass only the first max(text_len) text columns: the pads past it are no key (and no query)
     model = tiny()
     x = inputs(layout, text_len=(2, 2), image_masked=torch.tensor([[True, False, True, False]] * 2),
                text_masked=torch.tensor([[True, False, False]] * 2))
@@ -132,6 +132,28 @@ def test_dropping_pad_columns_changes_no_prediction(layout):
     assert torch.allclose(full.text_logits, cut.text_logits, atol=1e-5)
     if layout == "i2t":
         assert torch.allclose(full.length_logits, cut.length_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["t2i", "i2t"])
+def test_forward_drops_the_pad_columns_and_no_output_changes(layout, monkeypatch):
+    model = tiny()
+    x = inputs(layout, text_len=(1, 1), image_masked=torch.tensor([[True, False, True, False]] * 2),
+               text_masked=torch.tensor([[True, False, False]] * 2))
+    query = {"image_query": x.image_masked, "text_query": x.text_masked, "length": layout == "i2t"}
+    seen = []
+    monkeypatch.setattr(model.transformer, "forward", lambda h, mask: seen.append(h.shape[1]) or type(
+        model.transformer).forward(model.transformer, h, mask=mask))
+    cut = model(x, **query)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the compiled path keeps every column
+    full = model(x, **query)
+    assert seen == [4 + N + 1, 4 + N + C]
+    for a, b in [(full.image_logits, cut.image_logits), (full.text_logits, cut.text_logits),
+                 (full.length_logits, cut.length_logits)]:
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-5))
+    # A query at a pad column keeps that column (and its output).
+    asked = x.text_masked.clone()
+    asked[:, 2] = True
+    assert model(x, text_query=asked).text_logits.shape[0] == int(asked.sum())
 
 
 def test_length_head_does_not_read_the_text_directly():

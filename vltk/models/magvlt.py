@@ -116,6 +116,19 @@ class Outputs:
     length_logits: torch.Tensor | None = None  # (B, text_tokens): class c = length c + 1
 
 
+def _drop_pad_columns(x: Inputs, text_query: torch.Tensor | None) -> tuple[Inputs, torch.Tensor | None]:
+    """x and the (B, C) text query cut to the text columns that some row's text_len reaches or the query asks for."""
+    c = x.text.shape[1]
+    needed = x.text_len.max().clamp(min=1)
+    if text_query is not None:  # 1 + the last queried column (0 when none is)
+        needed = torch.maximum(needed, (text_query.any(dim=0) * torch.arange(1, c + 1, device=needed.device)).max())
+    width = int(needed)  # one host sync
+    if width >= c:
+        return x, text_query
+    x = dataclasses.replace(x, text=x.text[:, :width], text_masked=x.text_masked[:, :width])
+    return x, None if text_query is None else text_query[:, :width]
+
+
 class MAGVLT(nn.Module):
     def __init__(self, cfg: MAGVLTConfig):
         super().__init__()
@@ -159,9 +172,13 @@ class MAGVLT(nn.Module):
         """Logits at the image / text positions where the (B, N) / (B, C) bool queries are True, and optionally the
         length logits (image-first layout only). Computing only what is asked keeps the big vocabulary cheap.
 
-        The text may be shorter than the context (C' <= C columns, every text_len <= C'): a sampler drops the pad
-        columns that no query reads and no key may see, which leaves every other output unchanged."""
+        The text may be shorter than the context (C' <= C columns, every text_len <= C'). Pad columns past the longest
+        text_len and the last queried column are dropped here before the trunk: no key may see them and no output
+        reads them, so every output is the same and short captions cost less (training and sampling alike). Under
+        torch.compile the columns stay, which keeps the shapes static."""
         cfg = self.cfg
+        if not torch.compiler.is_compiling():
+            x, text_query = _drop_pad_columns(x, text_query)
         c = x.text.shape[1]
         s = slots(x.layout, cfg.image_tokens, c)
         mask = attention_mask(x.layout, x.text_len, cfg.image_tokens, c)

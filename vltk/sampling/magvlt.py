@@ -218,7 +218,6 @@ def generate_images(model: MAGVLT, text: torch.Tensor, text_len: torch.Tensor, c
     if image is None:
         image = torch.zeros(b, n, dtype=torch.long, device=text.device)  # placeholders: masked ids are not read
         masked = torch.ones(b, n, dtype=torch.bool, device=text.device)
-    text = text[:, : int(text_len.max())]  # drop the pad columns no caption reaches (MAGVLT.forward: same outputs)
     steps = cfg.image_steps
     table = unmask_table(masked.sum(dim=1), steps, cfg.image_schedule)  # (B, T)
     temperatures, noises = anneal(cfg.image_temperature, steps), anneal(cfg.choice_noise, steps)
