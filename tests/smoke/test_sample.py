@@ -97,6 +97,7 @@ def test_score(generators, task):
         assert judge["parsed"] == 1.0
         heldout = [row for row in lines(samples) if row.get("heldout")]
         assert ("heldout" in metrics["judge"]) == bool(heldout)
+        assert metrics["judge"].get("seen", {"captions": 0})["captions"] + len(heldout) == count  # every synth row says which it is
     if task == "i2t":
         assert set(metrics["captions"]) >= {"BLEU-4", "CIDEr", "ROUGE-L"} and metrics["captions"]["METEOR"] is None
     manifest = json.loads((out / "manifest.json").read_text())

@@ -7,7 +7,8 @@
 
 By task:
 - t2i, inpaint: the judge reads each image back into shapes and checks its prompt (whole caption, count, shape,
-  colour, size, position), over all prompts and separately over those holding a held-out colour-shape pair;
+  colour, size, position), over all prompts and separately over those holding a held-out colour-shape pair ("heldout")
+  and the others ("seen", the combinations training saw);
 - i2t, infill: caption metrics (pycocoevalcap, every reference caption of the image) and the judge on each generated
   caption against its image;
 - it2it: the judge on each generated caption against its own generated image (do the pairs agree?).
@@ -48,7 +49,7 @@ from vltk.config import require_positive
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
-from vltk.metrics.judge import check, detect, parse_caption, summarize
+from vltk.metrics.judge import Verdict, check, detect, parse_caption, summarize
 from vltk.metrics.report import write_report
 from vltk.ui import progress
 
@@ -81,20 +82,18 @@ class ScoreConfig:
 
 
 def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[str, Any]:
-    """The judge's accuracies of each row's caption (`prompt` or `caption`) against its image, overall and on the rows
-    holding a held-out colour-shape combination."""
-    verdicts, heldout = [], []
+    """The judge's accuracies of each row's caption (`prompt` or `caption`) against its image: overall, and, where the
+    rows say whether they hold a held-out colour-shape combination, on the held-out rows and on the others ("seen")."""
+    groups: dict[str, list[Verdict]] = {"all": [], "seen": [], "heldout": []}
     for row in rows:
-        seen = detect(np.asarray(_picture(root / row["file"])))
+        found = detect(np.asarray(_picture(root / row["file"])))
         caption = row[caption_field] or ""
-        verdict = check(caption, parse_caption(caption), seen)
-        verdicts.append(verdict)
-        if row.get("heldout"):
-            heldout.append(verdict)
-    result: dict[str, Any] = {"all": _rounded(summarize(verdicts))}
-    if heldout:
-        result["heldout"] = _rounded(summarize(heldout))
-    return result
+        verdict = check(caption, parse_caption(caption), found)
+        groups["all"].append(verdict)
+        if "heldout" in row:
+            groups["heldout" if row["heldout"] else "seen"].append(verdict)
+    return {name: _rounded(summarize(verdicts)) for name, verdicts in groups.items()
+            if verdicts or name == "all"}
 
 
 def _rounded(summary: dict[str, float | int]) -> dict[str, float | int]:
@@ -265,6 +264,10 @@ def _summary(metrics: dict[str, Any]) -> str:
     if overall.get("parsed"):
         parts.append(f"judge {overall['whole']:.1%} whole-caption (shape {overall['shape']:.0%}, colour "
                      f"{overall['color']:.0%}, position {overall['position']:.0%})")
+        groups = metrics["judge"]
+        if "seen" in groups and "heldout" in groups:
+            parts.append(f"{groups['seen']['whole']:.1%} on seen colour-shape combinations, "
+                         f"{groups['heldout']['whole']:.1%} on held-out ones")
         if "judge_first" in metrics:
             parts.append(f"without re-ranking {metrics['judge_first']['all']['whole']:.1%}")
     images = metrics.get("images")
