@@ -61,7 +61,8 @@ def _own_defaults(field: dataclasses.Field, tp: type) -> dict[str, Any]:
     defaults, so that a partial table for that field keeps them."""
     if field.default_factory is dataclasses.MISSING:
         return {}
-    own, values = field.default_factory(), config_to_dict(field.default_factory())
+    own = field.default_factory()
+    values = config_to_dict(own)
     try:
         plain = tp()
     except TypeError:  # the type has required fields: every value of the field's default is its own

@@ -33,8 +33,8 @@ The envelope constant M has three rules (`envelope`):
 Where p~ is improper (a <= 0; "exact": a <= 1/s^2, where p~ / q grows without bound) no M exists: those values take the
 conditional fallback at once (the grid rule would put M at the grid's edge and accept almost nothing).
 
-Everything runs in float32 and in log space. Proposals come in rounds of 4, 32, 256, ... per value still rejected (the first accepted one in drawing order is
-kept, as if all were drawn at once). Memory: each round holds about six float32 tensors of (proposals in the round) x
+Everything runs in float32 and in log space. Proposals come in rounds of 4, 32, 256, ... per value still rejected
+(the first accepted one in drawing order is kept, as if all were drawn at once). Memory: each round holds about six float32 tensors of (proposals in the round) x
 (values not yet accepted) <= max(chunk_floats, values) values.
 """
 
@@ -86,24 +86,24 @@ def log_envelope(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tensor, 
     if envelope not in ENVELOPES:
         raise ValueError(f"unknown DB-CFG envelope {envelope!r}; choose from {', '.join(ENVELOPES)}")
     mu_c, sigma_c, mu_u, sigma_u = (t.float() for t in torch.broadcast_tensors(mu_c, sigma_c, mu_u, sigma_u))
-    spread = 2 * torch.maximum(sigma_c, sigma_u)
-    inf = torch.full_like(mu_c, float("inf"))
+    spread = 2 * torch.maximum(sigma_c, sigma_u)  # the proposal's std
+    if envelope == "grid":
+        offsets = torch.linspace(-half_width, half_width, grid, device=mu_c.device).view(-1, *[1] * mu_c.dim())
+        step = max(1, chunk_floats // max(1, mu_c.numel()))
+        best = torch.full_like(mu_c, float("-inf"))
+        for start in range(0, grid, step):
+            points = mu_c + offsets[start:start + step]  # (G', ...)
+            best = torch.maximum(best, guided_log_density(points, mu_c, sigma_c, mu_u, sigma_u, w).amax(dim=0))
+        return best - normal_log_prob(mu_c, mu_c, spread)
     a, b = guided_gaussian(mu_c, sigma_c, mu_u, sigma_u, w)
     if envelope == "mode":
         peak = guided_log_density(b / a, mu_c, sigma_c, mu_u, sigma_u, w)
-        return torch.where(a > 0, peak - normal_log_prob(mu_c, mu_c, spread), inf)
-    if envelope == "exact":  # log p~ - log q = -(a - 1/s^2) x^2 / 2 + (b - mu_c/s^2) x + const
-        pq = spread.reciprocal().square()
-        at = (b - mu_c * pq) / (a - pq)
-        ratio = guided_log_density(at, mu_c, sigma_c, mu_u, sigma_u, w) - normal_log_prob(at, mu_c, spread)
-        return torch.where(a > pq, ratio, inf)
-    offsets = torch.linspace(-half_width, half_width, grid, device=mu_c.device).view(-1, *[1] * mu_c.dim())
-    step = max(1, chunk_floats // max(1, mu_c.numel()))
-    best = torch.full_like(mu_c, float("-inf"))
-    for start in range(0, grid, step):
-        points = mu_c + offsets[start:start + step]  # (G', ...)
-        best = torch.maximum(best, guided_log_density(points, mu_c, sigma_c, mu_u, sigma_u, w).amax(dim=0))
-    return best - normal_log_prob(mu_c, mu_c, spread)
+        return torch.where(a > 0, peak - normal_log_prob(mu_c, mu_c, spread), float("inf"))
+    # "exact": log p~ - log q = -(a - 1/s^2) x^2 / 2 + (b - mu_c/s^2) x + const
+    pq = spread.reciprocal().square()
+    at = (b - mu_c * pq) / (a - pq)
+    ratio = guided_log_density(at, mu_c, sigma_c, mu_u, sigma_u, w) - normal_log_prob(at, mu_c, spread)
+    return torch.where(a > pq, ratio, float("inf"))
 
 
 def rejection_sample(mu_c: torch.Tensor, sigma_c: torch.Tensor, mu_u: torch.Tensor, sigma_u: torch.Tensor, w: float,
