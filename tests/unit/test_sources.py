@@ -250,3 +250,27 @@ def test_unknown_or_missing_source_is_a_clear_error(tmp_path):
         open_source(tmp_path / "nothing.json")
     with pytest.raises(VltkError, match="unknown source format"):
         open_source(tmp_path, format="parquet")
+
+
+def test_only_newlines_separate_captions_and_other_control_characters_become_spaces(tmp_path):
+    png(tmp_path / "a.png")
+    text = ("one\r\n"  # CRLF ends a line like LF
+            "two\x0cthree\x0bfour\x1cfive\x1dsix\x1eseven\x85eight\u2028nine\u2029ten\n"  # splitlines would cut 9 times
+            "\ttabbed  \x00 and\x7f  spaced\r\n"
+            "\x0c\x1c\u2028\r\n")  # only control characters: an empty line, dropped
+    (tmp_path / "a.txt").write_bytes(text.encode())
+    png(tmp_path / "bom.png")
+    (tmp_path / "bom.txt").write_bytes("\ufeffa caption from Notepad\r\n".encode())
+    png(tmp_path / "controls.png")
+    (tmp_path / "controls.txt").write_bytes("\x0c\x85\u2029\r\n\x1e\n".encode())
+    got = by_key(items(tmp_path))
+    assert got["a"].captions == ("one", "two three four five six seven eight nine ten", "tabbed and spaced")
+    assert got["bom"].captions == ("a caption from Notepad",)
+    assert got["controls"].reason == "empty_caption"
+
+
+def test_caption_cleaning_is_the_same_in_every_format(tmp_path):
+    rows = [{"image": "a.png", "captions": ["a\tred\r\ncircle", "\x85\u2028"]}, {"image": "b.png", "caption": "\x0b"}]
+    (tmp_path / "d.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    got = by_key(items(tmp_path / "d.jsonl"))
+    assert got["a"].captions == ("a red circle",) and got["b"].reason == "empty_caption"

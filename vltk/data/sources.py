@@ -8,8 +8,9 @@ Formats: `folder` (images + same-named .txt captions), `coco` (COCO captions JSO
 `tsv` (.tsv/.csv with a header), `jsonl` (one object per line; a folder holding captions.jsonl, as `vltk synth shapes`
 writes, is read as jsonl) and `wds` (WebDataset tars, e.g. img2dataset output). Sources stream: images are never read
 here (records carry a path, or the bytes already in a tar), and only a COCO JSON's index is held in memory. Every item
-gets a unique key made from the source (sanitised relative path or file name) and clean captions (stripped, empty
-dropped); what cannot become a record is a `Skip` with a reason, in order, so that the stage can count and list it.
+gets a unique key made from the source (sanitised relative path or file name) and clean captions (control characters
+as spaces, whitespace collapsed, empty ones dropped); what cannot become a record is a `Skip` with a reason, in order,
+so that the stage can count and list it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
+# What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
+# separators, and U+FEFF (the byte-order mark an editor may put at the start of a .txt file).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +133,14 @@ def sanitize_key(text: str) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Each non-empty line is one caption."""
-    return [line for line in text.splitlines() if line.strip()]
+    """The captions of a .txt file: one a line. Only '\\n' ends a line (CRLF's '\\r' is cleaned away with the other
+    control characters); str.splitlines would also split at form feeds, '\\x1c'-'\\x1e', NEL and U+2028/9."""
+    return text.split("\n")
+
+
+def clean_caption(text: str) -> str:
+    """The caption with control characters as spaces and each run of whitespace one space ('' when nothing is left)."""
+    return " ".join(CONTROL.sub(" ", text).split())
 
 
 def _finish(items: Iterable[Item]) -> Iterator[Item]:
@@ -144,7 +154,8 @@ def _finish(items: Iterable[Item]) -> Iterator[Item]:
         if isinstance(item, Skip):
             yield dataclasses.replace(item, key=key)
             continue
-        captions = tuple(c.strip() for c in item.captions if isinstance(c, str) and c.strip())
+        cleaned = (clean_caption(c) for c in item.captions if isinstance(c, str))
+        captions = tuple(c for c in cleaned if c)
         split = SPLITS.get(str(item.split).lower()) if item.split else None  # a blank split cell means no split
         if not captions:
             yield Skip(key, item.source, "empty_caption")
