@@ -188,6 +188,15 @@ def test_source_split_is_kept_test_included(tmp_path):
     assert [s.key for s in iter_samples(out, "test")] == ["d"]
 
 
+def test_keys_of_any_script_survive_the_tars(tmp_path):
+    src = tmp_path / "src"
+    for name in ("ä b", "猫", "हिन्दी"):
+        _save(Image.new("RGB", (20, 20)), src / f"{name}.png")
+        (src / f"{name}.txt").write_text("a cat")
+    out = stage.run(ShardConfig(size=16, val_fraction=0.0), src, tmp_path / "shards", workers=1)
+    assert [s.key for s in iter_samples(out, "train")] == ["ä_b", "हिन्दी", "猫"]  # sorted file names
+
+
 def test_real_process_and_a_missing_source(mixed, tmp_path):
     src, captions = mixed
     out = tmp_path / "shards"

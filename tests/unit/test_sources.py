@@ -10,7 +10,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from vltk.data.sources import Record, Skip, detect_format, open_source
+from vltk.data.sources import Record, Skip, detect_format, open_source, sanitize_key
 from vltk.errors import VltkError
 
 
@@ -274,3 +274,25 @@ def test_caption_cleaning_is_the_same_in_every_format(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
     got = by_key(items(tmp_path / "d.jsonl"))
     assert got["a"].captions == ("a red circle",) and got["b"].reason == "empty_caption"
+
+
+def test_keys_keep_letters_of_any_script():
+    assert sanitize_key("Fotos/ä b.png") == "Fotos_ä_b_png"
+    assert sanitize_key("a\u0308 b") == "ä_b"  # NFKC: a + combining diaeresis is the one letter ä
+    assert sanitize_key("ＡＢ／c") == "AB_c"  # full-width letters and slash are the ASCII ones
+    assert sanitize_key("猫が座る 2") == "猫が座る_2"
+    assert sanitize_key("हिन्दी.txt") == "हिन्दी_txt"  # vowel signs and virama are marks, kept within the word
+    assert sanitize_key("a\x00b\u2028c\n") == "a_b_c"
+    assert sanitize_key("🎉🎊") == "item"
+
+
+def test_keys_from_non_ascii_file_names_are_distinct_and_bounded(tmp_path):
+    names = ["ä b", "ö b", "猫", "🎉", "🎊", "x" * 150 + "1", "x" * 150 + "2"]
+    for name in names:
+        png(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.txt").write_text("a caption")
+    keys = {item.source: item.key for item in items(tmp_path)}
+    assert {keys[f"{name}.png"] for name in names[:3]} == {"ä_b", "ö_b", "猫"}
+    assert {keys["🎉.png"], keys["🎊.png"]} == {"item", "item-1"}  # nothing left: the repeat gets a suffix
+    long = [keys[f"{name}.png"] for name in names[5:]]
+    assert long[0] != long[1] and all(len(k) == 100 and k.startswith("x" * 91 + "_") for k in long)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -34,6 +36,7 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
+KEY_LENGTH = 100  # characters; a longer key is cut and ends with a hash of the whole, so that it stays distinct
 # What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
 # separators, and U+FEFF (the byte-order mark an editor may put at the start of a .txt file).
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
@@ -128,8 +131,19 @@ def detect_format(src: Path) -> str:
 
 
 def sanitize_key(text: str) -> str:
-    """'train/cats/001.jpg' -> 'train_cats_001_jpg': WebDataset splits a member name at its first dot."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "item"
+    """'train/cats/001.jpg' -> 'train_cats_001_jpg', 'Fotos/Ä b.png' -> 'Fotos_Ä_b_png': letters, marks and digits of
+    any script (NFKC-normalised), '-' and '_' are kept, any run of other characters becomes one '_' (WebDataset splits a
+    member name at its first dot; '/' would make a folder), and the length is bounded by KEY_LENGTH."""
+    runs = itertools.groupby(unicodedata.normalize("NFKC", text), key=_key_character)
+    key = "".join("".join(chars) if kept else "_" for kept, chars in runs).strip("_") or "item"
+    if len(key) <= KEY_LENGTH:
+        return key
+    return f"{key[:KEY_LENGTH - 9]}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def _key_character(ch: str) -> bool:
+    # Marks too: a Devanagari or Thai word is letters joined by vowel signs and viramas.
+    return ch in "-_" or unicodedata.category(ch)[0] in "LMN"
 
 
 def split_lines(text: str) -> list[str]:
