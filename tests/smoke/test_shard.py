@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from vltk.cli import app
 from vltk.data.shards import decode_image, iter_samples
+from vltk.errors import VltkError
 from vltk.pipeline import shard as stage
 from vltk.pipeline.shard import ShardConfig
 
@@ -179,10 +180,11 @@ def test_source_split_is_kept_test_included(tmp_path):
     rows = [("a", "train"), ("b", "restval"), ("c", "val"), ("d", "test")]
     data = {"images": [{"filepath": "imgs", "filename": f"{name}.jpg", "split": split, "sentences": [{"raw": name}]}
                        for name, split in rows]}
+    src = tmp_path / "src"  # the images' folder, an input: the output must lie outside it
     for name, _ in rows:
-        _save(Image.new("RGB", (20, 20), (10, 20, 30)), tmp_path / "imgs" / f"{name}.jpg")
-    (tmp_path / "dataset_coco.json").write_text(json.dumps(data))
-    out = stage.run(ShardConfig(size=16), tmp_path / "dataset_coco.json", tmp_path / "shards", workers=1)
+        _save(Image.new("RGB", (20, 20), (10, 20, 30)), src / "imgs" / f"{name}.jpg")
+    (src / "dataset_coco.json").write_text(json.dumps(data))
+    out = stage.run(ShardConfig(size=16), src / "dataset_coco.json", tmp_path / "shards", workers=1)
     splits = json.loads((out / "manifest.json").read_text())["contents"]["splits"]
     assert {split: s["samples"] for split, s in splits.items()} == {"train": 2, "val": 1, "test": 1}
     assert [s.key for s in iter_samples(out, "test")] == ["d"]
@@ -209,3 +211,53 @@ def test_real_process_and_a_missing_source(mixed, tmp_path):
     assert missing.exit_code == 2 and "Traceback" not in missing.output
     assert missing.output.strip().splitlines() == [f"error: source not found: {tmp_path / 'nowhere'}"]
     assert not (tmp_path / "x").exists()
+
+
+def _error(args: list) -> str:
+    """The one line a failing `vltk shard` prints (after its progress bar), checked to be an error without traceback."""
+    result = CliRunner().invoke(app, ["shard", *map(str, args), "--size", "16", "--workers", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_a_source_without_usable_samples_is_an_error_that_publishes_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _error([empty, tmp_path / "a"]) == (
+        f"error: {empty} holds no samples (read as a folder source); nothing was published")
+    broken = tmp_path / "broken"
+    _save(Image.new("RGB", (32, 32)), broken / "a.png")  # no a.txt
+    (broken / "b.jpg").write_bytes(b"")
+    (broken / "b.txt").write_text("an empty file")
+    assert _error([broken, tmp_path / "b"]) == (
+        f"error: no usable samples in {broken}: all 2 skipped (1 empty_file, 1 missing_caption; the first: a.png: "
+        "missing_caption (no a.txt)); nothing was published")
+    assert not any((tmp_path / name).exists() for name in ("a", "b"))
+
+
+def test_all_parts_without_usable_samples_are_an_error(tmp_path):
+    src = tmp_path / "src"
+    for name in ("a.png", "b.png"):
+        _save(Image.new("RGB", (32, 32)), src / name)  # neither has a caption
+    out = tmp_path / "out"
+    assert stage.run(CFG, src, out, workers=1, part=(1, 2)) == out / "parts" / "1-of-2.json"
+    with pytest.raises(VltkError, match=r"^no usable samples in .*: all 2 skipped \(2 missing_caption; the first: a.png"):
+        stage.run(CFG, src, out, workers=1, part=(0, 2))
+    assert not (out / "manifest.json").exists()
+
+
+def test_no_train_sample_is_an_error_but_no_val_sample_is_not(tmp_path):
+    src = tmp_path / "src"
+    data = {"images": [{"filepath": "imgs", "filename": f"{name}.jpg", "split": "val", "sentences": [{"raw": name}]}
+                       for name in ("a", "b")]}
+    for name in ("a", "b"):
+        _save(Image.new("RGB", (20, 20)), src / "imgs" / f"{name}.jpg")
+    (src / "dataset_coco.json").write_text(json.dumps(data))
+    assert _error([src / "dataset_coco.json", tmp_path / "all-val"]) == (
+        f"error: no train samples from {src / 'dataset_coco.json'} (0 train / 2 val images, 0 skipped): the training "
+        "stages need some (see the source's own split, or --val-fraction); nothing was published")
+    (src / "imgs" / "a.txt").write_text("a")
+    (src / "imgs" / "b.txt").write_text("b")
+    out = stage.run(ShardConfig(size=16, val_fraction=0.0), src / "imgs", tmp_path / "no-val", workers=1)
+    splits = json.loads((out / "manifest.json").read_text())["contents"]["splits"]
+    assert {split: s["samples"] for split, s in splits.items()} == {"train": 2, "val": 0}

@@ -10,6 +10,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from vltk import artifacts
 from vltk.data.sources import Record, Skip, detect_format, open_source, sanitize_key
 from vltk.errors import VltkError
 
@@ -296,3 +297,25 @@ def test_keys_from_non_ascii_file_names_are_distinct_and_bounded(tmp_path):
     assert {keys["🎉.png"], keys["🎊.png"]} == {"item", "item-1"}  # nothing left: the repeat gets a suffix
     long = [keys[f"{name}.png"] for name in names[5:]]
     assert long[0] != long[1] and all(len(k) == 100 and k.startswith("x" * 91 + "_") for k in long)
+
+
+def test_an_artifact_without_image_caption_data_is_not_a_source(tmp_path):
+    gen = tmp_path / "gen"
+    job = artifacts.begin(gen, stage="train-gen", config={}, inputs={})
+    png(job.work / "loss.png")  # a folder source would read it as an uncaptioned image
+    job.publish({"summary": "a generator"})
+    with pytest.raises(VltkError, match=f"^{gen} is a 'train-gen' artifact, not a data source "):
+        open_source(gen)
+    with pytest.raises(VltkError, match="'train-gen' artifact"):
+        open_source(gen, format="folder")
+    raw = tmp_path / "raw"  # a synth artifact is a data source
+    job = artifacts.begin(raw, stage="synth", config={}, inputs={})
+    png(job.work / "images" / "0.png")
+    (job.work / "captions.jsonl").write_text(json.dumps({"image": "images/0.png", "caption": "a red circle"}) + "\n")
+    job.publish({"summary": "one scene"})
+    assert [r.captions for r in items(raw)] == [("a red circle",)]
+    (tmp_path / "mine").mkdir()  # a user's own manifest.json is no vltk artifact: the folder is read as usual
+    (tmp_path / "mine" / "manifest.json").write_text('{"stage": "holiday", "photos": 1}')
+    png(tmp_path / "mine" / "a.png")
+    (tmp_path / "mine" / "a.txt").write_text("a beach")
+    assert [r.captions for r in items(tmp_path / "mine")] == [("a beach",)]

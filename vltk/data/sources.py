@@ -36,6 +36,7 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
+DATA_STAGES = ("synth", "shard")  # the vltk artifacts that hold images with captions (a shards artifact is tars)
 KEY_LENGTH = 100  # characters; a longer key is cut and ends with a hash of the whole, so that it stays distinct
 # What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
 # separators, and U+FEFF (the byte-order mark an editor may put at the start of a .txt file).
@@ -93,6 +94,8 @@ def open_source(
         raise VltkError(f"source not found: {src}")
     if images is not None and not Path(images).is_dir():
         raise VltkError(f"image folder not found: {images}")
+    if src.is_dir():
+        _refuse_artifact(src)
     if format == "folder":
         if not src.is_dir():
             raise VltkError(f"a folder source must be a directory: {src}")
@@ -128,6 +131,17 @@ def detect_format(src: Path) -> str:
         f"cannot tell the format of {src}: expected a folder, .json (COCO), .tsv/.csv, .jsonl, .tar or a brace "
         f"pattern like data-{{000..009}}.tar; pass --format ({', '.join(FORMATS)})"
     )
+
+
+def _refuse_artifact(src: Path) -> None:
+    """An error when the folder `src` is a vltk artifact without image-caption data (a tokenizer, a generator, ...)."""
+    try:
+        manifest = json.loads((src / "manifest.json").read_text())
+    except (OSError, ValueError):  # none, or a file of that name that is no vltk manifest
+        return
+    if isinstance(manifest, dict) and "vltk_version" in manifest and manifest.get("stage") not in DATA_STAGES:
+        raise VltkError(f"{src} is a '{manifest.get('stage')}' artifact, not a data source (give images with "
+                        f"captions: a {' or '.join(DATA_STAGES)} artifact, a folder, a COCO JSON, TSV, JSONL or tars)")
 
 
 def sanitize_key(text: str) -> str:

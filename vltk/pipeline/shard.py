@@ -5,7 +5,9 @@
 
 Reads any source `vltk.data.sources` knows, decodes and resizes images in `workers` processes (streaming, in bounded
 chunks, output order independent of `workers`), and writes the shards artifact described in `vltk.data.shards`.
-Items that cannot be used are skipped, counted by reason in the manifest and listed in `skipped.jsonl`.
+Items that cannot be used are skipped, counted by reason in the manifest and listed in `skipped.jsonl`. A source that
+gives no train sample (empty, or every item skipped) is an error and nothing is published: the training stages after
+this one need train samples. An empty val split is fine (`--val-fraction 0`).
 
 With `--part i/n` each machine handles the items whose index in the source order is i mod n, builds its tars in its own
 `OUT.part-i-of-n.partial/`, then moves them into OUT with a record `OUT/parts/i-of-n.json`; the part that finds all n
@@ -99,7 +101,26 @@ def run(
     if job is None:
         return Path(out)
     written = write_shards(cfg, source, job.work, part=(0, 1), workers=workers)
+    require_train(written, source, job.work / SKIPPED)
     return job.publish(contents=_contents(cfg, source.format, written))
+
+
+def require_train(written: Written, source: Source, skip_list: Path) -> None:
+    """A one-line error, saying why, when the whole source gave no train sample (call it before publishing). The skips
+    go into the message, as a failed run's work (`skip_list` with it) need not outlive it."""
+    if written.splits["train"]["samples"]:
+        return
+    src, skipped = source.inputs["source"], sum(written.skipped.values())
+    if any(s["samples"] for s in written.splits.values()):
+        raise VltkError(f"no train samples from {src} ({_images(written)} images, {skipped} skipped): the training "
+                        "stages need some (see the source's own split, or --val-fraction); nothing was published")
+    if not skipped:
+        raise VltkError(f"{src} holds no samples (read as a {source.format} source); nothing was published")
+    with open(skip_list) as log:
+        first = json.loads(log.readline())
+    example = f"{first['source']}: {first['reason']}" + (f" ({first['detail']})" if first["detail"] else "")
+    raise VltkError(f"no usable samples in {src}: all {skipped} skipped ({_reasons(written.skipped)}; the first: "
+                    f"{example}); nothing was published")
 
 
 def assign_split(key: str, val_fraction: float, seed: int) -> str:
@@ -194,10 +215,17 @@ def _batched(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
         yield chunk
 
 
+def _images(written: Written) -> str:
+    """'90 train / 10 val'."""
+    return " / ".join(f"{s['samples']} {split}" for split, s in written.splits.items())
+
+
+def _reasons(skipped: collections.Counter[str]) -> str:
+    """'2 not_an_image, 1 empty_caption': the most frequent first, ties by name (so parts agree with one run)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: str = "") -> dict[str, Any]:
-    images = " / ".join(f"{s['samples']} {split}" for split, s in written.splits.items())
-    by_count = sorted(written.skipped.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name: parts agree with one run
-    reasons = ", ".join(f"{n} {reason}" for reason, n in by_count)
     skipped = sum(written.skipped.values())
     return {
         "splits": written.splits,
@@ -205,7 +233,8 @@ def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: st
         "image_format": cfg.image_format,
         "source_format": source_format,
         "skipped": dict(sorted(written.skipped.items())),
-        "summary": f"{prefix}{images} images, {skipped} skipped" + (f" ({reasons})" if skipped else ""),
+        "summary": f"{prefix}{_images(written)} images, {skipped} skipped"
+                   + (f" ({_reasons(written.skipped)})" if skipped else ""),
     }
 
 
@@ -230,7 +259,7 @@ def _run_part(
                 for tar in split["shards"]:
                     (out / tar).unlink(missing_ok=True)
         _build_part(cfg, source, out, index, count, ident, workers)
-    if combined := _combine(cfg, source.format, out, ident, count):
+    if combined := _combine(cfg, source, out, ident, count):
         return combined
     console().print(f"part {index}/{count} is done; {out} is finished once all {count} parts are")
     return record  # its own manifest-like record, so the CLI can show what this part made
@@ -255,7 +284,7 @@ def _build_part(cfg: ShardConfig, source: Source, out: Path, index: int, count: 
     work.rmdir()
 
 
-def _combine(cfg: ShardConfig, source_format: str, out: Path, ident: dict[str, Any], count: int) -> Path | None:
+def _combine(cfg: ShardConfig, source: Source, out: Path, ident: dict[str, Any], count: int) -> Path | None:
     """Write OUT/manifest.json (and skipped.jsonl) from all `count` part records; None while any is missing."""
     parts = out / "parts"
     records = []
@@ -284,7 +313,9 @@ def _combine(cfg: ShardConfig, source_format: str, out: Path, ident: dict[str, A
             with open(parts / f"{j}-of-{count}.{SKIPPED}", "rb") as f:
                 shutil.copyfileobj(f, merged)
     os.replace(tmp, out / SKIPPED)
-    manifest = make_manifest(ident, _contents(cfg, source_format, Written(splits, skipped)), time.time(), parts=count)
+    written = Written(splits, skipped)
+    require_train(written, source, out / SKIPPED)
+    manifest = make_manifest(ident, _contents(cfg, source.format, written), time.time(), parts=count)
     manifest["seconds"] = round(sum(rec["seconds"] for rec in records), 3)  # machine time over all parts
     write_json_atomic(out / MANIFEST, manifest)
     return out
