@@ -240,10 +240,11 @@ class Generator(Artifact):
 
     def _items(self, *, prompts: Sequence[str] | None = None, images: Images | None = None) -> list[Item]:
         """What the sample stage samples for: caption rows and/or (N,) raster codes, one item per input."""
-        from vltk.pipeline.sample import Item
+        from vltk.pipeline.sample import Item, check_prompts
 
         if isinstance(prompts, str):
             raise VltkError("prompts must be a list of strings, not one string")
+        check_prompts(prompts or ())
         rows = list(self.text_tokenizer.encode_batch(list(prompts))) if prompts is not None else None
         codes = list(self._codes(images)) if images is not None else None
         count = len(rows if rows is not None else codes)

@@ -83,6 +83,16 @@ def test_user_errors(generators):
     assert result.exit_code == 2 and "nope" in result.output
 
 
+@pytest.mark.parametrize("prompts,culprit", [([""], "prompt 1 of 1 ('')"),
+                                            (["a red circle", " \t\x0c\u2028"], r"prompt 2 of 2 (' \t\x0c\u2028')")])
+def test_a_prompt_without_text_is_refused(tmp_path, prompts, culprit):
+    # As `vltk shard` skips such captions; the config is checked before the generator is opened.
+    args = ["sample", tmp_path / "gen", tmp_path / "out", *(arg for p in prompts for arg in ("--prompt", p))]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [f"error: {culprit} is empty: a prompt needs some text"]
+
+
 @pytest.mark.parametrize("task", ["t2i", "i2t", "it2it"])
 def test_score(generators, task):
     samples, out = generators / f"score-{task}-samples", generators / f"score-{task}"

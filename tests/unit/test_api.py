@@ -95,6 +95,7 @@ def test_user_errors_are_one_line(root, gen, tmp_path):
         (lambda: vltk.load(tmp_path / "other"), "not a vltk manifest"),
         (lambda: gen.text_to_image("a red circle"), "list of strings"),
         (lambda: gen.text_to_image([]), "nothing to sample"),
+        (lambda: gen.text_to_image(["a red circle", " \x0c"]), r"prompt 2 of 2 (' \x0c') is empty"),
         (lambda: gen.inpaint(np.zeros((2, 8, 8), dtype=np.int64), PROMPTS), "2 images but 3 captions"),
         (lambda: gen.image_to_text(np.zeros((1, 7, 7), dtype=np.int64)), "8x8 code grids"),
         (lambda: gen.image_to_text(np.full((1, 64), 64)), "[0, 64)"),

@@ -47,7 +47,7 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Iterator, Literal, cast
+from typing import Any, Iterator, Literal, Sequence, cast
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ from PIL import Image
 
 from vltk import api, artifacts
 from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.sources import clean_caption
 from vltk.data.token_batches import class_index, record_class
 from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
@@ -100,6 +101,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "count", "batch_size", "columns", "candidates", "self_passes")
+        check_prompts(self.prompts)
         if self.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.rerank!r}; choose from {', '.join(RERANKERS)}")
         if self.candidates > 1 and self.task == "it2it":
@@ -108,6 +110,14 @@ class SampleConfig:
             raise ValueError("rerank = 'clip' needs open_clip weights: give --clip PATH (or clip_weights)")
         if self.rerank == "clip" and self.candidates == 1:
             raise ValueError("rerank = 'clip' picks among candidates: give --candidates N with N > 1")
+
+
+def check_prompts(prompts: Sequence[str]) -> None:
+    """A one-line error naming the first prompt without text (only spaces or control characters): `vltk shard` skips
+    such captions, so no generator learnt from one."""
+    for i, prompt in enumerate(prompts):
+        if not clean_caption(prompt):
+            raise VltkError(f"prompt {i + 1} of {len(prompts)} ({prompt!r}) is empty: a prompt needs some text")
 
 
 @dataclasses.dataclass(frozen=True)
