@@ -8,6 +8,9 @@ VLTK   := $(BIN)/vltk
 RUN    ?= build/demo
 CFG    ?= stages/demo
 INSTALLED := $(VENV)/.installed
+# --force only where the artifact is finished and out of date: a run killed half-way (no manifest yet) is continued
+# from its .partial/ by the next make, where --force would start it over.
+FORCE = $(if $(wildcard $@),--force)
 
 .PHONY: install demo demo-argvlt demo-compare demo-vae demo-givt test bench clean
 # Every manifest is an artifact to keep, even when only a pattern rule names it (make would delete "intermediates").
@@ -61,64 +64,64 @@ GIVT_SWEEP := $(foreach t,$(GIVT_TEMPERATURES),t$(t)-w0) $(foreach w,$(GIVT_CFG_
 GIVT_SWEEP_SCORES := $(addprefix $(RUN)/givt-sweep/scores-,$(sort $(GIVT_SWEEP)))
 
 $(RUN)/gen-givt/manifest.json: $(CFG)/train_gen_givt.toml $(RUN)/encoded-vae/manifest.json | $(INSTALLED)
-	$(VLTK) train-gen $(RUN)/encoded-vae $(@D) --config $< --force
+	$(VLTK) train-gen $(RUN)/encoded-vae $(@D) --config $< $(FORCE)
 
 $(RUN)/samples-givt-%/manifest.json: $(CFG)/sample_givt_%.toml $(RUN)/gen-givt/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(RUN)/gen-givt $(@D) --config $< --force
+	$(VLTK) sample $(RUN)/gen-givt $(@D) --config $< $(FORCE)
 
 # t0.95-w0.4 -> --set givt.temperature=0.95 --set givt.cfg_weight=0.4
 $(RUN)/givt-sweep/samples-%/manifest.json: $(CFG)/sample_givt_t2i.toml $(RUN)/gen-givt/manifest.json | $(INSTALLED)
 	$(VLTK) sample $(RUN)/gen-givt $(@D) --config $< --count $(GIVT_SWEEP_COUNT) \
 		--set givt.temperature=$(patsubst t%,%,$(word 1,$(subst -, ,$*))) \
-		--set givt.cfg_weight=$(patsubst w%,%,$(word 2,$(subst -, ,$*))) --force
+		--set givt.cfg_weight=$(patsubst w%,%,$(word 2,$(subst -, ,$*))) $(FORCE)
 
 $(RUN)/givt-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/givt-sweep/samples-%/manifest.json | $(INSTALLED)
-	$(VLTK) score $(RUN)/givt-sweep/samples-$* $(@D) --config $< --force
+	$(VLTK) score $(RUN)/givt-sweep/samples-$* $(@D) --config $< $(FORCE)
 
 COMPARED_GIVT := $(RUN)/scores-t2i $(RUN)/scores-givt-t2i $(GIVT_SWEEP_SCORES)
 $(RUN)/compare-givt/manifest.json: $(addsuffix /manifest.json,$(COMPARED_GIVT)) | $(INSTALLED)
-	$(VLTK) compare $(COMPARED_GIVT) $(@D) --title "MAGVLT vs GIVT-Causal (text-to-image), and GIVT's variance scaling and DB-CFG sweep" --force
+	$(VLTK) compare $(COMPARED_GIVT) $(@D) --title "MAGVLT vs GIVT-Causal (text-to-image), and GIVT's variance scaling and DB-CFG sweep" $(FORCE)
 
 $(RUN)/raw/manifest.json: $(CFG)/synth.toml | $(INSTALLED)
-	$(VLTK) synth shapes $(@D) --config $< --force
+	$(VLTK) synth shapes $(@D) --config $< $(FORCE)
 
 $(RUN)/shards/manifest.json: $(CFG)/shard.toml $(RUN)/raw/manifest.json | $(INSTALLED)
-	$(VLTK) shard $(RUN)/raw $(@D) --config $< --force
+	$(VLTK) shard $(RUN)/raw $(@D) --config $< $(FORCE)
 
 $(RUN)/text-tok/manifest.json: $(CFG)/tokenize_text.toml $(RUN)/shards/manifest.json | $(INSTALLED)
-	$(VLTK) tokenize text $(RUN)/shards $(@D) --config $< --force
+	$(VLTK) tokenize text $(RUN)/shards $(@D) --config $< $(FORCE)
 
 $(RUN)/image-tok/manifest.json: $(CFG)/tokenize_image.toml $(RUN)/shards/manifest.json | $(INSTALLED)
-	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< --force
+	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< $(FORCE)
 
 $(RUN)/image-tok-vae/manifest.json: $(CFG)/tokenize_image_vae.toml $(RUN)/shards/manifest.json | $(INSTALLED)
-	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< --force
+	$(VLTK) tokenize image $(RUN)/shards $(@D) --config $< $(FORCE)
 
 $(RUN)/encoded/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(RUN)/image-tok/manifest.json $(RUN)/text-tok/manifest.json | $(INSTALLED)
-	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok $(RUN)/text-tok $(@D) --config $< --force
+	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok $(RUN)/text-tok $(@D) --config $< $(FORCE)
 
 $(RUN)/encoded-vae/manifest.json: $(CFG)/encode.toml $(RUN)/shards/manifest.json $(RUN)/image-tok-vae/manifest.json $(RUN)/text-tok/manifest.json | $(INSTALLED)
-	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok-vae $(RUN)/text-tok $(@D) --config $< --force
+	$(VLTK) encode $(RUN)/shards $(RUN)/image-tok-vae $(RUN)/text-tok $(@D) --config $< $(FORCE)
 
 $(RUN)/gen/manifest.json: $(CFG)/train_gen.toml $(RUN)/encoded/manifest.json | $(INSTALLED)
-	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< --force
+	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< $(FORCE)
 
 $(RUN)/gen-argvlt/manifest.json: $(CFG)/train_gen_argvlt.toml $(RUN)/encoded/manifest.json | $(INSTALLED)
-	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< --force
+	$(VLTK) train-gen $(RUN)/encoded $(@D) --config $< $(FORCE)
 
 $(RUN)/samples-%/manifest.json: $(CFG)/sample_%.toml $(RUN)/gen/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(RUN)/gen $(@D) --config $< --force
+	$(VLTK) sample $(RUN)/gen $(@D) --config $< $(FORCE)
 
 # ARGVLT's samples (samples-argvlt-t2i, ...) use the same sampling configs; make picks this rule by its shorter stem.
 $(RUN)/samples-argvlt-%/manifest.json: $(CFG)/sample_%.toml $(RUN)/gen-argvlt/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(RUN)/gen-argvlt $(@D) --config $< --force
+	$(VLTK) sample $(RUN)/gen-argvlt $(@D) --config $< $(FORCE)
 
 $(RUN)/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/samples-%/manifest.json | $(INSTALLED)
-	$(VLTK) score $(RUN)/samples-$* $(@D) --config $< --force
+	$(VLTK) score $(RUN)/samples-$* $(@D) --config $< $(FORCE)
 
 COMPARED := scores-t2i scores-argvlt-t2i scores-i2t scores-argvlt-i2t
 $(RUN)/compare/manifest.json: $(foreach s,$(COMPARED),$(RUN)/$(s)/manifest.json) | $(INSTALLED)
-	$(VLTK) compare $(addprefix $(RUN)/,$(COMPARED)) $(@D) --title "MAGVLT vs ARGVLT at equal training steps" --force
+	$(VLTK) compare $(addprefix $(RUN)/,$(COMPARED)) $(@D) --title "MAGVLT vs ARGVLT at equal training steps" $(FORCE)
 
 # ---- make paper: MAGVLT-base on COCO-format data on GPUs, evaluated as the paper does (REFERENCE.md §6.1) ----------
 #   make paper DATA=coco/dataset_coco.json [IMAGES=coco/images] [VQGAN=vqgan_imagenet_f16_16384/checkpoints/last.ckpt]
@@ -165,33 +168,33 @@ paper-argvlt: $(PAPER_RUN)/gen-argvlt/manifest.json
 
 # DATA is a prerequisite only when it exists, so that `make -n paper DATA=...` prints the chain for any path.
 $(PAPER_RUN)/shards/manifest.json: $(PAPER_CFG)/shard.toml $(wildcard $(DATA)) | $(INSTALLED)
-	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) $(PAPER_SHARD_FLAGS) --force
+	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) $(PAPER_SHARD_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/text-tok/manifest.json: $(PAPER_CFG)/tokenize_text.toml | $(INSTALLED)
-	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< $(PAPER_TEXT_FLAGS) --force
+	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< $(PAPER_TEXT_FLAGS) $(FORCE)
 
 ifdef VQGAN
 $(PAPER_RUN)/image-tok/manifest.json: $(PAPER_RUN)/shards/manifest.json $(wildcard $(VQGAN)) | $(INSTALLED)
-	$(VLTK) tokenize image $(PAPER_RUN)/shards $(@D) --from-taming $(VQGAN) $(PAPER_IMAGE_FLAGS) --force
+	$(VLTK) tokenize image $(PAPER_RUN)/shards $(@D) --from-taming $(VQGAN) $(PAPER_IMAGE_FLAGS) $(FORCE)
 else
 $(PAPER_RUN)/image-tok/manifest.json: $(PAPER_CFG)/tokenize_image.toml $(PAPER_RUN)/shards/manifest.json | $(INSTALLED)
-	$(LAUNCH) tokenize image $(PAPER_RUN)/shards $(@D) --config $< $(PAPER_IMAGE_FLAGS) --force
+	$(LAUNCH) tokenize image $(PAPER_RUN)/shards $(@D) --config $< $(PAPER_IMAGE_FLAGS) $(FORCE)
 endif
 
 $(PAPER_RUN)/encoded/manifest.json: $(PAPER_CFG)/encode.toml $(PAPER_RUN)/shards/manifest.json $(PAPER_RUN)/image-tok/manifest.json $(PAPER_RUN)/text-tok/manifest.json | $(INSTALLED)
-	$(LAUNCH) encode $(PAPER_RUN)/shards $(PAPER_RUN)/image-tok $(PAPER_RUN)/text-tok $(@D) --config $< $(PAPER_ENCODE_FLAGS) --force
+	$(LAUNCH) encode $(PAPER_RUN)/shards $(PAPER_RUN)/image-tok $(PAPER_RUN)/text-tok $(@D) --config $< $(PAPER_ENCODE_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/gen/manifest.json: $(PAPER_CFG)/train_gen_magvlt.toml $(PAPER_RUN)/encoded/manifest.json | $(INSTALLED)
-	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) --force
+	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/gen-argvlt/manifest.json: $(PAPER_CFG)/train_gen_argvlt.toml $(PAPER_RUN)/encoded/manifest.json | $(INSTALLED)
-	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) --force
+	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/gen/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(PAPER_RUN)/gen $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) --force
+	$(VLTK) sample $(PAPER_RUN)/gen $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
-	$(VLTK) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) --force
+	$(VLTK) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
 
 # ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (REFERENCE.md §3) --------------------
 #   make paper-givt DATA=imagenet.jsonl [IMAGES=...] [GIVT=causal|maskgit] [GIVT_RUN=build/givt] [LAUNCH=...]
@@ -214,22 +217,22 @@ paper-givt: $(GIVT_RUN)/samples-$(GIVT)/manifest.json
 	$(VLTK) info $(GIVT_RUN)/samples-$(GIVT)
 
 $(GIVT_RUN)/shards/manifest.json: $(PAPER_CFG)/shard.toml $(wildcard $(DATA)) | $(INSTALLED)
-	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) --force
+	$(VLTK) shard $(DATA) $(@D) --config $< $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) $(FORCE)
 
 $(GIVT_RUN)/text-tok/manifest.json: $(PAPER_CFG)/tokenize_text.toml | $(INSTALLED)
-	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< --force
+	$(VLTK) tokenize text $(PAPER_BPE) $(@D) --config $< $(FORCE)
 
 $(GIVT_RUN)/image-tok/manifest.json: $(PAPER_CFG)/tokenize_image_vae.toml $(GIVT_RUN)/shards/manifest.json | $(INSTALLED)
-	$(LAUNCH) tokenize image $(GIVT_RUN)/shards $(@D) --config $< --force
+	$(LAUNCH) tokenize image $(GIVT_RUN)/shards $(@D) --config $< $(FORCE)
 
 $(GIVT_RUN)/encoded/manifest.json: $(PAPER_CFG)/encode.toml $(GIVT_RUN)/image-tok/manifest.json $(GIVT_RUN)/text-tok/manifest.json | $(INSTALLED)
-	$(LAUNCH) encode $(GIVT_RUN)/shards $(GIVT_RUN)/image-tok $(GIVT_RUN)/text-tok $(@D) --config $< --set mixsel_pairs=0 --force
+	$(LAUNCH) encode $(GIVT_RUN)/shards $(GIVT_RUN)/image-tok $(GIVT_RUN)/text-tok $(@D) --config $< --set mixsel_pairs=0 $(FORCE)
 
 $(GIVT_RUN)/gen-%/manifest.json: $(PAPER_CFG)/train_gen_givt_%.toml $(GIVT_RUN)/encoded/manifest.json | $(INSTALLED)
-	$(LAUNCH) train-gen $(GIVT_RUN)/encoded $(@D) --config $< --force
+	$(LAUNCH) train-gen $(GIVT_RUN)/encoded $(@D) --config $< $(FORCE)
 
 $(GIVT_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_givt_class.toml $(GIVT_RUN)/gen-%/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) --force
+	$(VLTK) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) $(FORCE)
 
 bench: $(INSTALLED)
 	mkdir -p build/bench

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from vltk import artifacts
 from vltk.artifacts import MANIFEST, open_artifact, read_manifest
 from vltk.config import load_config
 from vltk.data.encoded import Encoded as EncodedRecord
@@ -74,16 +75,14 @@ class Artifact:
     @property
     def inputs(self) -> dict[str, Path]:
         """{name: path} of every input, artifacts and raw sources alike."""
-        return {name: Path(entry["path"]) for name, entry in self.manifest.get("inputs", {}).items()}
+        return {name: artifacts.input_path(self.path, self.manifest, name) for name in self.manifest["inputs"]}
 
     def upstream(self, name: str) -> Artifact:
         """The input artifact `name` (e.g. a generator's "encoded"), opened with this handle's device."""
-        entry = self.manifest.get("inputs", {}).get(name)
-        if entry is None:
-            raise VltkError(f"{self.path} has no input '{name}' (its inputs: {', '.join(self.inputs) or 'none'})")
-        if "hash" not in entry:
-            raise VltkError(f"input '{name}' of {self.path} is a raw source ({entry['path']}), not an artifact")
-        return load(entry["path"], device=self.device)
+        entry = self.manifest["inputs"].get(name)
+        if entry is not None and "hash" not in entry:
+            raise VltkError(f"input '{name}' of {self.path} is a raw source ({self.inputs[name]}), not an artifact")
+        return load(artifacts.upstream(self.path, name), device=self.device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, stage={self.stage!r})"
@@ -195,13 +194,11 @@ class Generator(Artifact):
     @property
     def encoded(self) -> Path:
         """The encoded artifact it was trained on (sampling takes its val records as I2T inputs and references)."""
-        return Path(self.contents["encoded"])
+        return artifacts.upstream(self.path, "encoded")
 
     def _tokenizer(self, name: str) -> Path:
-        path = Path(self.contents["tokenizers"][name])
-        if not (path / MANIFEST).is_file():
-            raise VltkError(f"the {name} tokenizer {path} that {self.path} was trained with is gone")
-        return path
+        """The `name` ("image" or "text") tokenizer the generator's data was encoded with."""
+        return artifacts.upstream(self.path, "encoded", f"{name}_tok")
 
     def text_to_image(self, prompts: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
                       ) -> list[Image.Image]:
@@ -308,9 +305,7 @@ def load(path: PathLike, stage: str | tuple[str, ...] | None = None, *,
         path = path.parent
     elif path.is_file():
         raise VltkError(f"{path} is a file; an artifact is a directory holding {MANIFEST}")
-    manifest = read_manifest(path) if stage is None else open_artifact(path, stage)
-    if not isinstance(manifest, dict) or "stage" not in manifest:
-        raise VltkError(f"{path / MANIFEST} is not a vltk manifest (it names no stage)")
+    manifest = read_manifest(path) if stage is None else open_artifact(path, stage)  # well-formed, or one line
     chosen = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     return HANDLES.get(manifest["stage"], Artifact)(path=path, manifest=manifest, device=chosen)
 

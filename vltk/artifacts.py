@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +32,9 @@ from vltk.errors import VltkError
 from vltk.ui import console
 
 MANIFEST = "manifest.json"
+# The manifest's layout. 2: input paths are relative to the artifact (with the absolute path beside them);
+# 1 (no "schema" key): input paths as typed on the command line. Readers take both (`input_path`).
+SCHEMA = 2
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -43,21 +48,86 @@ def read_manifest(path: Path) -> dict[str, Any]:
         why = " (an unfinished run left it; re-run its stage)" if partial.exists() or path.is_dir() else ""
         raise VltkError(f"{path} is not a finished vltk artifact: no {MANIFEST}{why}")
     try:
-        return json.loads(file.read_text())
+        manifest = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VltkError(f"{file} is not a vltk manifest: it is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise VltkError(f"{file} is not valid JSON: {err}") from None
+    if problem := _malformed(manifest):
+        raise VltkError(f"{file} is not a vltk manifest: {problem}")
+    return manifest
+
+
+def _malformed(manifest: Any) -> str | None:
+    """What is wrong with the shape of a parsed manifest (None: nothing), so that readers may index it freely."""
+    if not isinstance(manifest, dict):
+        return f"a JSON object is expected, not {type(manifest).__name__}"
+    if not isinstance(manifest.get("stage"), str):
+        return "it names no stage"
+    for key in ("config", "inputs", "contents"):
+        if not isinstance(manifest.get(key), dict):
+            return f"its '{key}' is missing or not an object"
+    for name, entry in manifest["inputs"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
+            return f"its input '{name}' has no path"
+    return None
+
+
+def is_artifact(path: Path) -> bool:
+    """Whether `path` is a finished vltk artifact (a directory with a well-formed manifest)."""
+    try:
+        return Path(path).is_dir() and bool(read_manifest(path))
+    except VltkError:
+        return False
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def open_artifact(path: Path, stage: str | tuple[str, ...]) -> dict[str, Any]:
     """Read the manifest at `path` and check that the artifact was made by `stage` (or one of several)."""
     manifest = read_manifest(path)
     wanted = (stage,) if isinstance(stage, str) else stage
-    if manifest.get("stage") not in wanted:
+    if manifest["stage"] not in wanted:
         raise VltkError(
-            f"{path} is a '{manifest.get('stage')}' artifact, but a {' or '.join(repr(s) for s in wanted)} "
-            "artifact is needed here"
+            f"{path} is {_article(manifest['stage'])} '{manifest['stage']}' artifact, but "
+            f"{_article(wanted[0])} {' or '.join(repr(s) for s in wanted)} artifact is needed here"
         )
     return manifest
+
+
+def input_path(artifact: Path, manifest: dict[str, Any], name: str) -> Path:
+    """Where the input `name` of the artifact at `artifact` is now.
+
+    Schema 2 stores an input's path relative to the artifact that names it (so a build folder can be moved, copied to
+    another machine or used from any directory) and its absolute path when it was built (so an artifact moved on its
+    own still finds inputs that stayed); schema 1 stored the path as typed, relative to the working directory then.
+    The first of these that exists wins; when none does, the relative one is returned for the caller's error."""
+    entry = manifest["inputs"][name]
+    stored = Path(entry["path"])
+    if manifest.get("schema", 1) < 2:
+        return stored
+    relative = Path(os.path.normpath(Path(artifact) / stored))
+    for candidate in (relative, Path(entry.get("absolute", relative))):
+        if candidate.exists():
+            return candidate
+    return relative
+
+
+def upstream(artifact: Path, *names: str) -> Path:
+    """The input artifact reached from `artifact` by following its inputs `names` in turn (e.g. a samples artifact's
+    "generator" then "encoded"), where it is now; one line when a link is missing or gone."""
+    path = Path(artifact)
+    for name in names:
+        manifest = read_manifest(path)
+        if name not in manifest["inputs"]:
+            raise VltkError(f"{path} has no input '{name}' (its inputs: {', '.join(manifest['inputs']) or 'none'})")
+        found = input_path(path, manifest, name)
+        if not is_artifact(found):
+            raise VltkError(f"the '{name}' artifact {found} that {path} was made from is gone or unfinished")
+        path = found
+    return path
 
 
 def manifest_hash(path: Path) -> str:
@@ -77,19 +147,25 @@ def source_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def describe_input(path: Path) -> dict[str, str]:
-    """{path, hash} for an upstream artifact, {path, fingerprint} for a raw source."""
+def describe_input(path: Path, artifact: Path) -> dict[str, str]:
+    """{path, absolute, hash} for an upstream artifact, {path, absolute, fingerprint} for a raw source; `path` is
+    relative to `artifact`, the artifact that names the input (see `input_path`)."""
     path = Path(path)
+    where = {"path": os.path.relpath(os.path.abspath(path), os.path.abspath(artifact)),
+             "absolute": os.path.abspath(path)}
     if (path / MANIFEST).is_file():
-        return {"path": str(path), "hash": manifest_hash(path)}
-    return {"path": str(path), "fingerprint": source_fingerprint(path)}
+        return {**where, "hash": manifest_hash(path)}
+    return {**where, "fingerprint": source_fingerprint(path)}
 
 
 def write_text_atomic(file: Path, text: str) -> None:
     """Write `file` through a temporary file and a rename: a reader never sees half of it."""
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, file)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(file: Path, data: Any) -> None:
@@ -99,6 +175,7 @@ def write_json_atomic(file: Path, data: Any) -> None:
 def make_manifest(identity: dict[str, Any], contents: dict[str, Any], started: float, **extra: Any) -> dict[str, Any]:
     """The full manifest of a run: its identity (stage, config, inputs), provenance, timing and contents."""
     return {
+        "schema": SCHEMA,
         **identity,
         "vltk_version": __version__,
         "git_sha": _git_sha(),
@@ -120,25 +197,62 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-@dataclasses.dataclass
+RUN_RECORD = ".run.json"  # identity of the run a .partial/ directory belongs to (what `resume` checks)
+WRITER = ".writer.json"  # {pid, host} of the process writing a .partial/ directory (for the message a second gets)
+
+
+@dataclasses.dataclass(eq=False)
 class Job:
-    """One stage run in progress: files go under `work`; `publish` makes them the artifact at `out`."""
+    """One stage run in progress: files go under `work`; `publish` makes them the artifact at `out`.
+
+    The process that began the job holds an exclusive lock on `work` (`lock` is its descriptor; None in the other
+    processes of a distributed launch, which write into the main process's job)."""
 
     out: Path
     work: Path
     identity: dict[str, Any]
+    resumable: bool = False
+    lock: int | None = None
     started: float = dataclasses.field(default_factory=time.time)
 
     @property
     def resumed(self) -> bool:
         """Whether `work` holds what a killed run of this very config left (only with `begin(..., resume=True)`)."""
-        return any(p.name != RUN_RECORD for p in self.work.iterdir())
+        return any(p.name not in (RUN_RECORD, WRITER) for p in self.work.iterdir())
 
     def publish(self, contents: dict[str, Any]) -> Path:
-        (self.work / RUN_RECORD).unlink(missing_ok=True)
+        if self.out.exists() and not is_artifact(self.out):  # something else appeared there while this job ran
+            raise VltkError(f"{self.out} appeared while this run worked and is not a vltk artifact; its work stays "
+                            f"in {self.work}")
+        for name in (RUN_RECORD, WRITER):
+            (self.work / name).unlink(missing_ok=True)
         write_json_atomic(self.work / MANIFEST, make_manifest(self.identity, contents, self.started))
         replace_dir(self.work, self.out)
+        self.release()
         return self.out
+
+    def release(self) -> None:
+        """Let go of the lock on `work` (the process's exit does the same)."""
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+    def abandon(self) -> None:
+        """The run failed: remove its work unless a later run of the same config can continue it, and unlock."""
+        if self.lock is not None and not self.resumable:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.release()
+
+
+_OPEN: list[Job] = []  # the jobs this process began and has not yet published or abandoned
+
+
+def abandon_open_jobs() -> None:
+    """Called when a command fails: no half-written output stays behind, but a resumable run's `.partial/`."""
+    for job in list(_OPEN):
+        job.abandon()
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -150,11 +264,11 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def identity(stage: str, config: Any, inputs: dict[str, Path]) -> dict[str, Any]:
+def identity(stage: str, config: Any, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     return {
         "stage": stage,
         "config": config_to_dict(config) if dataclasses.is_dataclass(config) else config,
-        "inputs": {name: describe_input(p) for name, p in inputs.items()},
+        "inputs": {name: describe_input(p, out) for name, p in inputs.items()},
     }
 
 
@@ -166,14 +280,28 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("config") != new["config"]:
         keys = sorted(set(old.get("config", {})) | set(new["config"]))
         diffs += [f"config.{k}" for k in keys if old.get("config", {}).get(k) != new["config"].get(k)]
-    old_in = {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in old.get("inputs", {}).items()}
-    new_in = {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in new["inputs"].items()}
+    where = ("path", "absolute")  # where an input lies is not what it is: a moved build folder is the same run
+    old_in = {k: {kk: vv for kk, vv in v.items() if kk not in where} for k, v in old.get("inputs", {}).items()}
+    new_in = {k: {kk: vv for kk, vv in v.items() if kk not in where} for k, v in new["inputs"].items()}
     if old_in != new_in:
         diffs.append("inputs")
     return diffs
 
 
-RUN_RECORD = ".run.json"  # identity of the run a .partial/ directory belongs to (what `resume` checks)
+def check_output(out: Path, inputs: dict[str, Path]) -> None:
+    """Refuse an output path whose replacement could destroy what vltk did not make, whatever `--force` says: one of
+    the run's own inputs or a folder holding one, an input's inside, the working directory, the home folder or a
+    folder holding either."""
+    target = Path(os.path.realpath(out))
+    for name, path in inputs.items():
+        source = Path(os.path.realpath(path))
+        if target == source or target in source.parents or source in target.parents:
+            raise VltkError(f"the output {out} {'is' if target == source else 'overlaps'} the input {path} "
+                            f"('{name}'); write the output somewhere else")
+    for place, label in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "the home folder")):
+        if target == place or target in place.parents:
+            raise VltkError(f"the output {out} is {label}{' or holds it' * (target != place)}; "
+                            "write the output into a folder of its own")
 
 
 def begin(
@@ -181,32 +309,122 @@ def begin(
 ) -> Job | None:
     """Start a stage run writing `out`; None when `out` already holds this very run (same config and inputs).
 
-    With `resume`, a `<out>.partial/` left by a killed run of the same config and inputs is kept (its checkpoints or
-    finished pieces let the stage continue); anything else there is cleared.
+    The run works in `<out>.partial/`, locked against a second writer for as long as this process lives. `force`
+    replaces a finished vltk artifact at `out`, never anything else, and starts over. With `resume` (and no `force`),
+    what a killed run of the same config and inputs left in `<out>.partial/` is kept (its checkpoints or finished
+    pieces let the stage continue); anything else there is cleared.
     """
     out = Path(out)
-    ident = identity(stage, config, inputs)
-    if up_to_date(out, ident, force):
-        return None
-    if out.exists() and not (out / MANIFEST).is_file() and not force:
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        else:
-            raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
+    check_output(out, inputs)
+    ident = identity(stage, config, inputs, out)
     work = out.with_name(out.name + ".partial")
-    record = work / RUN_RECORD
-    if not (resume and record.is_file() and not differences(json.loads(record.read_text()), ident)):
-        shutil.rmtree(work, ignore_errors=True)  # what a killed (or different) run left behind
-        work.mkdir(parents=True)
-        write_json_atomic(record, ident)
-    return Job(out=out, work=work, identity=ident)
+    lock = _claim(work, out)
+    try:
+        if up_to_date(out, ident, force):
+            _let_go(work, lock)
+            return None
+        _check_replaceable(out, force)
+        kept = resume and not force and _same_run(work, ident)  # --force starts over
+        if not kept:
+            _clear(work)
+            write_json_atomic(work / RUN_RECORD, ident)
+        write_json_atomic(work / WRITER, {"pid": os.getpid(), "host": socket.gethostname()})
+    except BaseException:
+        _let_go(work, lock)
+        raise
+    job = Job(out=out, work=work, identity=ident, resumable=resume, lock=lock)
+    _OPEN.append(job)
+    return job
+
+
+def follow(out: Path, *, stage: str, config: Any, inputs: dict[str, Path], resume: bool = False) -> Job:
+    """The job that the main process of a distributed launch began at `out`, for the other processes to write into:
+    they take no lock and clear nothing, and only the main process publishes."""
+    out = Path(out)
+    return Job(out=out, work=out.with_name(out.name + ".partial"), identity=identity(stage, config, inputs, out),
+               resumable=resume)
+
+
+def _claim(work: Path, out: Path) -> int:
+    """Create `work` if needed and lock it (flock: the OS drops the lock with the process, so a killed run leaves no
+    stale lock); the open descriptor holds the lock. A second writer gets one line naming the first."""
+    for job in [job for job in _OPEN if job.work == work]:  # an earlier run of this process that failed half-way
+        job.release()
+    while True:
+        work.mkdir(parents=True, exist_ok=True)
+        lock = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise VltkError(f"{out} is being written by another run ({_writer(work)}); wait for it to finish, or "
+                            "stop it and run again") from None
+        try:
+            if os.stat(work).st_ino == os.fstat(lock).st_ino:
+                return lock
+        except FileNotFoundError:
+            pass
+        # The writer we waited on published (renamed) or removed the directory between our open and our lock: the
+        # descriptor now points elsewhere, so start over on the path.
+        os.close(lock)
+
+
+def _writer(work: Path) -> str:
+    try:
+        who = json.loads((work / WRITER).read_text())
+        return f"process {who['pid']} on {who['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said who it is yet"
+
+
+def _let_go(work: Path, lock: int) -> None:
+    """No job after all: remove the `.partial/` that `_claim` made (if it holds nothing) and unlock."""
+    try:
+        work.rmdir()
+    except OSError:
+        pass  # not empty: a killed run's work, kept for whoever asks for it
+    os.close(lock)
+
+
+def _same_run(work: Path, ident: dict[str, Any]) -> bool:
+    try:
+        return not differences(json.loads((work / RUN_RECORD).read_text()), ident)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clear(work: Path) -> None:
+    """Empty `work` (the locked directory itself stays) of what a killed or different run left behind; a folder of
+    that name that no vltk run made is not ours to empty."""
+    children = list(work.iterdir())
+    if children and not (work / RUN_RECORD).is_file():
+        raise VltkError(f"{work} exists and was not made by a vltk run; move it away and run again")
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """`out` may be written: it is missing, an empty folder, or a finished vltk artifact and `force` is on."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
+        return
+    if not is_artifact(out):
+        raise VltkError(f"{out} exists and is not a vltk artifact; vltk only replaces its own artifacts, so choose "
+                        "another path or move it away")
+    if not force:  # up_to_date has already said how it differs; this is a race with a run that just published
+        raise VltkError(f"{out} was made by a different run; pass --force to rebuild it")
 
 
 def up_to_date(out: Path, ident: dict[str, Any], force: bool) -> bool:
     """True when `out` already holds this very run; an error when it holds a different one and `force` is off."""
-    if force or not (out / MANIFEST).is_file():
+    if force or not is_artifact(out):
         return False
-    diffs = differences(json.loads((out / MANIFEST).read_text()), ident)
+    diffs = differences(read_manifest(out), ident)
     if diffs:
         raise VltkError(f"{out} was made by a different run (differs in: {', '.join(diffs)}); pass --force to rebuild it")
     console().print(f"[dim]{out} is up to date (same config and inputs); --force rebuilds it[/]")
@@ -219,11 +437,10 @@ def provenance(path: Path) -> list[tuple[Path, dict[str, Any]]]:
     chain, seen, queue = [], set(), [Path(path)]
     while queue:
         current = queue.pop(0)
-        if current.resolve() in seen or not (current / MANIFEST).is_file():
+        if current.resolve() in seen or not is_artifact(current):
             continue
         seen.add(current.resolve())
         manifest = read_manifest(current)
         chain.append((current, manifest))
-        queue += [Path(entry["path"]) for entry in manifest.get("inputs", {}).values() if "hash" in entry]
+        queue += [input_path(current, manifest, name) for name, entry in manifest["inputs"].items() if "hash" in entry]
     return chain
-

@@ -15,11 +15,12 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
 
 from vltk import __version__
+from vltk.artifacts import abandon_open_jobs
 from vltk.errors import VltkError
 from vltk.ui import console
 
@@ -40,20 +41,40 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild the output even
 
 
 def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """User errors become one red line and exit code 2; Ctrl-C exits 130 without a traceback."""
+    """User errors and what the system refuses (a read-only folder, a full disk) become one red line and exit code 2;
+    Ctrl-C exits 130 without a traceback. Whatever ends a command early, the output it began is removed, except the
+    `.partial/` of a long stage that a re-run continues."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
         except VltkError as err:
-            console().print(f"[bold red]error:[/] {err}")
-            raise typer.Exit(2) from None
+            _fail(str(err))
+        except OSError as err:
+            _fail(_os_error(err))
         except KeyboardInterrupt:
+            abandon_open_jobs()
             console().print("[yellow]interrupted[/]: nothing was published")
             raise typer.Exit(130) from None
+        except BaseException:
+            abandon_open_jobs()
+            raise
 
     return wrapper
+
+
+def _fail(message: str) -> NoReturn:
+    abandon_open_jobs()
+    console().print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2) from None
+
+
+def _os_error(err: OSError) -> str:
+    """'<file>: <what the system said>' (e.g. 'build/x.partial/model.safetensors: No space left on device')."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    what = err.strerror or str(err)
+    return f"{where}: {what}" if where else what
 
 
 def done(out: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from factories import tiny_encoded  # tests/smoke
 
+from vltk import artifacts
 from vltk.config import load_config
 from vltk.pipeline import train_gen
 
@@ -34,7 +35,7 @@ def manifest(path: Path) -> dict:
 def check_pipeline(work: Path, source_format: str) -> None:
     assert all((work / stage / "manifest.json").is_file() for stage in STAGES)
     assert manifest(work / "shards")["contents"]["source_format"] == source_format
-    assert manifest(work / "gen")["inputs"]["encoded"]["path"] == str(work / "encoded")
+    assert artifacts.upstream(work / "gen", "encoded") == work / "encoded"
     for task in ("t2i", "i2t"):
         metrics = json.loads((work / f"scores-{task}" / "metrics.json").read_text())
         assert metrics["task"] == task and metrics["count"] == 4

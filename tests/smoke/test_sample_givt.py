@@ -12,6 +12,7 @@ from factories import tiny_encoded  # tests/smoke
 from PIL import Image
 from typer.testing import CliRunner
 
+from vltk import artifacts
 from vltk.cli import app
 from vltk.data.token_batches import TokenBatches
 from vltk.imagetok.artifact import load_image_tokenizer
@@ -64,8 +65,7 @@ def test_t2i_with_dbcfg_and_self_reranking(gens, tmp_path):
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(len(line["scores"]) == 2 for line in lines)
     assert all(line["score"] == max(line["scores"]) for line in lines)  # the best candidate is kept
-    side = load_image_tokenizer(json.loads((causal / "manifest.json").read_text())["contents"]["tokenizers"]["image"]
-                                )[1]["image_size"]
+    side = load_image_tokenizer(artifacts.upstream(causal, "encoded", "image_tok"))[1]["image_size"]
     with Image.open(out / lines[0]["file"]) as png:
         assert png.size == (side, side)
     scores = tmp_path / "scores"

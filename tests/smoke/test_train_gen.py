@@ -14,6 +14,7 @@ from factories import tiny_encoded  # tests/smoke
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from vltk import artifacts
 from vltk.cli import app
 from vltk.config import load_config
 from vltk.models.artifact import load_generator
@@ -50,7 +51,7 @@ def test_magvlt_artifact(magvlt, encoded):
     assert (contents["image_vocab"], contents["text_vocab"]) == (enc["codebook_size"], enc["text_vocab_size"])
     assert (contents["image_tokens"], contents["text_tokens"]) == (enc["grid_size"] ** 2, enc["context_length"])
     assert manifest["config"]["data"]["bpe_dropout"] == 0.1
-    assert contents["tokenizers"]["text"].endswith("text-tok") and contents["encoded"] == str(encoded)
+    assert artifacts.upstream(magvlt, "encoded") == encoded and manifest["inputs"]["encoded"]["path"] == "../encoded"
     weights = load_file(str(magvlt / "model.safetensors"))
     assert weights["tokens.weight"].shape == (enc["codebook_size"] + enc["text_vocab_size"], 16)
     assert contents["parameters"] == sum(v.numel() for v in weights.values())
@@ -118,3 +119,25 @@ def test_a_killed_run_resumes_to_bitwise_the_same_weights(magvlt, encoded, tmp_p
     resumed, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
     assert (out / "metrics.jsonl").read_text().count("\n") == 6
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over(magvlt, encoded, tmp_path):
+    out = tmp_path / "gen"
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *TINY], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    newest = latest_checkpoint(out.with_name("gen.partial") / "checkpoints") / "modules.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as a full disk or a crash of the file system leaves it
+
+    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in TINY), []))
+    assert result.exit_code == 0, result.output
+    assert "checkpoint step-00000004 is damaged (modules.safetensors does not match its checksum)" in result.output
+    assert json.loads((out / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 2
+    resumed, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)  # step 2 resumes exactly too
+
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, tmp_path / "again", *TINY], capture_output=True)
+    assert proc.returncode == -9
+    result = run_cli("train-gen", encoded, tmp_path / "again", "--model", "magvlt", "--cpu", "--force",
+                     *sum((["--set", s] for s in TINY), []))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 0

@@ -81,7 +81,8 @@ def test_sample_and_score_from_python(root, gen):
 def test_user_errors_are_one_line(root, gen, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
-    for name, manifest in {"toy": {"stage": "toy", "inputs": {"source": {"path": "raw", "fingerprint": "0"}}},
+    for name, manifest in {"toy": {"stage": "toy", "config": {}, "contents": {},
+                                   "inputs": {"source": {"path": "raw", "fingerprint": "0"}}},
                            "other": {"name": "not ours"}}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))

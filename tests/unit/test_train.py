@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import random
 
@@ -16,7 +17,8 @@ from torch import nn
 from vltk.imagetok import CNNConfig, ImageTokenizerConfig, QuantizerConfig, build_image_tokenizer
 from vltk.train import EMA, OptimConfig, TrainConfig, ema_decay_at, lr_at, make_accelerator, prepare, train, unwrap
 from vltk.train.checkpoint import (
-    begin_checkpoint, commit_checkpoint, latest_checkpoint, load_rng, load_training_state, save_rng,
+    begin_checkpoint, commit_checkpoint, damage, latest_checkpoint, load_rng, load_training_state,
+    restore_checkpoint, save_rng,
     save_training_state,
 )
 from vltk.train.ema import ema_update_
@@ -88,8 +90,9 @@ def test_checkpoint_round_trip_restores_everything_without_pickle(tmp_path, monk
                  for i, s in optimizer.state_dict()["state"].items()},
         "draws": (random.random(), np.random.rand(), torch.rand(1)),
     }
-    assert sorted(p.suffix for p in path.iterdir()) == [".json", ".json", ".safetensors", ".safetensors",
-                                                        ".safetensors", ".safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["checksums.json", "ema.safetensors", "modules.safetensors",
+                                                      "optimizers.safetensors", "rng-0.json", "rng-0.safetensors",
+                                                      "state.json"]
 
     # Change everything, then load with every pickle entry point disabled.
     fresh, ema_fresh = Net(), None
@@ -128,6 +131,56 @@ def test_only_the_newest_checkpoints_are_kept_and_unfinished_ones_ignored(tmp_pa
     begin_checkpoint(tmp_path, 5)  # a kill while writing step 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [".step-00000005.tmp", "step-00000003", "step-00000004"]
     assert latest_checkpoint(tmp_path).name == "step-00000004"
+
+
+def _checkpoints_of(model: nn.Module, root, steps) -> None:
+    for step in steps:
+        with torch.no_grad():
+            model.weight.fill_(step)  # each checkpoint's weights say which step they are
+        stage = begin_checkpoint(root, step)
+        save_rng(stage, rank=0)
+        save_training_state(stage, step=step, modules={"model": model}, optimizers={}, ema=None, extra={})
+        commit_checkpoint(stage, keep=3)
+
+
+@pytest.mark.parametrize("harm", ["truncate", "flip a byte", "delete", "random bytes", "checksums"])
+def test_a_damaged_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path, harm):
+    _checkpoints_of(nn.Linear(2, 2), tmp_path, (1, 2, 3))
+    newest = tmp_path / "step-00000003"
+    victim = newest / ("checksums.json" if harm == "checksums" else "modules.safetensors")
+    data = victim.read_bytes()
+    if harm == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    elif harm == "flip a byte":  # still a valid safetensors file: only the checksum can tell
+        victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif harm == "delete":
+        victim.unlink()
+    else:
+        victim.write_bytes(os.urandom(len(data)))
+    assert damage(newest) is not None and damage(tmp_path / "step-00000002") is None
+    said, fresh = [], nn.Linear(2, 2)
+    state = restore_checkpoint(tmp_path, modules={"model": fresh}, optimizers={}, ema=None, rank=0, say=said.append)
+    assert state["step"] == 2 and torch.all(fresh.weight == 2)
+    assert len(said) == 1 and said[0].startswith("checkpoint step-00000003 is damaged")
+
+
+def test_with_no_intact_checkpoint_a_run_starts_over_and_says_so(tmp_path):
+    _checkpoints_of(nn.Linear(2, 2), tmp_path, (1,))
+    (tmp_path / "step-00000001" / "state.json").write_text("{")
+    said = []
+    assert restore_checkpoint(tmp_path, modules={"model": nn.Linear(2, 2)}, optimizers={}, ema=None, rank=0,
+                              say=said.append) is None
+    assert said[-1] == "no intact checkpoint is left: starting from step 0"
+    assert restore_checkpoint(tmp_path / "none", modules={}, optimizers={}, ema=None, rank=0, say=said.append) is None
+
+
+def test_a_checkpoint_from_before_checksums_is_checked_by_reading_it(tmp_path):
+    _checkpoints_of(nn.Linear(2, 2), tmp_path, (1,))
+    old = tmp_path / "step-00000001"
+    (old / "checksums.json").unlink()
+    assert damage(old) is None
+    (old / "rng-0.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    assert "rng-0.safetensors is unreadable" in damage(old)
 
 
 def test_split_batch():

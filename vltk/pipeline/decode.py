@@ -97,9 +97,10 @@ def run(cfg: DecodeConfig, source: Path, image_tok: Path, out: Path, *, force: b
 
 
 def _from_encoded(encoded: Path, image_tok: Path, split: str) -> Iterator[Item]:
-    made_with = artifacts.open_artifact(encoded, "encode")["inputs"]["image_tok"]
-    if made_with.get("hash") != artifacts.manifest_hash(image_tok):
-        raise VltkError(f"{encoded} was encoded with the image tokenizer {made_with['path']}, not {image_tok}; "
+    manifest = artifacts.open_artifact(encoded, "encode")
+    if manifest["inputs"]["image_tok"].get("hash") != artifacts.manifest_hash(image_tok):
+        made_with = artifacts.input_path(encoded, manifest, "image_tok")
+        raise VltkError(f"{encoded} was encoded with the image tokenizer {made_with}, not {image_tok}; "
                         "decode it with the tokenizer that made it")
     for record in iter_encoded(encoded, split):
         if isinstance(record, Encoded):

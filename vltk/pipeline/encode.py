@@ -32,7 +32,6 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Literal
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
 
 from vltk import artifacts
 from vltk.data.encoded import Encoded, MixSel, RecordWriter, codes_dtype, mixsel_split
@@ -41,6 +40,7 @@ from vltk.data.shards import Sample, decode_image, read_tars
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.text.bpe import BPETokenizer
+from vltk.train.launch import begin_shared
 from vltk.ui import console, progress
 
 STAGE = "encode"
@@ -113,10 +113,13 @@ def run(
     if missing:
         raise VltkError(f"mixsel_splits {missing} are not splits of {shards} (it has: "
                         f"{', '.join(shard_contents['splits'])})")
-    job = _begin(state, out, cfg, {"shards": shards, "image_tok": image_tok, "text_tok": text_tok}, force)
-    if job is False:
+    job = begin_shared(state, out, stage=STAGE, config=cfg,
+                       inputs={"shards": shards, "image_tok": image_tok, "text_tok": text_tok}, force=force, resume=True)
+    if job is None:
         return out
-    work = out.with_name(out.name + ".partial")
+    if state.is_main_process and job.resumed:
+        console().print(f"[yellow]resuming[/] the unfinished encode in {job.work}")
+    work = job.work
     kind = "vq" if tok_contents["kind"] == "vqgan" else "vae"
     encoder = _image_encoder(model.to(state.device), kind, tok_contents, cfg, state.device)
     tokenizers = Tokenizers(images=encoder, text=BPETokenizer.from_artifact(text_tok),
@@ -146,26 +149,6 @@ def run(
         job.publish(contents)
     state.wait_for_everyone()
     return out
-
-
-def _begin(state: PartialState, out: Path, cfg: EncodeConfig, inputs: dict[str, Path], force: bool,
-           ) -> artifacts.Job | bool:
-    """Process 0 starts (or resumes) the run; the others learn whether there is one. False: `out` is up to date."""
-    job, message = None, [None, False]
-    if state.is_main_process:
-        try:
-            job = artifacts.begin(out, stage=STAGE, config=cfg, inputs=inputs, force=force, resume=True)
-            message = [None, job is not None]
-            if job is not None and job.resumed:
-                console().print(f"[yellow]resuming[/] the unfinished encode in {job.work}")
-        except VltkError as err:
-            message = [str(err), False]
-    if state.num_processes > 1:
-        broadcast_object_list(message)
-    error, started = message
-    if error is not None:
-        raise VltkError(error)
-    return (job if state.is_main_process else True) if started else False
 
 
 def _progress(state: PartialState, label: str, total: int | None) -> ContextManager[Callable[..., None]]:

@@ -310,7 +310,6 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     bundle = cast(api.Generator, api.load(gen, "train-gen", device=device))  # its weights load on first use
     contents, kind, encoded = bundle.contents, bundle.kind, bundle.encoded
-    tokenizer_paths = contents["tokenizers"]
     if cfg.task not in TASKS[kind]:
         raise VltkError(f"{kind} cannot do {cfg.task} (it does {', '.join(TASKS[kind])})")
     if kind.startswith("givt"):
@@ -367,7 +366,7 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
         best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
     return job.publish({
         "task": cfg.task, "generator": kind, "count": len(lines), "grid": "grid.png",
-        "image_size": int(pictures[0].shape[0]), "encoded": str(encoded), "tokenizers": tokenizer_paths,
+        "image_size": int(pictures[0].shape[0]),
         "candidates": n, "rerank": cfg.rerank if n > 1 else None, **guided,
         "summary": f"{len(lines)} {cfg.task} samples from {kind} {contents['model']['size']}{best_of}",
     })

@@ -139,9 +139,8 @@ def real_set(samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]
     keyed = [row["key"] for row in rows if "key" in row]
     if task != "it2it" and len(keyed) < len(rows):
         return "unavailable: the prompts were given by hand, so there are no real images to compare with"
-    encoded = Path(manifest["contents"]["encoded"])
     try:
-        shards = Path(artifacts.open_artifact(encoded, "encode")["inputs"]["shards"]["path"])
+        shards = artifacts.upstream(samples, "generator", "encoded", "shards")
         artifacts.open_artifact(shards, "shard")
     except VltkError as err:
         raise VltkError(f"FID needs the real images behind {samples}: {err}") from None

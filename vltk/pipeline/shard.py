@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from vltk.artifacts import MANIFEST, begin, differences, identity, make_manifest, up_to_date, write_json_atomic
+from vltk.artifacts import (
+    MANIFEST, begin, check_output, differences, identity, is_artifact, make_manifest, up_to_date, write_json_atomic,
+)
 from vltk.data.images import ImageSpec, Rejection, prepare_file
 from vltk.data.shards import Sample, SplitWriter
 from vltk.data.sources import Item, Record, Skip, Source, open_source
@@ -241,13 +243,15 @@ def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: st
 def _run_part(
     cfg: ShardConfig, source: Source, out: Path, index: int, count: int, *, workers: int, force: bool,
 ) -> Path:
-    ident = identity(STAGE, cfg, source.inputs)
+    check_output(out, source.inputs)
+    ident = identity(STAGE, cfg, source.inputs, out)
     if up_to_date(out, ident, force):
         return out
-    if (out / MANIFEST).is_file():
+    if is_artifact(out):
         (out / MANIFEST).unlink()  # --force: from here on the set is unfinished until every part is done again
-    elif out.is_dir() and not (out / "parts").is_dir() and any(out.iterdir()) and not force:
-        raise VltkError(f"{out} exists and is not a vltk artifact; choose another path or pass --force")
+    elif out.is_dir() and not (out / "parts").is_dir() and any(out.iterdir()):
+        raise VltkError(f"{out} exists and is not a vltk artifact; vltk only writes into its own artifacts, so "
+                        "choose another path or move it away")
     parts = out / "parts"
     name = f"{index}-of-{count}"
     record = parts / f"{name}.json"

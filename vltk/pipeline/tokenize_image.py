@@ -45,6 +45,7 @@ from vltk.imagetok.losses import (
 from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.metrics.judge import check, detect, parse_caption, summarize
 from vltk.train import OptimConfig, Part, TrainConfig, make_accelerator, prepare, save_final_weights, train, unwrap
+from vltk.train.launch import begin_shared
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LossConfig:
@@ -154,8 +155,7 @@ def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = Fals
     except ValueError as err:
         raise VltkError(f"the tokenizer does not fit the shards' {size} px images: {err}") from None
     accelerator = make_accelerator(cfg.train, cpu=cpu)
-    with accelerator.main_process_first():  # rank 0 prepares <out>.partial; the others then find it theirs
-        job = begin(out, stage=STAGE, config=cfg, inputs={"shards": shards}, force=force, resume=True)
+    job = begin_shared(accelerator, out, stage=STAGE, config=cfg, inputs={"shards": shards}, force=force, resume=True)
     if job is None:
         return out
 

@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 import torch
 from accelerate import Accelerator
 
-from vltk.artifacts import begin, open_artifact
+from vltk.artifacts import open_artifact, upstream
 from vltk.config import config_to_dict
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
@@ -39,6 +39,7 @@ from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
 from vltk.text.bpe import BPETokenizer
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.loop import METRICS
+from vltk.train.launch import begin_shared
 from vltk.train.plot import plot_metrics
 
 Generator = Literal["magvlt", "argvlt", "givt-causal", "givt-maskgit"]
@@ -173,14 +174,15 @@ def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, dict[str, Any]]:
     return cfg, manifest
 
 
-def _tokenizer(manifest: dict[str, Any], encoded: Path, dropout: float) -> BPETokenizer | None:
+def _tokenizer(encoded: Path, dropout: float) -> BPETokenizer | None:
     """The text tokenizer, needed to re-tokenise captions with BPE-dropout (None when the rate is 0)."""
     if dropout == 0:
         return None
-    path = Path(manifest["inputs"]["text_tok"]["path"])
-    if not (path / "manifest.json").is_file():
-        raise VltkError(f"BPE-dropout needs the text tokenizer {encoded} was encoded with, but {path} is gone; "
-                        "set data.bpe_dropout = 0 or restore it")
+    try:
+        path = upstream(encoded, "text_tok")
+    except VltkError as err:
+        raise VltkError(f"BPE-dropout needs the text tokenizer that {encoded} was encoded with: {err}; "
+                        "set data.bpe_dropout = 0 or restore it") from None
     return BPETokenizer.from_artifact(path)
 
 
@@ -200,8 +202,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     contents = manifest["contents"]
     mixsel = isinstance(cfg, MAGVLTRun) and cfg.objective.mixsel
     accelerator = make_accelerator(cfg.train, cpu=cpu, find_unused_parameters=isinstance(cfg, MAGVLTRun))
-    with accelerator.main_process_first():  # rank 0 prepares <out>.partial; the others then find it theirs
-        job = begin(out, stage=STAGE, config=cfg, inputs={"encoded": encoded}, force=force, resume=True)
+    job = begin_shared(accelerator, out, stage=STAGE, config=cfg, inputs={"encoded": encoded}, force=force, resume=True)
     if job is None:
         return out
 
@@ -214,7 +215,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     classes = {"classes": cfg.condition.classes, "class_key": cfg.condition.class_key} if givt else {}
     data = TokenBatches(encoded, cfg.data.split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                         rank=accelerator.process_index, world_size=accelerator.num_processes, mixsel=mixsel,
-                        bpe_dropout=dropout, tokenizer=_tokenizer(manifest, encoded, dropout), **classes)
+                        bpe_dropout=dropout, tokenizer=_tokenizer(encoded, dropout), **classes)
     label = f"train-gen ({cfg.generator} {cfg.model.size}{'; NLL in nats, negative is expected' * givt})"
     result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=label)
 
@@ -222,12 +223,12 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
         trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
         lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
         plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
-        job.publish(contents=_contents(cfg, encoded, manifest, trained, result, lines, accelerator.num_processes))
+        job.publish(contents=_contents(cfg, manifest, trained, result, lines, accelerator.num_processes))
     accelerator.wait_for_everyone()
     return out
 
 
-def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: torch.nn.Module, result: Any,
+def _contents(cfg: RunConfig, manifest: dict[str, Any], model: torch.nn.Module, result: Any,
               lines: list[dict[str, float]], processes: int) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
@@ -254,9 +255,6 @@ def _contents(cfg: RunConfig, encoded: Path, manifest: dict[str, Any], model: to
         "text_tokens": cfg.model.text_tokens,
         "grid_size": manifest["contents"]["grid_size"],
         "image_size": manifest["contents"]["image_size"],
-        # Where sampling finds the data and the tokenizers (the encoded artifact's own inputs).
-        "encoded": str(encoded),
-        "tokenizers": {"image": manifest["inputs"]["image_tok"]["path"], "text": manifest["inputs"]["text_tok"]["path"]},
         "ids": {k: manifest["contents"][k] for k in ("eos_id", "pad_id", "sep_id", "sot_id")},
         "train": {"steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
                   "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),

@@ -5,8 +5,7 @@
     save_training_state(stage, step=step, modules=..., optimizers=..., ema=ema, extra={"position": n})   # rank 0
     commit_checkpoint(stage, keep=2)                             # rank 0, after a barrier
     ...
-    path = latest_checkpoint(root)                               # None on a fresh run
-    state = load_training_state(path, modules=..., optimizers=..., ema=ema); load_rng(path, rank)
+    state = restore_checkpoint(root, modules=..., optimizers=..., ema=ema, rank=rank, say=print)   # None: fresh run
 
 A checkpoint directory `step-00000123/` holds:
     modules.safetensors     each module's state dict, keys prefixed by the module's name ("model.", "disc.")
@@ -15,20 +14,23 @@ A checkpoint directory `step-00000123/` holds:
     state.json              step, extra (data position, ...), optimisers' param groups and non-tensor state fields
     rng-<rank>.safetensors  torch CPU (and CUDA) generator states as uint8 tensors
     rng-<rank>.json         python `random` and numpy global states
+    checksums.json          the sha256 of each file above, read back from disk when the checkpoint is sealed
 It is written as `.step-00000123.tmp/` and renamed when complete, so a kill never leaves a half checkpoint behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -36,6 +38,7 @@ from vltk.errors import VltkError
 from vltk.train.ema import EMA
 
 PREFIX = "step-"
+CHECKSUMS = "checksums.json"  # {file name: sha256} of every other file, written last: a checkpoint vouches for itself
 
 
 def checkpoint_name(step: int) -> str:
@@ -113,7 +116,10 @@ def save_rng(stage: Path, rank: int) -> None:
 
 
 def commit_checkpoint(stage: Path, keep: int) -> Path:
-    """Rename a complete staging directory into place and delete all but the `keep` newest checkpoints."""
+    """Seal a complete staging directory with the checksums of its files (read back from disk, so they vouch for what
+    was written), rename it into place and delete all but the `keep` newest checkpoints."""
+    sums = {f.name: _sha256(f) for f in sorted(stage.iterdir()) if f.is_file() and f.name != CHECKSUMS}
+    (stage / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
     final = stage.with_name(stage.name[1:].removesuffix(".tmp"))
     if final.exists():
         shutil.rmtree(final)
@@ -133,6 +139,61 @@ def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under `root`, or None."""
     found = _checkpoints(root)
     return found[-1] if found else None
+
+
+def _sha256(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with checkpoint `path` (None: every file is as it was written). A checkpoint from before
+    checksums were kept is checked by reading every file instead."""
+    try:
+        sums = json.loads((path / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return _unreadable(path)
+    except (OSError, ValueError) as err:
+        return f"{CHECKSUMS} is unreadable ({err})"
+    if not isinstance(sums, dict):
+        return f"{CHECKSUMS} is not a table of checksums"
+    for name, digest in sums.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _unreadable(path: Path) -> str | None:
+    for file in sorted(path.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                load_file(str(file))
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except (OSError, ValueError, SafetensorError) as err:
+            return f"{file.name} is unreadable ({err})"
+    return None
+
+
+def restore_checkpoint(
+    root: Path, *, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], ema: EMA | None,
+    rank: int, say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Restore the newest intact checkpoint under `root` (weights, EMA, optimisers and this rank's RNG streams) and
+    return {"step", "extra", "path"}; a damaged one is skipped, saying so; None when there is none to continue from."""
+    for path in reversed(_checkpoints(root)):
+        if (problem := damage(path)) is not None:
+            say(f"checkpoint {path.name} is damaged ({problem}); trying the one before it")
+            continue
+        state = load_training_state(path, modules=modules, optimizers=optimizers, ema=ema)
+        load_rng(path, rank)
+        return {**state, "path": path}
+    if _checkpoints(root):
+        say("no intact checkpoint is left: starting from step 0")
+    return None
 
 
 def load_training_state(
@@ -173,7 +234,11 @@ def load_published_weights(model: nn.Module, artifact: Path, name: str = "model.
     if not file.is_file():
         raise VltkError(f"{artifact} has no {name}")
     try:
-        model.load_state_dict(load_file(str(file)))
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise VltkError(f"{file} is not a readable safetensors file ({err}); rebuild {artifact}") from None
+    try:
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise VltkError(f"{file} does not match the model config in {artifact}/manifest.json: {err}") from None
     return model.eval()

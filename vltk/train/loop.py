@@ -33,10 +33,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from safetensors.torch import save_file
 from torch import nn
 
-from vltk.train.checkpoint import (
-    begin_checkpoint, commit_checkpoint, latest_checkpoint, load_rng, load_training_state, save_rng,
-    save_training_state,
-)
+from vltk.train.checkpoint import begin_checkpoint, commit_checkpoint, restore_checkpoint, save_rng, save_training_state
 from vltk.train.ema import EMA, ema_decay_at
 from vltk.train.optim import OptimConfig, build_optimizer, lr_at
 from vltk.ui import console, progress
@@ -215,11 +212,12 @@ def train(
     root, metrics_file = Path(work) / CHECKPOINTS, Path(work) / METRICS
 
     start = 0
-    if (latest := latest_checkpoint(root)) is not None:
-        start = load_training_state(latest, modules=modules, optimizers=optimizers, ema=ema)["step"]
-        load_rng(latest, rank)
+    say = (lambda text: console().print(f"[yellow]{text}[/]")) if main else (lambda text: None)
+    restored = restore_checkpoint(root, modules=modules, optimizers=optimizers, ema=ema, rank=rank, say=say)
+    if restored is not None:
+        start = restored["step"]
         if main:
-            console().print(f"[cyan]resuming[/] {label} from step {start} ({latest.name})")
+            console().print(f"[cyan]resuming[/] {label} from step {start} ({restored['path'].name})")
     else:
         set_seed(cfg.seed, device_specific=True)  # seed + rank: dropout and noise differ between processes
     if main:

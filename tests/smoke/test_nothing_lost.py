@@ -1,0 +1,191 @@
+"""Nothing lost, as an adversarial user meets vltk: --force never deletes what vltk did not make, one writer per
+output, a build folder that can be moved, broken files and a refusing file system give one line and leave nothing."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import tiny_encoded  # tests/smoke
+from PIL import Image
+from typer.testing import CliRunner
+
+from vltk.cli import app
+from vltk.config import load_config
+from vltk.pipeline import shard, train_gen
+
+TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
+        "train.log_every=1", "data.bpe_dropout=0.0"]
+
+
+def cli(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *words: str) -> None:
+    """Exit code 2, one error line (after any progress the stage showed) that says `words`, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in result.output, result.output
+    assert all(word in errors[0] for word in words), errors[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.fixture()
+def imgs(tmp_path) -> Path:
+    """A user's folder of 6 captioned pictures."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"picture number {i}\n")
+    return folder
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# 1. --force (the data-loss cases first)
+
+
+def test_force_keeps_a_folder_vltk_did_not_make(imgs, tmp_path):
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    for force in ([], ["--force"]):
+        one_line_error(cli("shard", imgs, mine, "--size", 32, *force), "is not a vltk artifact")
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "mydata"]
+
+
+def test_force_never_deletes_the_stage_input_or_a_folder_holding_it(imgs, tmp_path, monkeypatch):
+    before = listing(imgs)
+    one_line_error(cli("shard", imgs, imgs, "--size", 32, "--force"), "is the input")
+    one_line_error(cli("shard", imgs, tmp_path, "--size", 32, "--force"), "overlaps the input")
+    monkeypatch.chdir(imgs)
+    one_line_error(cli("shard", ".", ".", "--force"), "is the input")
+    one_line_error(cli("shard", "../imgs", "..", "--force"), "overlaps the input")
+    assert listing(imgs) == before
+    # A finished artifact as input: replacing it with --force would have been allowed before the input check.
+    assert cli("shard", imgs, tmp_path / "shards", "--size", 32).exit_code == 0
+    shards = listing(tmp_path / "shards")
+    one_line_error(cli("tokenize", "text", tmp_path / "shards", tmp_path / "shards", "--force"), "is the input")
+    assert listing(tmp_path / "shards") == shards
+
+
+def test_force_replaces_a_vltk_artifact(imgs, tmp_path):
+    out = tmp_path / "shards"
+    assert cli("shard", imgs, out, "--size", 32).exit_code == 0
+    one_line_error(cli("shard", imgs, out, "--size", 24), "made by a different run", "--force")
+    assert cli("shard", imgs, out, "--size", 24, "--force").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["contents"]["image_size"] == 24
+
+
+# 2. one writer per output
+
+
+HOLD = """
+import sys, time
+from vltk import artifacts
+job = artifacts.begin(sys.argv[1], stage="shard", config={}, inputs={})
+(job.work / "train-000000.tar").write_text("the first writer's tar")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_shard_run_into_the_same_output_is_refused(imgs, tmp_path):
+    out = tmp_path / "shards"
+    first = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        for force in ([], ["--force"]):
+            one_line_error(cli("shard", imgs, out, "--size", 24, *force), f"process {first.pid} on")
+        assert (tmp_path / "shards.partial" / "train-000000.tar").read_text() == "the first writer's tar"
+    finally:
+        first.kill()
+        first.wait()
+    assert cli("shard", imgs, out, "--size", 24).exit_code == 0  # the lock died with its process
+
+
+# 3. a build folder can be moved and used from anywhere
+
+
+def test_a_moved_build_folder_samples_and_scores_from_any_directory(tmp_path, monkeypatch):
+    build = tmp_path / "build"
+    monkeypatch.chdir(tmp_path)
+    encoded = tiny_encoded(Path("build"))  # relative paths, as `make demo` types them
+    train_gen.run(load_config(train_gen.MAGVLTRun, None, TINY), encoded, Path("build/gen"), cpu=True)
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    shutil.copytree(build, moved)
+    shutil.rmtree(build)  # the original is gone: only the relative links can find the chain
+    os.chdir(tmp_path / "elsewhere")
+    result = cli("sample", moved / "gen", moved / "samples", "--task", "t2i", "--count", 2, "--cpu")
+    assert result.exit_code == 0, result.output
+    result = cli("score", moved / "samples", "scores", "--cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "elsewhere" / "scores" / "metrics.json").read_text())["count"] == 2
+
+
+# 5. broken files and a refusing file system: one line, nothing half-written
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    train_gen.run(load_config(train_gen.MAGVLTRun, None, TINY), tiny_encoded(root), root / "gen", cpu=True)
+    return root / "gen"
+
+
+@pytest.mark.parametrize("harm", ["truncate", "random", "empty"])
+def test_a_broken_weights_file_is_one_line(trained, tmp_path, harm):
+    gen = tmp_path / "gen"
+    shutil.copytree(trained, gen)  # moved on its own: it finds its inputs by their absolute paths
+    weights = gen / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncate": data[: len(data) // 3], "random": os.urandom(len(data)), "empty": b""}[harm])
+    one_line_error(cli("sample", gen, tmp_path / "samples", "--count", 2, "--cpu"), str(weights), "safetensors")
+    assert not (tmp_path / "samples").exists() and not (tmp_path / "samples.partial").exists()
+
+
+@pytest.mark.parametrize("text, why", [
+    (b"[1, 2, 3]", "a JSON object is expected"), (b"null", "a JSON object is expected"),
+    (b'{"stage": "shard"}', "'config' is missing"), (bytes(range(256)) * 4, "not UTF-8"), (b"\x00{", "valid JSON"),
+])
+def test_a_broken_manifest_is_one_line_for_every_reader(imgs, tmp_path, text, why):
+    out = tmp_path / "shards"
+    assert cli("shard", imgs, out, "--size", 32).exit_code == 0
+    (out / "manifest.json").write_bytes(text)
+    one_line_error(cli("info", out), "manifest.json", why)
+    one_line_error(cli("tokenize", "text", out, tmp_path / "tok"), why)
+    one_line_error(cli("shard", imgs, out, "--size", 32, "--force"), "not a vltk artifact")  # no longer vltk's
+    assert not (tmp_path / "tok").exists() and not (tmp_path / "tok.partial").exists()
+
+
+def test_an_output_the_file_system_refuses_is_one_line(imgs, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    one_line_error(cli("shard", imgs, tmp_path / "a-file" / "shards", "--size", 32), "a-file", "Not a directory")
+
+
+@pytest.mark.parametrize("failure", [errno.ENOSPC, errno.EACCES, errno.EROFS])
+def test_a_full_or_read_only_disk_is_one_line_and_the_half_output_goes(imgs, tmp_path, monkeypatch, failure):
+    write = shard.write_shards
+
+    def write_then_fail(cfg, source, directory, **kw):
+        write(cfg, source, directory, **kw)  # the tars are there, half a run's worth of disk
+        raise OSError(failure, os.strerror(failure), str(directory / "train-000001.tar"))
+
+    monkeypatch.setattr(shard, "write_shards", write_then_fail)
+    one_line_error(cli("shard", imgs, tmp_path / "shards", "--size", 32), "train-000001.tar", os.strerror(failure))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
