@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from vltk.models.magvlt import BOG, BOTTOM, LEFT, MAGVLT, RIGHT, TOP, MAGVLTConfig
+from vltk.models.magvlt import BOG, BOTTOM, LEFT, MAGVLT, RIGHT, TOP, Inputs, MAGVLTConfig, drop_condition
 from vltk.objectives.common import Draws
 from vltk.objectives.magvlt import (
     MAGVLTObjective, MAGVLTTask, fill_predictions, image_half, length_classes, selector_tokens,
 )
+from vltk.text.bpe import BPETokenizer, text_lengths
 from vltk.train import OptimConfig, prepare
 
 GRID, C, VI, VT, B = 4, 8, 13, 9, 6
@@ -222,3 +223,75 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
         part[1].step()
         part[1].zero_grad()
     assert held_out_loss() < 0.75 * before  # measured: 10.7 -> 7.0
+
+
+# ---- condition dropout (classifier-free guidance's null condition) ----
+
+def test_condition_dropout_rate_0_leaves_the_inputs_as_they_are():
+    task, batch, d = make_task(), make_batch(), draws()
+    t2i, i2t = task.plain_pass(batch, "t2i", d), task.plain_pass(batch, "i2t", d)
+    assert torch.equal(t2i.inputs.text, batch["text"]) and torch.equal(t2i.inputs.text_len, batch["text_len"])
+    assert not i2t.inputs.image_masked.any() and torch.equal(i2t.inputs.image, batch["image"])
+
+
+def test_condition_dropout_rate_1_drops_every_condition_and_keeps_the_targets():
+    task, batch, d = make_task(MAGVLTObjective(cond_dropout=1.0)), make_batch(), draws()
+    plain = make_task().plain_pass(batch, "t2i", d)
+    t2i = task.plain_pass(batch, "t2i", d)
+    assert (t2i.inputs.text == EOS).all() and (t2i.inputs.text_len == 1).all()  # the empty caption, every row
+    assert torch.equal(t2i.inputs.image_masked, plain.inputs.image_masked)  # the same masks: other draws untouched
+    assert torch.equal(t2i.image_target, batch["image"])
+    i2t = task.plain_pass(batch, "i2t", d)
+    assert i2t.inputs.image_masked.all()  # the null image
+    assert torch.equal(i2t.inputs.text, batch["text"]) and torch.equal(i2t.text_target, batch["text"])
+    assert torch.equal(i2t.length_target, batch["text_len"] - 1)
+    it2it = task.plain_pass(batch, "it2it", d)  # no condition: nothing to drop
+    assert torch.equal(it2it.inputs.text_len, batch["text_len"]) and not it2it.inputs.image_masked.all()
+    mixsel = task.mixsel_pass(batch, "t2i", d)  # keeps the captions its selection token points into
+    assert torch.equal(mixsel.inputs.text, batch["joined_text"])
+    unroll = task.unroll_pass(t2i, task.unroll_mask(t2i, d))  # the second pass of a dropped sample stays dropped
+    assert (unroll.inputs.text == EOS).all() and (unroll.inputs.text_len == 1).all()
+    assert math.isfinite(task.train_step(batch, 0)["loss"])
+
+
+def test_the_empty_caption_is_what_the_tokenizer_makes_of_nothing():
+    tokenizer = BPETokenizer([("a", "b</w>")], context_length=C)
+    cfg = MAGVLTConfig(width=16, depth=1, heads=2, image_vocab=VI, text_vocab=tokenizer.vocab_size, image_tokens=N,
+                       text_tokens=C)
+    assert cfg.eos_id == tokenizer.eos_id  # EOT is the vocabulary's last id
+    rows = torch.from_numpy(tokenizer.encode_batch(["ab", "a b ab"]).astype("int64"))
+    x = Inputs("t2i", torch.zeros(2, N, dtype=torch.long), torch.ones(2, N, dtype=torch.bool), rows,
+               torch.zeros_like(rows, dtype=torch.bool), torch.from_numpy(text_lengths(rows.numpy(), cfg.eos_id)))
+    dropped = drop_condition(x, torch.tensor([True, False]), cfg.eos_id)
+    empty = tokenizer.encode_batch([""])[0]
+    assert dropped.text[0].tolist() == empty.tolist()
+    assert int(dropped.text_len[0]) == text_lengths(empty[None], cfg.eos_id)[0] == 1
+    assert torch.equal(dropped.text[1], rows[1]) and dropped.text_len[1] == x.text_len[1]
+
+
+def test_condition_dropout_is_keyed_and_about_as_often_as_its_rate():
+    task = make_task(MAGVLTObjective(cond_dropout=0.5))
+    batch = make_batch()
+    dropped = []
+    for step in range(200):
+        d = draws(step)
+        again = task.plain_pass(batch, "t2i", draws(step)).inputs.text_len == 1  # the same key, the same rows
+        first = task.plain_pass(batch, "t2i", d).inputs.text_len == 1
+        assert torch.equal(first, again)
+        dropped.append(first)
+    share = float(torch.cat(dropped).float().mean())
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / (200 * B)), share
+    assert 0 < torch.stack(dropped).sum(1).float().std()  # rows differ from step to step
+
+    # One process with the whole global batch drops the same samples as two processes with half of it each.
+    batch = make_batch(step=5)
+    whole = task.plain_pass(batch, "i2t", Draws(0, 5, B, batch["index"] - 5 * B, "cpu"))
+    halves = [task.plain_pass({k: v[s] for k, v in batch.items()}, "i2t",
+                              Draws(0, 5, B, batch["index"][s] - 5 * B, "cpu")) for s in (slice(0, 3), slice(3, 6))]
+    assert torch.equal(torch.cat([h.inputs.image_masked for h in halves]), whole.inputs.image_masked)
+    assert whole.inputs.image_masked.all(1).tolist() == [True, False, False, True, False, True]  # some per half
+
+
+def test_condition_dropout_must_be_a_probability():
+    with pytest.raises(ValueError, match="cond_dropout"):
+        MAGVLTObjective(cond_dropout=1.5)

@@ -51,6 +51,12 @@ class MAGVLTConfig(GeneratorConfig):
     def sequence_length(self) -> int:
         return 4 + self.image_tokens + self.text_tokens
 
+    @property
+    def eos_id(self) -> int:
+        """EOS (= the padding) is the text vocabulary's last id: vltk.text.bpe.BPETokenizer appends SOT then EOT after
+        the merges, for a trained BPE and for CLIP's vocabulary alike (CLIP's EOT is 49407 of 49408)."""
+        return self.text_vocab - 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Slots:
@@ -107,6 +113,20 @@ class Inputs:
     text_masked: torch.Tensor  # (B, C) bool
     text_len: torch.Tensor  # (B,) long: text keys at >= text_len are blocked
     selector: torch.Tensor | None = None  # (B,) long special id for the BOG slot; None = BOG
+
+
+def drop_condition(x: Inputs, drop: torch.Tensor, eos_id: int) -> Inputs:
+    """x with the condition of the rows where the (B,) bool `drop` holds replaced by the null condition, the input
+    classifier-free guidance trains and samples with (Ho & Salimans 2022; Muse, Chang et al. 2023, drops the text).
+
+    Text-first layout (T2I, inpainting): the empty caption, what the tokenizer makes of "": no SOT, EOS at position 0
+    and EOS padding, text_len 1 (so only that EOS is a key). Image-first layout (I2T, infilling): the null image,
+    every image token masked (the ids there are not read). The other rows are returned unchanged.
+    """
+    if x.layout == "t2i":
+        text = torch.where(drop.unsqueeze(1), eos_id, x.text)  # (B, C)
+        return dataclasses.replace(x, text=text, text_len=torch.where(drop, 1, x.text_len))
+    return dataclasses.replace(x, image_masked=x.image_masked | drop.unsqueeze(1))
 
 
 @dataclasses.dataclass

@@ -22,6 +22,13 @@ selected caption (plus its length); IT2IT reads both mixed and masks only the se
 The selection token (LEFT / RIGHT / TOP / BOTTOM) replaces BOG; `mixsel_select = false` is MixRandom (random target,
 plain BOG).
 
+Condition dropout (`cond_dropout` p, off in the paper; Muse, Chang et al. 2023, drops the text with p = 0.1) trains
+the null condition that classifier-free guidance (Ho & Salimans 2022) contrasts with at sampling time: each T2I sample
+reads the empty caption and each I2T sample the null image (every image token masked) with probability p, one keyed
+draw per sample (`vltk.models.magvlt.drop_condition`). The UnrollMask pass inherits its main pass's inputs, so a
+dropped sample stays dropped there. IT2IT has no condition; MixSel keeps its condition, since its selection token
+points into the caption or the image that dropout would remove.
+
 Each pass is back-propagated on its own (the next pass's input depends on the previous one's output); under DDP only
 the last pass of a micro-batch all-reduces. Every random draw is keyed by the sample's place in the global batch
 (`vltk.objectives.common.Draws`) and every count a mean divides by is summed over all processes in one all-reduce per
@@ -39,11 +46,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from vltk.masking import prefix_mask, random_subset, span_mask
-from vltk.models.magvlt import BOG, BOTTOM, LEFT, RIGHT, TOP, Inputs, Outputs
+from vltk.models.magvlt import BOG, BOTTOM, LEFT, RIGHT, TOP, Inputs, Outputs, drop_condition
 from vltk.objectives.common import Draws, batch_offsets, token_ce
 from vltk.sampling.common import inverse_cdf
 from vltk.schedules import Schedule, mask_count, mask_fraction
-from vltk.train.loop import Part
+from vltk.train.loop import Part, unwrap
 
 TASKS = ("t2i", "i2t", "it2it")
 TERMS = ("image", "text", "length")  # the per-pass loss terms whose counts are all-reduced
@@ -65,6 +72,7 @@ class MAGVLTObjective:
     mixsel: bool = True
     mixsel_weight: float = 0.5
     mixsel_select: bool = True  # false: MixRandom (random target, no selection token)
+    cond_dropout: float = 0.0  # P(T2I caption -> empty caption, I2T image -> null image); the paper: 0, Muse: 0.1
 
     def __post_init__(self) -> None:
         if len(self.task_weights) != 3 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
@@ -73,6 +81,8 @@ class MAGVLTObjective:
         for name in ("length_weight", "unroll_weight", "mixsel_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.cond_dropout <= 1:
+            raise ValueError(f"cond_dropout must be in [0, 1], got {self.cond_dropout!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.unroll_temperature <= 0:
@@ -141,6 +151,7 @@ class MAGVLTTask:
                  seed: int, grid_size: int):
         self.parts, self.cfg, self.accelerator = parts, cfg, accelerator
         self.global_batch, self.seed, self.grid = global_batch, seed, grid_size
+        self.eos_id = unwrap(accelerator, parts["model"].module).cfg.eos_id  # the empty caption's token
 
     # ---- planning: masks and targets of every pass, before any forward ----
 
@@ -171,14 +182,19 @@ class MAGVLTTask:
         image_mask, text_mask = self._masks(draws, "", everything, prefix_mask(text_len, text.shape[1]))
         none_image, none_text = torch.zeros_like(image_mask), torch.zeros_like(text_mask)
         if task == "t2i":
-            inputs = Inputs("t2i", image, image_mask, text, none_text, text_len)
+            inputs = self.drop_condition(Inputs("t2i", image, image_mask, text, none_text, text_len), draws)
             return Pass(task, inputs, image, image_mask, text, None, None)
         length = length_classes(text_len, text.shape[1])
         if task == "i2t":
-            inputs = Inputs("i2t", image, none_image, text, text_mask, text_len)
+            inputs = self.drop_condition(Inputs("i2t", image, none_image, text, text_mask, text_len), draws)
             return Pass(task, inputs, image, None, text, text_mask, length)
         inputs = Inputs("i2t", image, image_mask, text, text_mask, text_len)
         return Pass(task, inputs, image, image_mask, text, text_mask, length)
+
+    def drop_condition(self, x: Inputs, draws: Draws) -> Inputs:
+        """x with each sample's condition dropped with probability cond_dropout: one keyed uniform per sample (b,),
+        so the dropped samples do not depend on the process split. The targets stay the true ones."""
+        return drop_condition(x, draws.uniform("cond_drop") < self.cfg.cond_dropout, self.eos_id)
 
     def unroll_mask(self, main: Pass, draws: Draws) -> torch.Tensor:
         """M' in M for the generated modality: clamp(floor(gamma(r') |M|), 1, |M|) positions of M, uniformly."""
