@@ -32,7 +32,9 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 
-from vltk.data.shards import TarSetWriter, raw_samples, split_paths
+from vltk.data.schema import Shape
+from vltk.data.shards import ABOUT, TarSetWriter, raw_samples, split_paths
+from vltk.data.tars import member
 
 STAGE = "encode"
 Kind = Literal["vq", "vae"]
@@ -40,6 +42,9 @@ Kind = Literal["vq", "vae"]
 IMAGE_FIELDS: dict[str, tuple[str, ...]] = {"vq": ("codes",), "vae": ("mean", "logvar")}
 LATENT_DTYPE = np.dtype(np.float16)
 TEXT_DTYPE = np.dtype(np.int32)
+# The JSON member of a MixSel sample: the direction and both source records (a plain sample's is shards.ABOUT).
+PART = Shape({"key": str, **ABOUT.required}, optional=ABOUT.optional)
+PAIR = Shape({"direction": Literal["horizontal", "vertical"], "a": PART, "b": PART})
 
 
 def codes_dtype(codebook_size: int) -> np.dtype:
@@ -144,17 +149,24 @@ def pack(record: Encoded | MixSel) -> dict[str, Any]:
 
 def _image(raw: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     kind = "vq" if f"{prefix}codes.npy" in raw else "vae"
-    return {name: npy_array(raw[f"{prefix}{name}.npy"]) for name in IMAGE_FIELDS[kind]}
+    return {name: member(raw, f"{prefix}{name}.npy", npy_array) for name in IMAGE_FIELDS[kind]}
 
 
 def _encoded(raw: dict[str, Any], about: dict[str, Any], key: str, prefix: str = "") -> Encoded:
-    return Encoded(key=key, image=_image(raw, prefix), text=npy_array(raw[f"{prefix}text.npy"]),
+    return Encoded(key=key, image=_image(raw, prefix), text=member(raw, f"{prefix}text.npy", npy_array),
                    captions=tuple(about["captions"]), source=about.get("source", ""), meta=about.get("meta", {}))
 
 
+def _parse_about(data: bytes) -> dict[str, Any]:
+    """A sample's JSON member, checked: a MixSel pair's when it has a direction, else a plain record's."""
+    about = json.loads(data)
+    return (PAIR if isinstance(about, dict) and "direction" in about else ABOUT).check(about)
+
+
 def unpack(raw: dict[str, Any]) -> Encoded | MixSel:
-    """The inverse of `pack`: a MixSel when the sample has a direction, else an Encoded."""
-    about = json.loads(raw["json"])
+    """The inverse of `pack`: a MixSel when the sample has a direction, else an Encoded; a missing or damaged member
+    is a VltkError naming the tar and the member."""
+    about = member(raw, "json", _parse_about)
     if "direction" not in about:
         return _encoded(raw, about, raw["__key__"])
     return MixSel(key=raw["__key__"], direction=about["direction"], image=_image(raw),

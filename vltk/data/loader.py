@@ -23,7 +23,6 @@ Image augmentation is off by default: the shapes captions say left and right, so
 
 from __future__ import annotations
 
-import io
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -33,7 +32,7 @@ import torch
 from PIL import Image
 
 from vltk.artifacts import open_artifact
-from vltk.data.shards import Sample, read_tars, shard_paths
+from vltk.data.shards import Sample, decode_image, read_tars, shard_paths
 from vltk.errors import VltkError
 
 Raw = TypeVar("Raw")  # what reading the tars gives, cheap to make (bytes, parsed JSON)
@@ -140,8 +139,7 @@ class SplitStream(Generic[Raw, Item]):
 
 
 def _decode(sample: Sample) -> np.ndarray:
-    with Image.open(io.BytesIO(sample.image)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)
+    return np.asarray(decode_image(sample), dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)
 
 
 class ImageBatches:

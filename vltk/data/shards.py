@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,9 +24,13 @@ import webdataset as wds
 from PIL import Image
 
 from vltk.artifacts import open_artifact
+from vltk.data.schema import Shape
+from vltk.data.tars import DAMAGED, decoding, member, tar_samples
 from vltk.errors import VltkError
 
 IMAGE_EXTS = ("png", "jpg")
+# A sample's JSON member (the encoded artifact's records carry the same fields).
+ABOUT = Shape({"captions": list[str]}, optional={"source": str, "meta": dict})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Sample:
     captions: tuple[str, ...]
     source: str
     meta: dict[str, Any]
+    tar: str = ""  # the tar it was read from, for errors about its image ("" when it comes from a source)
 
 
 class TarSetWriter:
@@ -93,23 +99,21 @@ def shard_paths(shards: Path, split: str) -> list[Path]:
 
 
 def raw_samples(paths: list[Path], select: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
-    """WebDataset samples (dicts of raw bytes) from tar files, in order."""
-    if not paths:
-        return
-    # No node/worker splitting here: callers pick the tars each process reads (webdataset's defaults would refuse to
-    # run under a distributed launch, or silently drop tars inside DataLoader workers).
-    yield from wds.WebDataset([str(p) for p in paths], shardshuffle=False, select_files=select, empty_check=False,
-                              nodesplitter=None, workersplitter=None)
+    """WebDataset samples (dicts of raw bytes) from tar files, in order; a damaged tar is a VltkError naming it."""
+    return chain.from_iterable(tar_samples(path, select) for path in paths)
 
 
 def read_tars(paths: list[Path], images: bool = True) -> Iterator[Sample]:
     """Samples from tar files in order; `images=False` skips image bytes (reading captions only)."""
     for raw in raw_samples(paths, None if images else (lambda name: name.endswith(".json"))):
-        record = json.loads(raw["json"])
+        record = member(raw, "json", ABOUT.parse)
         ext = next((e for e in IMAGE_EXTS if e in raw), "")
+        if images and not ext:
+            raise VltkError(f"{raw['__url__']}: sample {raw['__key__']} has no image member "
+                            f"({' or '.join(IMAGE_EXTS)}); {DAMAGED}")
         yield Sample(
             key=raw["__key__"], image=raw.get(ext, b""), ext=ext, captions=tuple(record["captions"]),
-            source=record.get("source", ""), meta=record.get("meta", {}),
+            source=record.get("source", ""), meta=record.get("meta", {}), tar=raw["__url__"],
         )
 
 
@@ -119,5 +123,6 @@ def iter_samples(shards: Path, split: str, images: bool = True) -> Iterator[Samp
 
 
 def decode_image(sample: Sample) -> Image.Image:
-    with Image.open(io.BytesIO(sample.image)) as img:
+    """The sample's image as RGB; one that does not decode is a VltkError naming its tar and member."""
+    with decoding(sample.tar, f"{sample.key}.{sample.ext}"), Image.open(io.BytesIO(sample.image)) as img:
         return img.convert("RGB")
