@@ -257,7 +257,11 @@ class BPETokenizer:
             raise VltkError(f"cannot read merges file {path}: {err}") from None
         if "#version" not in lines[0]:
             raise VltkError(f"{path} is not a merges file: its first line should be a '#version' header")
-        return cls(_parse_merges(lines[1:], path), context_length)
+        merges = _parse_merges(lines[1:], path)
+        try:
+            return cls(merges, context_length)
+        except VltkError as err:  # a merge that does not extend the vocabulary: say which file holds it
+            raise VltkError(f"{path}: {err}") from None
 
     @classmethod
     def from_artifact(cls, path: Path) -> BPETokenizer:
