@@ -46,6 +46,7 @@ from PIL import Image
 
 from vltk import api, artifacts
 from vltk.config import require_positive
+from vltk.data.schema import Shape, read_jsonl
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
@@ -65,6 +66,12 @@ CLIP_PAIRS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "it2it": (("image_vs_caption", "file", "caption"),),
 }
 CLIP_PAIRS["inpaint"], CLIP_PAIRS["infill"] = CLIP_PAIRS["t2i"], CLIP_PAIRS["i2t"]
+# The fields of a samples.jsonl row that scoring reads (vltk.pipeline.sample writes them), checked as the rows are read
+# so that a damaged file is one error naming its line. A t2i or inpaint row also needs its prompt (the judge reads it).
+ROW = Shape({"index": int, "file": str, "caption": (str, None)},
+            optional={"prompt": (str, None), "key": str, "references": list[str], "first_file": str,
+                      "first_caption": (str, None)})
+PROMPTED_ROW = Shape({**ROW.required, "prompt": (str, None)}, optional=ROW.optional)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -216,8 +223,9 @@ def clip_metrics(cfg: ScoreConfig, task: str, samples: Path, rows: list[dict[str
 def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     samples, out = Path(samples), Path(out)
     artifact = cast(api.Samples, api.load(samples, "sample"))
-    manifest, contents, rows = artifact.manifest, artifact.contents, artifact.rows
+    manifest, contents = artifact.manifest, artifact.contents
     task = contents["task"]
+    rows = read_rows(samples, task)
     if not rows:
         raise VltkError(f"{samples} holds no samples")
     weights = {name: Path(path) for name, path in (("inception", cfg.inception_weights), ("clip", cfg.clip_weights))
@@ -246,6 +254,11 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     artifacts.write_json_atomic(job.work / "metrics.json", metrics)
     write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples))
     return job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
+
+
+def read_rows(samples: Path, task: str) -> list[dict[str, Any]]:
+    """The rows of a samples artifact's samples.jsonl; a damaged one is a VltkError naming the file and the line."""
+    return read_jsonl(samples / "samples.jsonl", PROMPTED_ROW if task in ("t2i", "inpaint") else ROW)
 
 
 def _captions(cfg: ScoreConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
