@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 
@@ -9,10 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from vltk.config import load_config
+from vltk.errors import VltkError
 from vltk.models.magvlt import MAGVLT, Inputs, MAGVLTConfig, Outputs
+from vltk.pipeline.sample import SampleConfig
+from vltk.sampling import magvlt as magvlt_sampling
 from vltk.sampling.magvlt import (
-    MAGVLTSampling, blend, center_box, generate_images, generate_pairs, generate_text, infill_span, unmask_counts,
-    unmask_table,
+    MAGVLTSampling, blend, center_box, generate_images, generate_pairs, generate_text, guidance_scales, guided_logits,
+    infill_span, unmask_counts, unmask_table,
 )
 
 N, C, VI, VT, EOS = 16, 8, 13, 17, 16
@@ -279,3 +284,122 @@ def test_blend_is_generated_inside_and_source_outside():
     assert 0.2 < out[0, 0, 32, 16] < 0.8  # the edge is soft
     hard = blend(torch.ones(b, 3, size, size), torch.zeros(b, 3, size, size), edited, grid, radius=0)
     assert hard[0, 0, 16:48, 16:48].eq(1).all() and hard.sum() == b * 3 * 32 * 32
+
+
+# ---- classifier-free guidance ----
+
+class Recorder(nn.Module):
+    """A real model whose every call's inputs are recorded."""
+
+    def __init__(self, model: MAGVLT):
+        super().__init__()
+        self.model, self.cfg, self.calls = model, model.cfg, []
+
+    def forward(self, x: Inputs, **queries) -> Outputs:
+        self.calls.append(x)
+        return self.model(x, **queries)
+
+
+def source_image() -> torch.Tensor:
+    return torch.randint(0, VI, (3, N), generator=torch.Generator().manual_seed(3))
+
+
+def sampler_runs(cfg: MAGVLTSampling, model: nn.Module):
+    """T2I, inpainting, I2T and infilling with `cfg` and a seed each: every sampler that guidance applies to."""
+    (text, text_len), image = captions(), source_image()
+    span = torch.arange(C).expand(3, -1) < 2
+    seed = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    return [generate_images(model, text, text_len, cfg, seed()),
+            generate_images(model, text, text_len, cfg, seed(), image=image, masked=center_box(4).expand(3, -1)),
+            generate_text(model, image, cfg, seed(), eos_id=EOS).ids,
+            generate_text(model, image, cfg, seed(), eos_id=EOS, text=text, masked=span).ids]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_guidance_0_is_the_unguided_sampler_bitwise(schedule):
+    plain, zero = Recorder(tiny()), Recorder(tiny())
+    expected = sampler_runs(MAGVLTSampling(), plain)
+    got = sampler_runs(MAGVLTSampling(guidance=0.0, guidance_schedule=schedule), zero)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert all(len(x.text_len) == 3 for x in zero.calls)  # no pass of 2B rows
+    assert len(zero.calls) == len(plain.calls)
+
+
+def hand_null(x: Inputs) -> Inputs:
+    """The null condition built by hand: the empty caption (EOS, EOS padding, text_len 1) or the all-masked image."""
+    if x.layout == "t2i":
+        return dataclasses.replace(x, text=torch.full_like(x.text, EOS), text_len=torch.ones_like(x.text_len))
+    return dataclasses.replace(x, image_masked=torch.ones_like(x.image_masked))
+
+
+@pytest.mark.parametrize("layout", ["t2i", "i2t"])
+def test_the_2b_row_pass_is_c_plus_w_c_minus_u_of_two_passes(layout):
+    model, (text, text_len) = tiny(), captions()
+    g = torch.Generator().manual_seed(6)
+    image = torch.randint(0, VI, (3, N), generator=g)
+    image_masked = torch.rand(3, N, generator=g) < (0.5 if layout == "t2i" else 0.0)
+    text_masked = (torch.rand(3, C, generator=g) < (0.0 if layout == "t2i" else 0.5)) & (
+        torch.arange(C) < text_len.unsqueeze(1))
+    x = Inputs(layout, image, image_masked, text, text_masked, text_len)
+    query = image_masked if layout == "t2i" else text_masked
+    pick = (lambda out: out.image_logits) if layout == "t2i" else (lambda out: out.text_logits)  # noqa: E731
+    kind = "image_query" if layout == "t2i" else "text_query"
+    with torch.no_grad():
+        c, u = (pick(model(inputs, **{kind: query})) for inputs in (x, hand_null(x)))
+        guided = guided_logits(model, x, query, 2.5)
+    assert guided.dtype == torch.float32
+    assert guided.shape == c.shape == (int(query.sum()), VI if layout == "t2i" else VT)
+    torch.testing.assert_close(guided, c + 2.5 * (c - u), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(guided_logits(model, x, query, 0.0), c)  # w = 0: the conditional pass itself
+
+
+def test_guided_samplers_run_one_pass_of_2b_rows_with_the_null_condition_second():
+    model = Recorder(tiny())
+    codes, inpainted, caps, _ = sampler_runs(MAGVLTSampling(guidance=3.0, guidance_schedule="linear"), model)
+    assert ((codes >= 0) & (codes < VI)).all() and ((caps >= 0) & (caps < VT)).all()
+    outside = ~center_box(4)
+    assert torch.equal(inpainted[:, outside], source_image()[:, outside])
+    guided = [x for x in model.calls if len(x.text_len) == 6]
+    assert len(guided) == len(model.calls) - 1  # all but the I2T length pass, which reads the conditional rows only
+    fields = ("image", "image_masked", "text", "text_masked", "text_len")
+    for x in guided:
+        cond, null = (Inputs(x.layout, *(getattr(x, f)[rows] for f in fields)) for rows in (slice(0, 3), slice(3, 6)))
+        assert all(torch.equal(getattr(null, f), getattr(hand_null(cond), f)) for f in fields)
+
+
+def test_guidance_scales_constant_and_linear_ramp():
+    assert guidance_scales(3.0, 4, "constant") == [3.0, 3.0, 3.0, 3.0]
+    assert guidance_scales(3.0, 4, "linear") == [0.75, 1.5, 2.25, 3.0]  # w (t + 1) / T
+    assert guidance_scales(2.0, 1, "linear") == [2.0]
+    assert guidance_scales(0.0, 3, "linear") == [0.0, 0.0, 0.0]
+
+
+def test_the_samplers_use_the_ramp_one_scale_per_step(monkeypatch):
+    seen: list[float] = []
+
+    def recording(model, x, query, w):
+        seen.append(w)
+        return guided_logits(model, x, query, 0.0)
+
+    monkeypatch.setattr(magvlt_sampling, "guided_logits", recording)
+    model, (text, text_len) = tiny(), captions()
+    cfg = MAGVLTSampling(guidance=2.0, guidance_schedule="linear", image_steps=4, text_steps=5)
+    generate_images(model, text, text_len, cfg, torch.Generator().manual_seed(0))
+    assert seen == [0.5, 1.0, 1.5, 2.0]
+    seen.clear()
+    generate_text(model, torch.zeros(3, N, dtype=torch.long), cfg, torch.Generator().manual_seed(0), eos_id=EOS,
+                  length=torch.tensor([5, 5, 5]))
+    assert seen == pytest.approx([0.4, 0.8, 1.2, 1.6, 2.0])
+
+
+def test_guidance_config_errors_are_one_line():
+    with pytest.raises(ValueError, match="guidance must be >= 0"):
+        MAGVLTSampling(guidance=-1.0)
+    with pytest.raises(ValueError, match="guidance_schedule"):
+        MAGVLTSampling(guidance_schedule="cosine")
+    with pytest.raises(VltkError, match="guidance must be >= 0") as err:
+        load_config(SampleConfig, overrides=["magvlt.guidance=-1"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(VltkError, match="unconditional"):
+        load_config(SampleConfig, overrides=["task=it2it", "magvlt.guidance=2"])

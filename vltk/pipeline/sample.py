@@ -104,6 +104,8 @@ class SampleConfig:
         check_prompts(self.prompts)
         if self.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.rerank!r}; choose from {', '.join(RERANKERS)}")
+        if self.magvlt.guidance > 0 and self.task == "it2it":
+            raise ValueError("it2it pairs are unconditional: there is no condition to guide by (magvlt.guidance = 0)")
         if self.candidates > 1 and self.task == "it2it":
             raise ValueError("it2it pairs have no prompt or image to re-rank for: candidates must be 1")
         if self.rerank == "clip" and self.clip_weights is None:

@@ -5,6 +5,7 @@
     codes = generate_images(model, text, text_len, cfg, g)             # T2I: (B, N) codes, no mask left
     codes = generate_images(model, text, text_len, cfg, g, image=codes, masked=center_box(16).expand(B, -1))
     caps = generate_text(model, codes, cfg, g, eos_id=tok.eos_id)      # I2T: caps.ids (B, C), caps.lengths (B,)
+    codes = generate_images(model, text, text_len, MAGVLTSampling(guidance=3, guidance_schedule="linear"), g)
     codes, caps = generate_pairs(model, 8, cfg, g, eos_id=tok.eos_id)  # unconditional image + text
     pixels = blend(decoded, source, center_box(16).expand(B, -1), grid=16)
 
@@ -21,6 +22,16 @@ Output rows follow the data contract (BPE ids, EOS, EOS padding): positions >= N
 become EOS. No EOS is forced: a caption that fills its window keeps all N sampled tokens (the official decoder also
 reads up to the first EOS, which is then the padding at N), so `lengths` = first EOS + 1, or C when there is none.
 
+Classifier-free guidance (Ho & Salimans 2022; for masked token models Muse, Chang et al. 2023): with `guidance` w > 0
+every step's logits are c + w (c - u), Muse's (1 + w) c - w u, where c are the conditional logits and u those of the
+same rows with the null condition, built by `vltk.models.magvlt.drop_condition` exactly as condition dropout trains
+it (T2I and inpainting: the empty caption; I2T and infilling: the null image). Both come from one forward pass of 2B
+rows. The scale is constant or, as Muse does, ramped linearly over the steps (`guidance_scales`); temperatures, choice
+noise, top-k and re-masking then act on the guided logits as on plain ones. w = 0 runs no 2B pass at all: today's
+sampler, bitwise. The I2T length pass reads the conditional length head only (the null image's length is a prior, not
+an alternative to push away from), and unconditional pairs have no condition to guide by. Self re-ranking
+(`vltk.sampling.rerank`) scores a guided sample with the conditional pass only: log p(caption | image) unguided.
+
 All sampling math runs in float32 (pitfall 27). Randomness comes only from the explicit generator.
 """
 
@@ -35,12 +46,14 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
 from vltk.masking import prefix_mask, top_n
-from vltk.models.magvlt import MAGVLT, Inputs
+from vltk.models.magvlt import MAGVLT, Inputs, drop_condition
 from vltk.sampling.common import filter_logits, gumbel, sample
 from vltk.schedules import SCHEDULES, Schedule, mask_fraction
 
 Unmask = Literal["multinomial-maskgit", "maskgit", "random"]
 Remask = Literal["sample", "topk"]
+GuidanceSchedule = Literal["constant", "linear"]
+GUIDANCE_SCHEDULES: tuple[str, ...] = ("constant", "linear")
 UNMASK_RULES: tuple[str, ...] = ("multinomial-maskgit", "maskgit", "random")
 REMASK_RULES: tuple[str, ...] = ("sample", "topk")
 _EPS = 1e-20  # floor on a confidence before its log: an underflowed probability must still rank, not be -inf
@@ -60,6 +73,8 @@ class MAGVLTSampling:
     text_top_k: int | None = 32
     text_top_p: float | None = None
     text_remask: Remask = "sample"  # draw without replacement with prob ∝ 1/p; "topk": the lowest log-probs
+    guidance: float = 0.0  # classifier-free guidance w (logits c + w (c - u)); 0: none, and no second pass
+    guidance_schedule: GuidanceSchedule = "constant"  # "linear": ramped up to w over the steps (Muse)
 
     def __post_init__(self) -> None:
         if self.image_steps < 1 or self.text_steps < 1:
@@ -75,6 +90,11 @@ class MAGVLTSampling:
             raise ValueError(f"unknown unmask rule {self.unmask!r}; choose from {', '.join(UNMASK_RULES)}")
         if self.text_remask not in REMASK_RULES:
             raise ValueError(f"unknown text_remask rule {self.text_remask!r}; choose from {', '.join(REMASK_RULES)}")
+        if not self.guidance >= 0:  # also refuses NaN
+            raise ValueError(f"guidance must be >= 0 (0 = unguided), got {self.guidance!r}")
+        if self.guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(f"unknown guidance_schedule {self.guidance_schedule!r}; choose from "
+                             f"{', '.join(GUIDANCE_SCHEDULES)}")
         if self.text_top_k is not None and self.text_top_k < 1:
             raise ValueError(f"text_top_k must be >= 1 or None, got {self.text_top_k!r}")
         if self.text_top_p is not None and not 0 < self.text_top_p <= 1:
@@ -134,10 +154,46 @@ def anneal(ends: tuple[float, float], steps: int) -> list[float]:
     return torch.linspace(ends[0], ends[1], steps).tolist()
 
 
+def guidance_scales(w: float, steps: int, schedule: GuidanceSchedule) -> list[float]:
+    """The guidance scale at each of `steps` decoding steps: w throughout, or "linear": w (t + 1) / T at step
+    t = 0..T-1, Muse's linear ramp up to w. It starts at w / T rather than at 0 (open-muse's linspace(0, w, T)), so
+    that every step's 2B-row pass is used and a one-step sampler is guided at w."""
+    if schedule == "constant":
+        return [w] * steps
+    return [w * (t + 1) / steps for t in range(steps)]
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """(M, V) float32 guided logits c + w (c - u) from the conditional and null-condition (M, V) logits."""
+    cond = cond.float()
+    return cond + w * (cond - uncond.float())
+
+
 def window_lengths(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """(B,) long n_txt of (B, C) rows: first EOS + 1, or C without one (vltk.text.bpe.text_lengths, in torch)."""
     is_eos = ids == eos_id
     return torch.where(is_eos.any(dim=1), is_eos.long().argmax(dim=1) + 1, ids.shape[1])
+
+
+def _stack(a: Inputs, b: Inputs) -> Inputs:
+    """The rows of a then those of b (same layout, no selector): one batch of 2B rows."""
+    rows = [torch.cat([getattr(a, f), getattr(b, f)]) for f in ("image", "image_masked", "text", "text_masked",
+                                                                  "text_len")]
+    return Inputs(a.layout, *rows)
+
+
+def guided_logits(model: MAGVLT, x: Inputs, query: torch.Tensor, w: float) -> torch.Tensor:
+    """(M, V) logits of what x's layout generates (text-first: the image, at the (B, N) bool `query`; image-first: the
+    text, at a (B, C) one; M = query.sum()). w = 0: the one pass of B rows, untouched; else c + w (c - u) from one
+    pass of 2B rows, x's rows then the same rows with the null condition (the query's row-major order puts all of c
+    before all of u)."""
+    image = x.layout == "t2i"
+    if w != 0:
+        null = drop_condition(x, torch.ones_like(x.text_len, dtype=torch.bool), model.cfg.eos_id)
+        x, query = _stack(x, null), torch.cat([query, query])
+    out = model(x, image_query=query if image else None, text_query=None if image else query)
+    logits = out.image_logits if image else out.text_logits
+    return logits if w == 0 else guide(*logits.chunk(2), w)
 
 
 # ---- one step of each modality, shared by the three samplers ----
@@ -221,11 +277,12 @@ def generate_images(model: MAGVLT, text: torch.Tensor, text_len: torch.Tensor, c
     steps = cfg.image_steps
     table = unmask_table(masked.sum(dim=1), steps, cfg.image_schedule)  # (B, T)
     temperatures, noises = anneal(cfg.image_temperature, steps), anneal(cfg.choice_noise, steps)
+    scales = guidance_scales(cfg.guidance, steps, cfg.guidance_schedule)
     no_text_mask = torch.zeros_like(text, dtype=torch.bool)
     for t in range(steps):
         if not masked.any():
             break
-        logits = model(Inputs("t2i", image, masked, text, no_text_mask, text_len), image_query=masked).image_logits
+        logits = guided_logits(model, Inputs("t2i", image, masked, text, no_text_mask, text_len), masked, scales[t])
         image, masked = _image_step(image, masked, logits, table[:, t], temperatures[t], noises[t], cfg, generator)
     return image
 
@@ -257,13 +314,14 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
     text_w, logprob_w = ids[:, :w], torch.zeros(b, w, device=image.device)  # (B, w)
     window = prefix_mask(length, w)  # (B, w)
     span = masked[:, :w] if masked is not None else None
+    scales = guidance_scales(cfg.guidance, cfg.text_steps, cfg.guidance_schedule)
     for t in range(cfg.text_steps):
         remask = _remask_text(logprob_w, window, _text_counts(length, t, cfg.text_steps), cfg.text_remask, generator)
         if span is not None:
             remask = remask & span
         if not remask.any():
             continue
-        logits = model(Inputs("i2t", image, no_image_mask, text_w, remask, length), text_query=remask).text_logits
+        logits = guided_logits(model, Inputs("i2t", image, no_image_mask, text_w, remask, length), remask, scales[t])
         text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator)
     ids, logprob = torch.cat([text_w, ids[:, w:]], dim=1), F.pad(logprob_w, (0, c - w))
     return _finish_text(ids, logprob, length, eos_id)
