@@ -64,9 +64,11 @@ def _malformed(manifest: Any) -> str | None:
         return f"a JSON object is expected, not {type(manifest).__name__}"
     if not isinstance(manifest.get("stage"), str):
         return "it names no stage"
-    for key in ("config", "inputs", "contents"):
-        if not isinstance(manifest.get(key), dict):
-            return f"its '{key}' is missing or not an object"
+    if not isinstance(manifest.get("contents"), dict):
+        return "its 'contents' is missing or not an object"
+    for key in ("config", "inputs"):  # a stage without either may leave it out: readers see an empty table
+        if not isinstance(manifest.setdefault(key, {}), dict):
+            return f"its '{key}' is not an object"
     for name, entry in manifest["inputs"].items():
         if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
             return f"its input '{name}' has no path"

@@ -72,7 +72,7 @@ def test_python_api(tmp_path):
     printed = run(sys.executable, EXAMPLES / "python_api.py", tmp_path, "--out", out, "--count", 3, "--cpu")
     assert sorted(p.name for p in out.glob("t2i-*.png")) == ["t2i-0.png", "t2i-1.png", "t2i-2.png"]
     assert manifest(out / "samples-i2t")["contents"]["count"] == 3 and "CIDEr" in printed
-    assert manifest(out / "scores-i2t")["inputs"]["samples"]["path"] == str(out / "samples-i2t")
+    assert artifacts.upstream(out / "scores-i2t", "samples") == out / "samples-i2t"
     missing = subprocess.run([sys.executable, EXAMPLES / "python_api.py", tmp_path / "nowhere"], capture_output=True,
                              text=True)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no such artifact: {tmp_path / 'nowhere' / 'gen'}"

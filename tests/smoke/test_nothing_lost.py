@@ -161,7 +161,7 @@ def test_a_broken_weights_file_is_one_line(trained, tmp_path, harm):
 
 @pytest.mark.parametrize("text, why", [
     (b"[1, 2, 3]", "a JSON object is expected"), (b"null", "a JSON object is expected"),
-    (b'{"stage": "shard"}', "'config' is missing"), (bytes(range(256)) * 4, "not UTF-8"), (b"\x00{", "valid JSON"),
+    (b'{"stage": "shard"}', "'contents' is missing"), (bytes(range(256)) * 4, "not UTF-8"), (b"\x00{", "valid JSON"),
 ])
 def test_a_broken_manifest_is_one_line_for_every_reader(imgs, tmp_path, text, why):
     out = tmp_path / "shards"

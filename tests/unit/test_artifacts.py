@@ -255,6 +255,7 @@ def test_an_artifact_moved_alone_finds_inputs_that_stayed_and_old_manifests_stil
 @pytest.mark.parametrize("text, why", [
     ("[1, 2, 3]", "a JSON object is expected, not list"), ("null", "not NoneType"), ("{}", "names no stage"),
     ('{"stage": "toy", "config": {}, "inputs": {}}', "'contents' is missing"),
+    ('{"stage": "toy", "contents": {}, "inputs": []}', "'inputs' is not an object"),
     ('{"stage": "toy", "config": {}, "contents": {}, "inputs": {"x": 3}}', "input 'x' has no path"),
     ('{"stage": "toy"', "not valid JSON"),
 ])

@@ -165,7 +165,7 @@ def test_stage_trains_publishes_and_reruns_as_noop(tmp_path):
     assert contents["training"]["captions"] == 60
     assert contents["training"]["unique_words"] == len(count_words(c for caps in captions for c in caps)[0])
     assert contents["summary"]
-    assert manifest["inputs"]["source"]["path"] == str(shards)
+    assert artifacts.input_path(out, manifest, "source") == shards
 
     tok = BPETokenizer.from_artifact(out)
     assert list(tok.merges) == expected_merges
@@ -193,7 +193,7 @@ def test_stage_clip_source(tmp_path):
     assert (contents["source"], contents["vocab_size"], contents["num_merges"]) == ("clip", 49408, 48894)
     assert (contents["eos_id"], contents["pad_id"], contents["sot_id"], contents["sep_id"]) == (49407, 49407, 49406, 91)
     assert "training" not in contents
-    assert manifest["inputs"]["source"]["path"].endswith("open_clip/bpe_simple_vocab_16e6.txt.gz")
+    assert manifest["inputs"]["source"]["absolute"].endswith("open_clip/bpe_simple_vocab_16e6.txt.gz")
     tok = BPETokenizer.from_artifact(out)
     assert tok.vocab_size == 49408 and tok.context_length == 64
 
