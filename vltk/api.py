@@ -37,8 +37,9 @@ from vltk.artifacts import MANIFEST, open_artifact, read_manifest
 from vltk.config import load_config
 from vltk.data.encoded import Encoded as EncodedRecord
 from vltk.data.encoded import MixSel, iter_encoded
-from vltk.data.images import center_crop, pad, to_rgb, to_uint8
+from vltk.data.images import center_crop, pad, read_rgb, to_rgb, to_uint8
 from vltk.data.loader import to_tensor
+from vltk.data.schema import Shape, read_jsonl
 from vltk.data.shards import Sample, iter_samples
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # the stages load their inputs through this module: they are 
     from vltk.pipeline.sample import Item, SampleConfig
 
 PathLike = str | Path
+SAMPLE_ROW = Shape({"index": int, "file": str})  # what every samples.jsonl row holds (sample and decode)
 Images = Sequence[Image.Image] | torch.Tensor | np.ndarray  # PIL images, or (B, h, w) / (B, N) integer code grids
 
 
@@ -147,17 +149,13 @@ class Samples(Artifact):
 
     @functools.cached_property
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per sample: index, task, prompt, caption, references, file, ... (see vltk.pipeline.sample)."""
-        lines = (self.path / "samples.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if line]
+        """One dict per sample: index, task, prompt, caption, references, file, ... (see vltk.pipeline.sample); a
+        damaged samples.jsonl is one error naming its line."""
+        return read_jsonl(self.path / "samples.jsonl", SAMPLE_ROW)
 
     def images(self) -> list[Image.Image]:
         """The samples' images, in row order (read into memory: no file stays open)."""
-        pictures = []
-        for row in self.rows:
-            with Image.open(self.path / row["file"]) as image:
-                pictures.append(image.convert("RGB"))
-        return pictures
+        return [read_rgb(self.path / row["file"]) for row in self.rows]
 
 
 class Scores(Artifact):

@@ -17,8 +17,10 @@ from factories import tiny_encoded  # tests/smoke
 from PIL import Image
 from typer.testing import CliRunner
 
+import vltk
 from vltk.cli import app
 from vltk.config import load_config
+from vltk.errors import VltkError
 from vltk.pipeline import shard, train_gen
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
@@ -189,3 +191,18 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_half_output_goes(imgs, tmp
     monkeypatch.setattr(shard, "write_shards", write_then_fail)
     one_line_error(cli("shard", imgs, tmp_path / "shards", "--size", 32), "train-000001.tar", os.strerror(failure))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+@pytest.mark.parametrize("harm", ["missing", "not a picture"])
+def test_a_missing_or_broken_sample_picture_is_one_line(trained, tmp_path, harm):
+    samples = tmp_path / "samples"
+    assert cli("sample", trained, samples, "--task", "t2i", "--count", 2, "--cpu").exit_code == 0
+    picture = samples / json.loads((samples / "samples.jsonl").read_text().splitlines()[1])["file"]
+    picture.unlink() if harm == "missing" else picture.write_bytes(b"not a png")
+    one_line_error(cli("score", samples, tmp_path / "scores", "--cpu"), str(picture), "cannot be read as an image")
+    assert not (tmp_path / "scores").exists() and not (tmp_path / "scores.partial").exists()
+    with pytest.raises(VltkError, match="cannot be read as an image"):
+        vltk.load(samples).images()
+    (samples / "samples.jsonl").write_text('{"index": 0}\n')
+    with pytest.raises(VltkError, match=r"samples.jsonl: line 1: the JSON has no 'file' field"):
+        vltk.load(samples).rows

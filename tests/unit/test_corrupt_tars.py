@@ -4,7 +4,6 @@ the member) and says what is wrong, wherever the tars are read: the sample reade
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import struct
 import sys

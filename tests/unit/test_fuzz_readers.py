@@ -2,8 +2,9 @@
 another exception (which the CLI would show as a traceback).
 
 Each reader in READERS gets its tiny valid artifact (all built once for the module) with one file replaced by one of
-DAMAGES: 6 seeded random byte strings, 8 truncations at seeded offsets and 8 seeded single-bit flips. 5 readers x 22
-damages = 110 cases, plus one check per reader that the undamaged artifact reads: 115 tests.
+DAMAGES: 6 seeded random byte strings, 8 truncations at seeded offsets and 8 seeded single-bit flips. 7 readers (the
+tars of a shards, an encoded and a MixSel split, samples.jsonl, merges.txt, a manifest, a weights file) x 22 damages =
+154 cases, plus one check per reader that the undamaged artifact reads: 161 tests.
 
 A reader is one entry of READERS: (build: the base folder -> the artifact, the file to damage, read: artifact -> Any).
 """
@@ -19,9 +20,11 @@ from typing import Any, Callable
 
 import pytest
 
+import vltk
 from vltk.data.encoded import iter_encoded
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
+from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.pipeline.score import read_rows
 from vltk.text.bpe import BPETokenizer
 
@@ -57,6 +60,8 @@ READERS: dict[str, Reader] = {
     "mixsel tar": (lambda root: root / "encoded", "mixsel-train-000000-000.tar", read_encoded("mixsel-train")),
     "samples.jsonl": (write_samples, "samples.jsonl", lambda samples: read_rows(samples, "t2i")),
     "merges.txt": (lambda root: root / "text-tok", "merges.txt", BPETokenizer.from_artifact),
+    "manifest.json": (lambda root: root / "encoded", "manifest.json", lambda encoded: vltk.load(encoded, device="cpu")),
+    "model.safetensors": (lambda root: root / "image-tok", "model.safetensors", load_image_tokenizer),
 }
 
 

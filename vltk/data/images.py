@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.utils import make_grid
 
+from vltk.errors import VltkError
+
 # Alpha and padding are composited onto white: a transparent logo on white is what a viewer shows.
 BACKGROUND = (255, 255, 255)
 # 16-bit greyscale modes PIL may open a 16-bit PNG/TIFF as; their range is 0..65535, which convert("L") would clip.
@@ -109,6 +111,16 @@ def _decode_failure(err: Exception) -> Rejection:
     if isinstance(err, EOFError) or "truncated" in str(err).lower():
         return Rejection("truncated", text)
     return Rejection("decode_error", text)
+
+
+def read_rgb(file: Path) -> Image.Image:
+    """The picture in `file` as RGB, read into memory (no file stays open); a missing or broken one is one error."""
+    try:
+        with Image.open(file) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise VltkError(f"{file} cannot be read as an image ({reason}); re-run the stage that wrote it") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

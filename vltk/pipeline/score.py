@@ -42,10 +42,10 @@ from typing import Any, Iterable, Iterator, cast
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vltk import api, artifacts
 from vltk.config import require_positive
+from vltk.data.images import read_rgb
 from vltk.data.schema import Shape, read_jsonl
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
@@ -93,7 +93,7 @@ def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[st
     rows say whether they hold a held-out colour-shape combination, on the held-out rows and on the others ("seen")."""
     groups: dict[str, list[Verdict]] = {"all": [], "seen": [], "heldout": []}
     for row in rows:
-        found = detect(np.asarray(_picture(root / row["file"])))
+        found = detect(np.asarray(read_rgb(root / row["file"])))
         caption = row[caption_field] or ""
         verdict = check(caption, parse_caption(caption), found)
         groups["all"].append(verdict)
@@ -107,13 +107,8 @@ def _rounded(summary: dict[str, float | int]) -> dict[str, float | int]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def _picture(file: Path) -> Image.Image:
-    with Image.open(file) as image:
-        return image.convert("RGB")
-
-
 def _pixels(files: Iterable[Path]) -> Iterator[np.ndarray]:
-    return (np.asarray(_picture(file)) for file in files)  # (H, W, 3) uint8 each
+    return (np.asarray(read_rgb(file)) for file in files)  # (H, W, 3) uint8 each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +209,7 @@ def clip_metrics(cfg: ScoreConfig, task: str, samples: Path, rows: list[dict[str
         with progress(f"CLIP: {name}", len(pairs), unit="pair") as advance:
             for start in range(0, len(pairs), cfg.batch_size):
                 batch = pairs[start:start + cfg.batch_size]
-                similarity.append(clip_similarity(clip, [_picture(file) for file, _ in batch], [t for _, t in batch]))
+                similarity.append(clip_similarity(clip, [read_rgb(file) for file, _ in batch], [t for _, t in batch]))
                 advance(len(batch))
         result[name] = {**_rounded(clip_score(torch.cat(similarity))), "n": len(pairs)}
     return result
