@@ -1,5 +1,6 @@
 """ARGVLT: the two orders position by position, shift-by-one and causality, KV-cache decoding, the 0.9 / 0.1 loss
-(REFERENCE.md §2), the order draw, the size against MAGVLT, and a few training steps."""
+(REFERENCE.md §2), the order draw, the size against MAGVLT, a few training steps, and condition dropout (the null
+caption and image, rate 0 and 1, keyed draws: one process = two)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from vltk.models.argvlt import ARGVLT, ARGVLTConfig, sequence, slots
+from vltk.models.argvlt import ARGVLT, ARGVLTConfig, drop_condition, sequence, slots
 from vltk.models.magvlt import MAGVLT, MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask, draw_order
 from vltk.objectives.common import Draws
+from vltk.text.bpe import BPETokenizer
 from vltk.train import OptimConfig, prepare
 
 IMAGE_VOCAB, TEXT_VOCAB, N, C = 16, 24, 4, 5
@@ -145,11 +147,12 @@ def caption_batch(step: int = 0) -> dict[str, torch.Tensor]:
     return {"index": torch.arange(B) + step * B, "image": image, "text": text, "text_len": TEXT_LEN.clone()}
 
 
-def make_task(objective: ARGVLTObjective, lr: float = 1e-3, seed: int = 0) -> tuple[ARGVLTTask, ARGVLT]:
+def make_task(objective: ARGVLTObjective, lr: float = 1e-3, seed: int = 0,
+              global_batch: int = B) -> tuple[ARGVLTTask, ARGVLT]:
     accelerator = Accelerator(cpu=True)
     model = tiny_model(seed).train()
     parts = prepare(accelerator, {"model": (model, OptimConfig(lr=lr, schedule="constant"))})
-    return ARGVLTTask(parts, objective, accelerator, global_batch=B, seed=0), model
+    return ARGVLTTask(parts, objective, accelerator, global_batch=global_batch, seed=0), model
 
 
 @pytest.mark.parametrize("order", ["t2i", "i2t"])
@@ -248,3 +251,118 @@ def test_training_steps_on_a_fixed_batch_lower_both_orders_losses():
     for order, values in losses.items():
         assert len(values) >= 5, order  # both orders were drawn (order_weights (1, 1))
         assert values[-1] < 0.6 * values[0], (order, values)
+
+
+# ---- condition dropout (classifier-free guidance's null condition) -------------------------------------------------
+
+NULL_IMAGE = IMAGE_VOCAB + TEXT_VOCAB - 2  # the text vocabulary's SOT row, in every image slot
+
+
+def only(order: str) -> tuple[float, float]:
+    return (1.0, 0.0) if order == "t2i" else (0.0, 1.0)
+
+
+def fed(monkeypatch: pytest.MonkeyPatch, model: ARGVLT) -> list[dict]:
+    """Record what every forward of `model` is fed (ids and queries), then run it."""
+    calls, real = [], model.forward
+
+    def forward(order, image, text, **queries):
+        calls.append({"order": order, "image": image.clone(), "text": text.clone(), **queries})
+        return real(order, image, text, **queries)
+
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
+def test_null_condition_ids_are_the_tokenizers():
+    tokenizer = BPETokenizer([("a", "b</w>")], context_length=C)
+    cfg = ARGVLTConfig(width=16, depth=1, heads=2, image_vocab=IMAGE_VOCAB, text_vocab=tokenizer.vocab_size,
+                       image_tokens=N, text_tokens=C)
+    assert cfg.eos_id == tokenizer.eos_id and cfg.null_image_id == IMAGE_VOCAB + tokenizer.sot_id
+    image, text = random_batch(3)
+    text = torch.from_numpy(tokenizer.encode_batch(["ab", "a b ab", "b"]).astype("int64"))
+    drop = torch.tensor([True, False, True])
+    same, dropped = drop_condition("t2i", image, text, drop, cfg)
+    assert torch.equal(same, image) and torch.equal(dropped[~drop], text[~drop])
+    assert dropped[0].tolist() == dropped[2].tolist() == tokenizer.encode_batch([""])[0].tolist()  # the empty caption
+    null, same = drop_condition("i2t", image, text, drop, cfg)
+    assert torch.equal(same, text) and torch.equal(null[~drop], image[~drop])
+    assert (null[drop] == cfg.null_image_id).all()
+    model = ARGVLT(cfg)  # the null image embeds as SOT's row of the joint table (plus the slot's position)
+    x = model.embed("i2t", sequence("i2t", null, text))[0, 1:1 + N]
+    torch.testing.assert_close(x, model.tokens.weight[cfg.null_image_id] + model.pos_image, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("order", ["t2i", "i2t"])
+def test_condition_dropout_0_feeds_the_batch_as_it_is(order, monkeypatch):
+    task, model = make_task(ARGVLTObjective(order_weights=only(order)))
+    assert task.cfg.cond_dropout == 0.0  # the default: every existing config trains as before
+    calls, batch = fed(monkeypatch, model), caption_batch()
+    metrics = task.train_step(batch, 0)
+    (call,) = calls
+    assert torch.equal(call["image"], batch["image"]) and torch.equal(call["text"], batch["text"])
+    assert call["image_query"].all() and torch.equal(call["text_query"], torch.arange(C) < TEXT_LEN.unsqueeze(1))
+    assert {f"{order}/{k}" for k in ("image", "text", "image_acc", "text_acc")} <= set(metrics)
+
+
+@pytest.mark.parametrize("order", ["t2i", "i2t"])
+def test_condition_dropout_1_drops_every_condition_and_its_loss(order, monkeypatch):
+    task, model = make_task(ARGVLTObjective(order_weights=only(order), cond_dropout=1.0))
+    calls, batch = fed(monkeypatch, model), caption_batch()
+    metrics = task.train_step(batch, 0)
+    (call,) = calls
+    if order == "t2i":  # the empty caption; the image is the target, as it is
+        assert torch.equal(call["image"], batch["image"]) and (call["text"] == EOS).all()
+        assert not call["text_query"].any() and call["image_query"].all()
+    else:  # the null image; the caption is the target, as it is
+        assert (call["image"] == NULL_IMAGE).all() and torch.equal(call["text"], batch["text"])
+        assert not call["image_query"].any() and torch.equal(call["text_query"], torch.arange(C) < TEXT_LEN[:, None])
+    # Independently: the generated modality's CE under the null condition, weight 0.9; the dropped one takes none.
+    with torch.no_grad():
+        logits = all_logits(model, order, call["image"], call["text"])
+    s = slots(order, N, C)
+    if order == "t2i":
+        image_logits = torch.stack([logits[s.image.start + k] for k in range(N)], dim=1)  # (B, N, V_img)
+        generated = F.cross_entropy(image_logits.flatten(0, 1), batch["image"].flatten(), label_smoothing=0.1)
+    else:
+        text_logits = torch.stack([logits[s.text.start + k] for k in range(C)], dim=1)  # (B, C, V_txt)
+        valid = torch.arange(C) < TEXT_LEN.unsqueeze(1)
+        generated = F.cross_entropy(text_logits[valid], batch["text"][valid], label_smoothing=0.1)
+    assert metrics["loss"] == pytest.approx(0.9 * generated.item(), rel=1e-5)
+    condition = "text" if order == "t2i" else "image"
+    assert f"{order}/{condition}" not in metrics and f"{order}/{condition}_acc" not in metrics
+
+
+def test_condition_dropout_is_keyed_one_process_equals_two_and_about_as_often_as_its_rate(monkeypatch):
+    b = 6
+    task, model = make_task(ARGVLTObjective(cond_dropout=0.5), global_batch=b)
+    plain, _ = make_task(ARGVLTObjective(), global_batch=b)
+    calls = fed(monkeypatch, model)
+    image, ids = random_batch(b, seed=3)
+    text_len = torch.tensor([2, 3, 4, 5, 2, 3])
+    text = torch.where(torch.arange(C) < text_len.unsqueeze(1) - 1, ids, EOS)
+
+    def batch(step: int, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+        whole = {"index": torch.arange(b) + step * b, "image": image, "text": text, "text_len": text_len}
+        return {k: v[rows] for k, v in whole.items()}
+
+    def dropped(call: dict) -> torch.Tensor:
+        """(b,) bool: the rows whose condition the model did not see."""
+        return (call["text"] != text[:len(call["text"])]).any(1) | (call["image"] == NULL_IMAGE).all(1)
+
+    shares = []
+    for step in range(60):
+        metrics = task.train_step(batch(step), step)
+        assert metrics["order/t2i"] == plain.train_step(batch(step), step)["order/t2i"]  # the order draw is untouched
+        whole = calls[-1]
+        for rows in (slice(0, 3), slice(3, 6)):  # two processes of 3 samples each feed what one process of 6 does
+            task.train_step(batch(step, rows), step)
+            half = calls[-1]
+            keys = ("image", "text", "image_query", "text_query")
+            assert all(torch.equal(half[key], whole[key][rows]) for key in keys)
+        shares.append(dropped(whole))
+    share = float(torch.cat(shares).float().mean())
+    assert abs(share - 0.5) < 4 * (0.25 / (60 * b)) ** 0.5, share
+    assert 0 < torch.stack(shares).sum(1).float().std()  # the rows dropped differ from step to step
+    with pytest.raises(ValueError, match="cond_dropout"):
+        ARGVLTObjective(cond_dropout=1.5)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vltk.models.layers import GeneratorConfig, KVCache, MLMHead, Transformer, init_weights
-from vltk.models.magvlt import BOI, BOT, Outputs
+from vltk.models.magvlt import BOI, BOT, MAGVLTConfig, Outputs, empty_caption
 
 Order = Literal["t2i", "i2t"]
 Kind = Literal["begin", "image", "text"]
@@ -39,9 +39,22 @@ Kind = Literal["begin", "image", "text"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ARGVLTConfig(GeneratorConfig):
+    eos_id = MAGVLTConfig.eos_id  # the text vocabulary's last id: the same vltk.text.bpe layout as MAGVLT's
+
     @property
     def sequence_length(self) -> int:
         return 2 + self.image_tokens + self.text_tokens
+
+    @property
+    def null_image_id(self) -> int:
+        """The joint-table row fed in every image slot of a null image: the text vocabulary's SOT (EOS - 1), which
+        vltk's rows never hold (no start token) and the model never has to predict.
+
+        Why not a code or a new row: the image slots are targets in the t2i order and conditions in the i2t order, so
+        a real code (say 0) would also mean "an image of code-0 tokens", which the t2i order teaches; and a learned row
+        of its own would change the parameters, the init's random draws and every checkpoint of a model trained
+        without dropout. SOT's row is otherwise only an output row of the tied text head (a class never drawn)."""
+        return self.image_vocab + self.eos_id - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +96,19 @@ def sequence(order: Order, image: torch.Tensor, text: torch.Tensor) -> torch.Ten
     ids[:, s.begin[0]], ids[:, s.begin[1]] = (BOT, BOI) if order == "t2i" else (BOI, BOT)
     ids[:, s.image], ids[:, s.text] = image, text
     return ids
+
+
+def drop_condition(order: Order, image: torch.Tensor, text: torch.Tensor, drop: torch.Tensor,
+                   cfg: ARGVLTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) codes and (B, C) text with the condition of the rows where the (B,) bool `drop` holds replaced by the null
+    condition, what classifier-free guidance (Ho & Salimans 2022) trains and samples with; the other rows unchanged.
+
+    t2i (text first): the empty caption, as MAGVLT's (`vltk.models.magvlt.empty_caption`): EOS then EOS padding,
+    which ARGVLT reads as keys like any caption's pads. i2t (image first): the null image, `cfg.null_image_id` in
+    every image slot; the ids there are then no codes, so the objective takes no image loss on them."""
+    if order == "t2i":
+        return image, empty_caption(text, drop, cfg.eos_id)
+    return torch.where(drop.unsqueeze(1), cfg.null_image_id, image), text
 
 
 class ARGVLT(nn.Module):

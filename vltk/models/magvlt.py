@@ -115,16 +115,22 @@ class Inputs:
     selector: torch.Tensor | None = None  # (B,) long special id for the BOG slot; None = BOG
 
 
+def empty_caption(text: torch.Tensor, drop: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, C) text with the rows where the (B,) bool `drop` holds replaced by the empty caption, what the tokenizer
+    makes of "": no SOT, EOS at position 0 and EOS padding (n_txt 1). MAGVLT's and ARGVLT's null caption alike."""
+    return torch.where(drop.unsqueeze(1), eos_id, text)
+
+
 def drop_condition(x: Inputs, drop: torch.Tensor, eos_id: int) -> Inputs:
     """x with the condition of the rows where the (B,) bool `drop` holds replaced by the null condition, the input
     classifier-free guidance trains and samples with (Ho & Salimans 2022; Muse, Chang et al. 2023, drops the text).
 
-    Text-first layout (T2I, inpainting): the empty caption, what the tokenizer makes of "": no SOT, EOS at position 0
-    and EOS padding, text_len 1 (so only that EOS is a key). Image-first layout (I2T, infilling): the null image,
-    every image token masked (the ids there are not read). The other rows are returned unchanged.
+    Text-first layout (T2I, inpainting): the empty caption (`empty_caption`), text_len 1 (so only its EOS is a key).
+    Image-first layout (I2T, infilling): the null image, every image token masked (the ids there are not read). The
+    other rows are returned unchanged.
     """
     if x.layout == "t2i":
-        text = torch.where(drop.unsqueeze(1), eos_id, x.text)  # (B, C)
+        text = empty_caption(x.text, drop, eos_id)  # (B, C)
         return dataclasses.replace(x, text=text, text_len=torch.where(drop, 1, x.text_len))
     return dataclasses.replace(x, image_masked=x.image_masked | drop.unsqueeze(1))
 

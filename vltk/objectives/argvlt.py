@@ -11,10 +11,18 @@ generated modality with weight 0.9 and the conditioning one with 0.1 (the paper'
 has the same img_weight / txt_weight). Each modality's loss is the label-smoothed CE mean over its valid tokens of the
 whole global batch: every image token, and the text up to and including its first EOS (pads are keys, never targets).
 
+Condition dropout (`cond_dropout` p, off in the paper; Muse, Chang et al. 2023, drops the text with p = 0.1) trains
+the null condition that classifier-free guidance (Ho & Salimans 2022) contrasts with at sampling time
+(`vltk.sampling.argvlt`): with probability p, one keyed draw per sample, a t2i sample reads the empty caption and an
+i2t sample the null image (`vltk.models.argvlt.drop_condition`). The generated modality keeps its loss (the
+unconditional model); the dropped condition takes none, since it is not data: the empty caption is no caption to
+model, and the null image's ids are no codes.
+
 Logged: "loss"; per order drawn this step by any process "<order>/image", "<order>/text" (the CE means) and
-"<order>/image_acc", "<order>/text_acc" (argmax hits / tokens), all over the global batch; "order/<order>", the share
-of the global batch trained in that order; and the tokens fed (for the loop's tokens/s). The batch keys read are
-"index", "image", "text" and "text_len".
+"<order>/image_acc", "<order>/text_acc" (argmax hits / tokens), all over the global batch (a modality without a
+target in it, a condition dropped for every sample, is left out); "order/<order>", the share of the global batch
+trained in that order; and the tokens fed (for the loop's tokens/s). The batch keys read are "index", "image", "text"
+and "text_len".
 """
 
 from __future__ import annotations
@@ -25,9 +33,9 @@ from typing import Any, Literal
 import torch
 from accelerate import Accelerator
 
-from vltk.models.argvlt import Order
+from vltk.models.argvlt import Order, drop_condition
 from vltk.objectives.common import Draws, GlobalMean, batch_offsets, token_ce
-from vltk.train.loop import TOKENS, Part
+from vltk.train.loop import TOKENS, Part, unwrap
 
 ORDERS: tuple[Order, Order] = ("t2i", "i2t")
 
@@ -39,6 +47,7 @@ class ARGVLTObjective:
     generation_weight: float = 0.9  # the modality that comes second (REFERENCE.md §2)
     condition_weight: float = 0.1  # the modality that comes first
     label_smoothing: float = 0.1
+    cond_dropout: float = 0.0  # P(t2i caption -> empty caption, i2t image -> null image); the paper: 0, Muse: 0.1
 
     def __post_init__(self) -> None:
         if len(self.order_weights) != 2 or min(self.order_weights) < 0 or sum(self.order_weights) <= 0:
@@ -49,6 +58,8 @@ class ARGVLTObjective:
             raise ValueError("generation_weight and condition_weight must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0 <= self.cond_dropout <= 1:
+            raise ValueError(f"cond_dropout must be in [0, 1], got {self.cond_dropout!r}")
 
 
 def draw_order(objective: ARGVLTObjective, draws: Draws, rank: int) -> Order:
@@ -66,16 +77,23 @@ class ARGVLTTask:
         self.global_batch, self.seed = global_batch, seed
         self.reduce_sum = lambda t: accelerator.reduce(t, "sum")
         self.mean = GlobalMean(self.reduce_sum, accelerator.num_processes)
+        self.model_cfg = unwrap(accelerator, parts["model"].module).cfg  # the null condition's ids
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         cfg, device = self.cfg, self.accelerator.device
         offsets = batch_offsets(batch["index"], step, self.global_batch)
-        order = draw_order(cfg, Draws(self.seed, step, self.global_batch, offsets, device),
-                           self.accelerator.process_index)
+        draws = Draws(self.seed, step, self.global_batch, offsets, device)
+        order = draw_order(cfg, draws, self.accelerator.process_index)
         image, text, text_len = (batch[k].to(device) for k in ("image", "text", "text_len"))
+        drop = draws.uniform("cond_drop") < cfg.cond_dropout  # (b,): one keyed draw per sample, whatever the split
         image_query = torch.ones_like(image, dtype=torch.bool)  # (b, N)
         text_query = torch.arange(text.shape[1], device=device) < text_len.unsqueeze(1)  # (b, C): caption + EOS
-        out = self.parts["model"].module(order, image, text, image_query=image_query, text_query=text_query)
+        if order == "t2i":  # a dropped condition takes no loss (module docstring)
+            text_query = text_query & ~drop.unsqueeze(1)
+        else:
+            image_query = image_query & ~drop.unsqueeze(1)
+        fed_image, fed_text = drop_condition(order, image, text, drop, self.model_cfg)  # the model's inputs
+        out = self.parts["model"].module(order, fed_image, fed_text, image_query=image_query, text_query=text_query)
         image_ce, image_hits = token_ce(out.image_logits, image[image_query], cfg.label_smoothing)
         text_ce, text_hits = token_ce(out.text_logits, text[text_query], cfg.label_smoothing)
         image_count, text_count = image_query.sum(), text_query.sum()
@@ -101,7 +119,8 @@ class ARGVLTTask:
         metrics, total = {}, sums[:, 6].sum().item()
         for name, (image_ce, image_hits, images, text_ce, text_hits, texts, drawn) in zip(ORDERS, sums.tolist()):
             metrics[f"order/{name}"] = drawn / total
-            if drawn:
-                metrics.update({f"{name}/image": image_ce / images, f"{name}/image_acc": image_hits / images,
-                                f"{name}/text": text_ce / texts, f"{name}/text_acc": text_hits / texts})
+            for modality, ce, hits, count in (("image", image_ce, image_hits, images),
+                                              ("text", text_ce, text_hits, texts)):
+                if count:  # none when the order was not drawn, or every condition of it was dropped
+                    metrics.update({f"{name}/{modality}": ce / count, f"{name}/{modality}_acc": hits / count})
         return metrics
