@@ -1,5 +1,7 @@
 """ARGVLT's KV-cache samplers: the default filters (REFERENCE.md §2), shapes and ranges, determinism, the number of
-model steps, early stop on EOS, greedy decoding against a full (uncached) forward, and AR inpainting's permutation."""
+model steps, early stop on EOS, greedy decoding against a full (uncached) forward, AR inpainting's permutation, and
+classifier-free guidance through one cache of 2B rows (w = 0 bitwise unguided; every step's logits against full
+forwards of the 2B rows and of c and u apart)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vltk.config import load_config
+from vltk.errors import VltkError
 from vltk.models.argvlt import ARGVLT, ARGVLTConfig
 from vltk.models.magvlt import BOI, BOT
+from vltk.pipeline.sample import SampleConfig
+from vltk.sampling import argvlt as ar_sampling
 from vltk.sampling.argvlt import ARGVLTSampling, generate_images, generate_text, inpaint, known_first
+from vltk.sampling.common import guidance_scales, guide
 
 IMAGE_VOCAB, TEXT_VOCAB, N, C = 16, 24, 6, 5
 EOS = TEXT_VOCAB - 1
@@ -194,3 +201,119 @@ def test_inpaint_with_nothing_masked_is_the_identity(model, monkeypatch):
     calls = spy(monkeypatch, model)
     out = inpaint(model, image, torch.zeros_like(image, dtype=torch.bool), captions(2), ARGVLTSampling(), None)
     assert torch.equal(out, image) and calls == []
+
+
+# ---- classifier-free guidance --------------------------------------------------------------------------------------
+
+NULL_IMAGE = IMAGE_VOCAB + TEXT_VOCAB - 2  # the text vocabulary's SOT row, in every image slot of the null image
+
+
+def recorded_draws(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """Record the (b', V) logits every draw of the samplers reads (the guided ones when guided), then draw."""
+    seen, real = [], ar_sampling.draw
+
+    def recording(logits, *args):
+        seen.append(logits.clone())
+        return real(logits, *args)
+
+    monkeypatch.setattr(ar_sampling, "draw", recording)
+    return seen
+
+
+def all_samplers(model: ARGVLT, cfg: ARGVLTSampling) -> list[torch.Tensor]:
+    """T2I, inpainting and I2T with `cfg` and a seed each: every sampler guidance applies to."""
+    text, image = captions(3), codes(3)
+    return [generate_images(model, text, cfg, seeded(5)), inpaint(model, image, MASKED, text, cfg, seeded(5)),
+            *generate_text(model, image, cfg, seeded(5), eos_id=EOS)]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_guidance_0_is_the_unguided_sampler_bitwise_with_no_2b_rows(model, monkeypatch, schedule):
+    expected = all_samplers(model, ARGVLTSampling())
+    calls = spy(monkeypatch, model)
+    got = all_samplers(model, ARGVLTSampling(guidance=0.0, guidance_schedule=schedule))
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert all(call["ids"].shape[0] <= 3 for call in calls)  # never the null rows
+
+
+def test_guided_caches_hold_the_rows_then_their_null_rows(model, monkeypatch):
+    text, image = captions(3), codes(3)
+    calls = spy(monkeypatch, model)
+    generate_images(model, text, ARGVLTSampling(guidance=2.0), seeded(0))
+    assert calls[0]["ids"].tolist() == [[BOT, *row, BOI] for row in text.tolist()] + [[BOT, *[EOS] * C, BOI]] * 3
+    assert all(torch.equal(call["ids"][:3], call["ids"][3:]) for call in calls[1:])  # one drawn code, both rows
+    calls.clear()
+    out = inpaint(model, image, MASKED, text, ARGVLTSampling(guidance=2.0), seeded(0))
+    assert torch.equal(out[~MASKED], image[~MASKED])
+    assert torch.equal(calls[0]["ids"][3:, C + 2:], calls[0]["ids"][:3, C + 2:])  # the null rows know the same codes
+    assert all(torch.equal(call["image_positions"][:3], call["image_positions"][3:]) for call in calls)
+    calls.clear()
+    generate_text(model, image, ARGVLTSampling(guidance=2.0), seeded(0), eos_id=-1)
+    null_prefix = [BOI, *[NULL_IMAGE] * N, BOT]
+    assert calls[0]["ids"].tolist() == [[BOI, *row, BOT] for row in image.tolist()] + [null_prefix] * 3
+
+
+def null_condition(order: str, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The null condition written out: the empty caption (all EOS) or the null image (SOT's row in every slot)."""
+    if order == "t2i":
+        return image, torch.full_like(text, EOS)
+    return torch.full_like(image, NULL_IMAGE), text
+
+
+def full_logits(model: ARGVLT, order: str, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """(B, N or C, V) logits of every generated token of `order` from one forward without a cache."""
+    if order == "t2i":
+        return model(order, image, text, image_query=torch.ones_like(image, dtype=torch.bool)).image_logits.view(
+            image.shape[0], N, IMAGE_VOCAB)
+    return model(order, image, text, text_query=torch.ones_like(text, dtype=torch.bool)).text_logits.view(
+        image.shape[0], C, TEXT_VOCAB)
+
+
+@pytest.mark.parametrize("order", ["t2i", "i2t"])
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_guided_cache_decoding_is_c_plus_w_c_minus_u_of_full_forwards_at_every_step(model, monkeypatch, order,
+                                                                                     schedule):
+    w, b = 2.5, 4
+    text, image = captions(b), codes(b)
+    cfg = ARGVLTSampling(guidance=w, guidance_schedule=schedule, image_top_k=None, text_top_k=1)
+    if order == "i2t":  # greedy, so that an EOS some rows draw early is known beforehand: rows leave the cache
+        eos = generate_text(model, image, cfg, None, eos_id=-1)[0][0, 1].item()
+    seen = recorded_draws(monkeypatch)
+    if order == "t2i":
+        image = generate_images(model, text, cfg, seeded(7))
+        live = [torch.arange(b)] * N
+    else:
+        text, lengths = generate_text(model, image, cfg, None, eos_id=eos)
+        assert lengths[0] == 2 and len(set(lengths.tolist())) > 1  # rows finish at different steps
+        live = [(lengths > k).nonzero().squeeze(1) for k in range(int(lengths.max()))]
+    assert [s.shape[0] for s in seen] == [len(rows) for rows in live]
+    scales = guidance_scales(w, N if order == "t2i" else C, schedule)
+    null_image, null_text = null_condition(order, image, text)
+    with torch.no_grad():
+        both = full_logits(model, order, torch.cat([image, null_image]), torch.cat([text, null_text]))  # 2B rows
+        c, u = full_logits(model, order, image, text), full_logits(model, order, null_image, null_text)
+    # float32 rounding, which a cached block and a full forward sum in different orders: ~1e-6 of the largest logit
+    # (~90 with the fixture's x20 weights), times the 1 + 2w that c + w (c - u) amplifies it by. A row of the wrong
+    # sample or of the wrong condition is off by tens.
+    atol = 1e-5 * float(both.abs().max()) * (1 + 2 * w)
+    for k, (logits, rows) in enumerate(zip(seen, live)):
+        assert logits.dtype == torch.float32
+        torch.testing.assert_close(logits, guide(both[:b][rows, k], both[b:][rows, k], scales[k]), rtol=0, atol=atol)
+        torch.testing.assert_close(logits, c[rows, k] + scales[k] * (c[rows, k] - u[rows, k]), rtol=0, atol=atol)
+        assert (logits - c[rows, k]).abs().max() > 100 * atol  # guidance changed them
+
+
+def test_guidance_moves_the_samples(model):
+    text = captions(3)
+    plain = generate_images(model, text, ARGVLTSampling(), seeded(5))
+    assert not torch.equal(generate_images(model, text, ARGVLTSampling(guidance=3.0), seeded(5)), plain)
+
+
+def test_guidance_config_errors_are_one_line():
+    with pytest.raises(ValueError, match="guidance must be >= 0"):
+        ARGVLTSampling(guidance=-1.0)
+    with pytest.raises(ValueError, match="guidance_schedule"):
+        ARGVLTSampling(guidance_schedule="cosine")
+    with pytest.raises(VltkError, match="guidance must be >= 0") as err:
+        load_config(SampleConfig, overrides=["argvlt.guidance=nan"])
+    assert "\n" not in str(err.value)

@@ -2,6 +2,7 @@
 
     logits = filter_logits(logits / temperature, top_k=32, top_p=None)
     ids, probs = sample(logits, generator)           # (..., ) ids and the probability of each drawn id
+    logits = guide(cond, uncond, w)                  # classifier-free guidance: c + w (c - u), float32
 
 Sampling math runs in float32 even when the model ran under bf16 / fp16 autocast: temperatures of 0.1-0.6 amplify
 half-precision error (REFERENCE.md §8 item 27).
@@ -9,7 +10,12 @@ half-precision error (REFERENCE.md §8 item 27).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+GuidanceSchedule = Literal["constant", "linear"]
+GUIDANCE_SCHEDULES: tuple[str, ...] = ("constant", "linear")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -57,3 +63,28 @@ def gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator | Non
     """Standard Gumbel noise -log(-log(u)) of `shape`, float32, u ~ U(0, 1) kept away from 0 and 1."""
     u = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
     return -torch.log(-torch.log(u))
+
+
+# ---- classifier-free guidance (Ho & Salimans 2022), shared by MAGVLT's and ARGVLT's samplers ----
+
+def check_guidance(w: float, schedule: str) -> None:
+    """A sampler config's guidance scale and schedule, or a one-line ValueError naming the key."""
+    if not w >= 0:  # also refuses NaN
+        raise ValueError(f"guidance must be >= 0 (0 = unguided), got {w!r}")
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"unknown guidance_schedule {schedule!r}; choose from {', '.join(GUIDANCE_SCHEDULES)}")
+
+
+def guidance_scales(w: float, steps: int, schedule: GuidanceSchedule) -> list[float]:
+    """The guidance scale at each of `steps` decoding steps: w throughout, or "linear": w (t + 1) / T at step
+    t = 0..T-1, Muse's linear ramp up to w. It starts at w / T rather than at 0 (open-muse's linspace(0, w, T)), so
+    that every step's 2B-row pass is used and a one-step sampler is guided at w."""
+    if schedule == "constant":
+        return [w] * steps
+    return [w * (t + 1) / steps for t in range(steps)]
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """(M, V) float32 guided logits c + w (c - u) from the conditional and null-condition (M, V) logits."""
+    cond = cond.float()
+    return cond + w * (cond - uncond.float())

@@ -47,13 +47,13 @@ from torchvision.transforms.functional import gaussian_blur
 
 from vltk.masking import prefix_mask, top_n
 from vltk.models.magvlt import MAGVLT, Inputs, drop_condition
-from vltk.sampling.common import filter_logits, gumbel, sample
+from vltk.sampling.common import (
+    GuidanceSchedule, check_guidance, filter_logits, guidance_scales, guide, gumbel, sample,
+)
 from vltk.schedules import SCHEDULES, Schedule, mask_fraction
 
 Unmask = Literal["multinomial-maskgit", "maskgit", "random"]
 Remask = Literal["sample", "topk"]
-GuidanceSchedule = Literal["constant", "linear"]
-GUIDANCE_SCHEDULES: tuple[str, ...] = ("constant", "linear")
 UNMASK_RULES: tuple[str, ...] = ("multinomial-maskgit", "maskgit", "random")
 REMASK_RULES: tuple[str, ...] = ("sample", "topk")
 _EPS = 1e-20  # floor on a confidence before its log: an underflowed probability must still rank, not be -inf
@@ -90,11 +90,7 @@ class MAGVLTSampling:
             raise ValueError(f"unknown unmask rule {self.unmask!r}; choose from {', '.join(UNMASK_RULES)}")
         if self.text_remask not in REMASK_RULES:
             raise ValueError(f"unknown text_remask rule {self.text_remask!r}; choose from {', '.join(REMASK_RULES)}")
-        if not self.guidance >= 0:  # also refuses NaN
-            raise ValueError(f"guidance must be >= 0 (0 = unguided), got {self.guidance!r}")
-        if self.guidance_schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(f"unknown guidance_schedule {self.guidance_schedule!r}; choose from "
-                             f"{', '.join(GUIDANCE_SCHEDULES)}")
+        check_guidance(self.guidance, self.guidance_schedule)
         if self.text_top_k is not None and self.text_top_k < 1:
             raise ValueError(f"text_top_k must be >= 1 or None, got {self.text_top_k!r}")
         if self.text_top_p is not None and not 0 < self.text_top_p <= 1:
@@ -153,20 +149,6 @@ def anneal(ends: tuple[float, float], steps: int) -> list[float]:
     """A linear anneal from ends[0] at the first step to ends[1] at the last (float32 values, as torch.linspace)."""
     return torch.linspace(ends[0], ends[1], steps).tolist()
 
-
-def guidance_scales(w: float, steps: int, schedule: GuidanceSchedule) -> list[float]:
-    """The guidance scale at each of `steps` decoding steps: w throughout, or "linear": w (t + 1) / T at step
-    t = 0..T-1, Muse's linear ramp up to w. It starts at w / T rather than at 0 (open-muse's linspace(0, w, T)), so
-    that every step's 2B-row pass is used and a one-step sampler is guided at w."""
-    if schedule == "constant":
-        return [w] * steps
-    return [w * (t + 1) / steps for t in range(steps)]
-
-
-def guide(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
-    """(M, V) float32 guided logits c + w (c - u) from the conditional and null-condition (M, V) logits."""
-    cond = cond.float()
-    return cond + w * (cond - uncond.float())
 
 
 def window_lengths(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
