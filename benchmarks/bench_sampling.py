@@ -1,4 +1,5 @@
-"""Sampling speed: MAGVLT's parallel decoding against ARGVLT's KV-cache decoding, same size, same batch.
+"""Sampling speed: MAGVLT's parallel decoding against ARGVLT's KV-cache decoding, same size, same batch, each plain
+and with classifier-free guidance.
 
     python -m benchmarks.run --out build/bench/results.json --only sampling
 
@@ -7,8 +8,8 @@ T2I: MAGVLT runs T = 10 full forward passes (REFERENCE.md §1.13.1), ARGVLT N se
 iterations (§1.13.2); ARGVLT is forced to its worst case of C steps (an EOS id no token equals, so no row stops; an
 untrained model rarely draws its EOS anyway). Both models are untrained and built from the same config (dropout 0):
 speed does not depend on the weights. Rates are images or captions per second; `magvlt_over_argvlt` above 1 means
-MAGVLT is faster. The two samplers of a task are timed in interleaved rounds (the median round each; `round_spread`
-says how much the rounds disagreed), after one untimed warm-up call.
+MAGVLT is faster. The four samplers of a task (MAGVLT and ARGVLT, plain and guided) are timed in interleaved rounds
+(the median round each; `round_spread` says how much the rounds disagreed), after one untimed warm-up call.
 
 On a CPU the demo's size and the paper's sequence length (a one-layer trunk of the base width) run in fp32 at batch 1
 and 16, with caption-like text lengths. `trunk_token_positions` gives each sampler's work per sample (I2T: an upper
@@ -18,6 +19,14 @@ the ratio tends to 1 / that work ratio as the batch grows; the paper's 8.12x com
 single-token steps are latency-bound. ARGVLT's thousands of tiny ops suffer most when other processes load the cores
 (each threaded op waits for a descheduled thread): on a busy machine run with OMP_NUM_THREADS=1. On a GPU the paper's
 base size (1024 wide, 24 layers, 16x16 grid, 64 text tokens, full vocabularies) runs under bf16 autocast.
+
+Guided (classifier-free guidance, Ho & Salimans 2022; w = 3, constant), each sampler runs its passes over 2B rows:
+MAGVLT one pass of the B conditional and B null-condition rows per step (as Muse does), ARGVLT one KV cache of 2B rows
+(as LlamaGen, Sun et al. 2024, does); the plain paths (w = 0) run no 2B rows, i.e. the samplers as they were.
+`guided_cost` is a sampler's guided time over its plain time. Guidance doubles the trunk work
+(`trunk_token_positions`), so the cost is about 2 where a sampler is compute-bound and nearer 1 where it is
+latency-bound (small batches; ARGVLT's single-token steps), and guided `magvlt_over_argvlt` is the plain one times
+ARGVLT's cost over MAGVLT's.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ CPU_SIZES = {f"{name}_b{batch}": dataclasses.replace(size, batch=batch)
 CAPTION_TOKENS = (8, 20)  # caption lengths drawn per row, EOS included: COCO captions are ~10-20 CLIP BPE tokens
 # A generation call is long, so a round is one call per sampler.
 CPU_TIMING, GPU_TIMING = Timing(warmup=1, rounds=3, steps=1), Timing(warmup=1, rounds=3, steps=1)
+GUIDANCE = 3.0  # the guided paths' w: in the issue's probe (make demo's recipe) accuracy rose up to s = w + 1 ~ 4-6
+MODELS, KINDS = ("magvlt", "argvlt"), ("unguided", "guided")
 
 
 def build_argvlt(size: Size) -> ARGVLT:
@@ -67,7 +78,8 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
     text, text_len, image = inputs(size, device)
     g = torch.Generator(device).manual_seed(0)
     eos, never = size.text_vocab - 1, -1  # `never`: no row of ARGVLT stops early (its worst case, C steps)
-    mask_cfg, ar_cfg = mask.MAGVLTSampling(), ar.ARGVLTSampling()
+    configs = {"unguided": (mask.MAGVLTSampling(), ar.ARGVLTSampling()),
+               "guided": (mask.MAGVLTSampling(guidance=GUIDANCE), ar.ARGVLTSampling(guidance=GUIDANCE))}
     autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -77,31 +89,39 @@ def bench_size(size: Size, device: torch.device, timing: Timing, amp: torch.dtyp
                 fn()
         return run
 
-    tasks = {
-        "t2i": ("images_per_s", mask_cfg.image_steps, size.grid**2, {
-            "magvlt": call(lambda: mask.generate_images(magvlt, text, text_len, mask_cfg, g)),
-            "argvlt": call(lambda: ar.generate_images(argvlt, text, ar_cfg, g)),
-        }),
-        "i2t": ("captions_per_s", mask_cfg.text_steps, size.text_tokens, {
-            "magvlt": call(lambda: mask.generate_text(magvlt, image, mask_cfg, g, eos_id=eos)),
-            "argvlt": call(lambda: ar.generate_text(argvlt, image, ar_cfg, g, eos_id=never)),
-        }),
-    }
+    def samplers(task: str, mask_cfg: mask.MAGVLTSampling, ar_cfg: ar.ARGVLTSampling) -> dict[str, Callable]:
+        """The MAGVLT and ARGVLT sampler of `task` with these configs, as untimed calls."""
+        if task == "t2i":
+            return {"magvlt": call(lambda: mask.generate_images(magvlt, text, text_len, mask_cfg, g)),
+                    "argvlt": call(lambda: ar.generate_images(argvlt, text, ar_cfg, g))}
+        return {"magvlt": call(lambda: mask.generate_text(magvlt, image, mask_cfg, g, eos_id=eos)),
+                "argvlt": call(lambda: ar.generate_text(argvlt, image, ar_cfg, g, eos_id=never))}
+
+    plain = configs["unguided"][0]
+    units = {"t2i": "images_per_s", "i2t": "captions_per_s"}
+    steps = {"t2i": {"magvlt": plain.image_steps, "argvlt": size.grid**2},
+             "i2t": {"magvlt": plain.text_steps, "argvlt": size.text_tokens}}
     # Trunk work per sample in token-positions (each costs ~24 width^2 FLOPs + attention): MAGVLT's passes each run
     # the whole sequence (pad columns dropped), ARGVLT runs every position once (prefix block + cached steps).
+    # Guided, every pass or cache step runs twice the rows (MAGVLT's I2T length pass excepted: conditional only).
     n, c, longest = size.grid**2, size.text_tokens, int(text_len.max())
-    work = {"t2i": {"magvlt": mask_cfg.image_steps * (4 + n + longest), "argvlt": 2 + c + n},
-            "i2t": {"magvlt": (4 + n + c) + mask_cfg.text_steps * (4 + n + c), "argvlt": 2 + n + c}}
-    result: dict = {"size": dataclasses.asdict(size)}
-    for task, (unit, magvlt_steps, argvlt_steps, paths) in tasks.items():
+    work = {"t2i": {"magvlt": plain.image_steps * (4 + n + longest), "argvlt": 2 + c + n},
+            "i2t": {"magvlt": (4 + n + c) + plain.text_steps * (4 + n + c), "argvlt": 2 + n + c}}
+    guided_work = {"t2i": {"magvlt": 2 * work["t2i"]["magvlt"], "argvlt": 2 * work["t2i"]["argvlt"]},
+                   "i2t": {"magvlt": (4 + n + c) + 2 * plain.text_steps * (4 + n + c), "argvlt": 2 * (2 + n + c)}}
+    result: dict = {"size": dataclasses.asdict(size), "guidance": GUIDANCE}
+    for task, unit in units.items():
+        paths = {f"{model}_{kind}": fn for kind in KINDS for model, fn in samplers(task, *configs[kind]).items()}
         timed = time_paths(paths, timing, sync, catch=False)
-        rate = {name: round(size.batch / t["step_s"], 2) for name, t in timed.items()}
+        rate = {name: size.batch / t["step_s"] for name, t in timed.items()}
+        positions = {"unguided": work[task], "guided": guided_work[task]}
         result[task] = {
-            unit: rate,
-            "magvlt_over_argvlt": round(rate["magvlt"] / rate["argvlt"], 3),
-            "steps": {"magvlt": magvlt_steps, "argvlt": argvlt_steps},
-            "trunk_token_positions": {**work[task], "magvlt_over_argvlt": round(
-                work[task]["magvlt"] / work[task]["argvlt"], 2)},
+            unit: {kind: {model: round(rate[f"{model}_{kind}"], 2) for model in MODELS} for kind in KINDS},
+            "magvlt_over_argvlt": {kind: round(rate[f"magvlt_{kind}"] / rate[f"argvlt_{kind}"], 3) for kind in KINDS},
+            "guided_cost": {model: round(rate[f"{model}_unguided"] / rate[f"{model}_guided"], 2) for model in MODELS},
+            "steps": steps[task],
+            "trunk_token_positions": {kind: {**positions[kind], "magvlt_over_argvlt": round(
+                positions[kind]["magvlt"] / positions[kind]["argvlt"], 2)} for kind in KINDS},
             "round_spread": {name: t["spread"] for name, t in timed.items()},
         }
     return result
@@ -112,7 +132,9 @@ def run(device: str | None = None) -> dict:
     on_gpu = dev.type == "cuda"
     results = {
         **header,
-        "ratio_meaning": "MAGVLT rate / ARGVLT rate (above 1: MAGVLT is faster); paper: 8.12 for T2I at 256 tokens",
+        "ratio_meaning": "MAGVLT rate / ARGVLT rate (above 1: MAGVLT is faster), unguided and guided (w = "
+                         f"{GUIDANCE}); paper: 8.12 for T2I at 256 tokens, unguided",
+        "guided_cost_meaning": "guided time / unguided time of the same sampler (2B rows: ~2 when compute-bound)",
         "steps_meaning": "MAGVLT: forward passes (I2T adds a length pass); ARGVLT: cache steps (I2T forced to C)",
     }
     for name, size in sizes.items():
