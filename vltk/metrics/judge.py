@@ -3,6 +3,7 @@
     verdict = judge(Image.open("samples/000001.png"), "a small red circle above a large blue square")
     verdict.correct, verdict.shape, verdict.position      # True, 1.0, 1.0
     summarize([verdict, ...])                              # {"whole": 0.93, "shape": 0.97, ...}
+    describe(detect(Image.open("samples/000001.png")))   # "2 objects: small red circle top left, large ..."
 
 `detect` works at 32 px. It segments each grid cell against the background (estimated from the image border), takes
 the object's colour from the median of the pixels farthest from the background (then the nearest named colour), turns
@@ -289,6 +290,17 @@ def check(caption: str, spec: CaptionSpec | None, objects: Sequence[Placed]) -> 
 def judge(image: Image.Image | np.ndarray, caption: str) -> Verdict:
     """Does `image` show exactly what `caption` says? An unparseable caption is judged wrong."""
     return check(caption, parse_caption(caption), detect(image))
+
+
+def describe(objects: Sequence[Placed]) -> str:
+    """What the judge read, in the captions' words: "2 objects: small blue square top left, large red blob bottom
+    right". "blob" is a shape no outline fits and "unknown-colour" a colour far from every named one (both never match
+    a caption)."""
+    if not objects:
+        return "no objects"
+    names = [f"{o.size} {o.color or 'unknown-colour'} {o.shape or 'blob'} {ROW_WORDS[o.row][0]} {COL_WORDS[o.col]}"
+             for o in objects]
+    return f"{len(objects)} object{'s' if len(objects) > 1 else ''}: {', '.join(names)}"
 
 
 def summarize(verdicts: Iterable[Verdict]) -> dict[str, float | int]:
