@@ -30,8 +30,9 @@ mean cosine (MAGVLT's convention) and torchmetrics' CLIPScore of each image with
 (t2i, inpaint; candidate 0's image too when re-ranked); the generated caption, candidate 0's when re-ranked, and the
 first reference caption, for comparison (i2t, infill); the pair's own caption (it2it). Without weights, FID / IS and
 CLIP score say "unavailable", never a number. The artifact holds `metrics.json` and a self-contained `report.html`
-(metric tables, the samples with their prompts or captions, the tokenizer's reconstructions and the generator's loss
-curves, and the provenance chain); the manifest repeats the metrics.
+(the headline numbers, the judge per attribute as a bar chart, the samples with their prompts or captions and the
+judge's verdict on each, the full metric table, the tokenizer's reconstructions and the generator's loss curves, and
+the provenance chain); the manifest repeats the metrics.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import Verdict, check, detect, parse_caption, summarize
-from vltk.metrics.report import write_report
+from vltk.metrics.report import Reading, write_report
 from vltk.ui import progress
 
 STAGE = "score"
@@ -88,19 +89,32 @@ class ScoreConfig:
         require_positive(self, "is_splits", "batch_size")
 
 
-def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[str, Any]:
-    """The judge's accuracies of each row's caption (`prompt` or `caption`) against its image: overall, and, where the
-    rows say whether they hold a held-out colour-shape combination, on the held-out rows and on the others ("seen")."""
-    groups: dict[str, list[Verdict]] = {"all": [], "seen": [], "heldout": []}
+def judge_each(rows: list[dict[str, Any]], root: Path, caption_field: str) -> list[Reading]:
+    """The judge on each row: its verdict on the row's caption (`prompt` or `caption`) and the objects it read in the
+    row's image."""
+    readings = []
     for row in rows:
         found = detect(np.asarray(read_rgb(root / row["file"])))
         caption = row[caption_field] or ""
-        verdict = check(caption, parse_caption(caption), found)
+        readings.append((check(caption, parse_caption(caption), found), found))
+    return readings
+
+
+def accuracies(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]:
+    """The judge's accuracies over the rows' verdicts: overall, and, where the rows say whether they hold a held-out
+    colour-shape combination, on the held-out rows and on the others ("seen")."""
+    groups: dict[str, list[Verdict]] = {"all": [], "seen": [], "heldout": []}
+    for row, verdict in zip(rows, verdicts, strict=True):
         groups["all"].append(verdict)
         if "heldout" in row:
             groups["heldout" if row["heldout"] else "seen"].append(verdict)
     return {name: _rounded(summarize(verdicts)) for name, verdicts in groups.items()
             if verdicts or name == "all"}
+
+
+def judge(rows: list[dict[str, Any]], root: Path, caption_field: str) -> dict[str, Any]:
+    """The judge's accuracies (`accuracies`) of each row's caption against its image (`judge_each`)."""
+    return accuracies(rows, [verdict for verdict, _ in judge_each(rows, root, caption_field)])
 
 
 def _rounded(summary: dict[str, float | int]) -> dict[str, float | int]:
@@ -237,17 +251,19 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     # Re-ranked samples: the judge and caption metrics also for candidate 0, the numbers without re-ranking.
     first = [{**r, "file": r.get("first_file", r["file"]), "caption": r.get("first_caption", r["caption"])}
              for r in rows] if any("first_file" in r or "first_caption" in r for r in rows) else None
+    readings: dict[str, list[Reading]] = {}  # by suffix: the report shows the kept samples' ("") beside each
     for suffix, scored in (("", rows), ("_first", first)):
         if scored is None:
             continue
         if task in CAPTION_TASKS:
             metrics["captions" + suffix] = _captions(cfg, scored)
-        metrics["judge" + suffix] = judge(scored, samples, field)
+        readings[suffix] = judge_each(scored, samples, field)
+        metrics["judge" + suffix] = accuracies(scored, [verdict for verdict, _ in readings[suffix]])
     if task in IMAGE_TASKS:
         metrics.update(image_metrics(cfg, samples, manifest, rows, device))
     metrics["CLIP score"] = clip_metrics(cfg, task, samples, rows, device)
     artifacts.write_json_atomic(job.work / "metrics.json", metrics)
-    write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples))
+    write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples), readings[""])
     return job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
 
 
