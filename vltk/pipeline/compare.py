@@ -4,7 +4,8 @@
 
 Each scores artifact is one column, labelled by its task and by the generator behind it (kind, size, parameters,
 training steps and seconds, read from the chain of manifests); each metric is one row, blank where a column lacks it.
-The sample grids follow, side by side for each task. The artifact holds `comparison.json` (the columns: label, task,
+Above that table, the headline numbers of each artifact (as its own report shows them) make one row each; the sample
+grids follow, side by side for each task. The artifact holds `comparison.json` (the columns: label, task,
 generator, training and metrics) and a self-contained `report.html`.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from vltk import artifacts
 from vltk.errors import VltkError
-from vltk.metrics.report import flat, image_tag, page, table, value
+from vltk.metrics.report import flat, headline, headline_table, image_tag, page, table, value
 
 STAGE = "compare"
 REPORT = "report.html"
@@ -51,7 +52,8 @@ def column(scores: Path) -> dict[str, Any]:
 
 
 def render(cfg: CompareConfig, columns: list[dict[str, Any]]) -> str:
-    """The report's HTML: one metrics table with a column per artifact, then each task's grids side by side."""
+    """The report's HTML: the headline numbers, a row per artifact; one table of every metric with a column per
+    artifact; then each task's grids side by side."""
     rows: dict[str, dict[int, Any]] = {}
     for i, col in enumerate(columns):
         for key, val in flat({"train": col["train"], **col["metrics"]}):
@@ -59,7 +61,8 @@ def render(cfg: CompareConfig, columns: list[dict[str, Any]]) -> str:
     header = ("metric", *(col["label"] for col in columns))
     body = [(html.escape(key), *(value(cells[i]) if i in cells else "" for i in range(len(columns))))
             for key, cells in rows.items()]
-    parts = ["<h2>Metrics</h2>", table(body, header)]
+    parts = [headline_table([(col["label"], headline(col["metrics"])) for col in columns]),
+             "<h2>Metrics</h2>", table(body, header)]
     for task in dict.fromkeys(col["task"] for col in columns):
         shown = [col for col in columns if col["task"] == task]
         grids = tuple(image_tag(Path(col["samples"]) / "grid.png", css="px") for col in shown)
