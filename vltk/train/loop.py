@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from safetensors.torch import save_file
 from torch import nn
@@ -52,7 +53,10 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2
     ema_decay: float = 0.0  # 0 turns the EMA off
-    mixed_precision: Literal["no", "bf16"] = "bf16"  # bf16 autocast, on GPU only (the CPU always runs fp32)
+    # bf16 autocast. "auto": on a GPU, not on a CPU (a small model there runs slower in bf16, and tests keep fp32's
+    # numbers); "bf16": on the CPU too, where it pays (CPUs with AMX or AVX512-BF16, models from ~256 wide: measure
+    # with `make bench`, benchmarks/bench_precision.py); "no": fp32 everywhere.
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     compile: bool = False  # torch.compile the trained modules
 
     def __post_init__(self) -> None:
@@ -95,15 +99,27 @@ class TrainResult:
     metrics: dict[str, float]  # the last logged line
 
 
+def precision(requested: str, on_cpu: bool) -> Literal["no", "bf16"]:
+    """accelerate's mixed_precision for a TrainConfig's `mixed_precision` on this device ("auto": bf16 on a GPU)."""
+    if requested == "auto":
+        return "no" if on_cpu else "bf16"
+    return requested  # type: ignore[return-value]
+
+
 def make_accelerator(cfg: TrainConfig, cpu: bool = False, find_unused_parameters: bool = False) -> Accelerator:
-    """The run's Accelerator: on the CPU when asked or when there is no GPU (see ENVIRONMENT.md), bf16 only on GPU.
+    """The run's Accelerator: on the CPU when asked or when there is no GPU, in the precision `precision` resolves.
 
     `find_unused_parameters` is for models whose passes use different parameters (MAGVLT's length head is idle in a
     T2I step): DDP then marks the idle ones ready instead of waiting for their gradients forever.
     """
     on_cpu = cpu or not torch.cuda.is_available()
+    mixed = precision(cfg.mixed_precision, on_cpu)
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        # accelerate keeps one precision per process and refuses another; a run in a new precision in the same Python
+        # process (a notebook, the tests) starts its state afresh, keeping the process group (PartialState).
+        AcceleratorState._reset_state()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
-    return Accelerator(cpu=on_cpu, mixed_precision="no" if on_cpu else cfg.mixed_precision,
+    return Accelerator(cpu=on_cpu, mixed_precision=mixed,
                        gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers)
 
 
