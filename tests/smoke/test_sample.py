@@ -197,15 +197,17 @@ def test_candidate_errors(generators, flags, message):
 
 def test_compare_puts_generators_side_by_side(generators):
     scores = []
+    knobs = {"magvlt": ["--set", "magvlt.guidance=2", "--candidates", 2], "argvlt": []}
     for kind in ("magvlt", "argvlt"):
         samples, out = generators / f"cmp-{kind}-samples", generators / f"cmp-{kind}"
-        run_cli("sample", generators / kind, samples, "--count", 3, "--cpu")
+        run_cli("sample", generators / kind, samples, "--count", 3, "--cpu", *knobs[kind])
         run_cli("score", samples, out, "--no-meteor")
         scores.append(out)
     run_cli("compare", *scores, generators / "cmp", "--title", "side by side")
     columns = json.loads((generators / "cmp" / "comparison.json").read_text())
     assert [c["generator"] for c in columns] == ["magvlt", "argvlt"]
-    assert [c["label"] for c in columns] == ["t2i: magvlt tiny, 2 steps", "t2i: argvlt tiny, 2 steps"]
+    assert [c["label"] for c in columns] == ["t2i: magvlt tiny, 2 steps, w = 2.0, best of 2 by self",
+                                              "t2i: argvlt tiny, 2 steps, w = 0.0"]  # sampler knobs that differ
     for column, out in zip(columns, scores):  # each column holds its own scores artifact's metrics, unchanged
         assert column["metrics"] == json.loads((out / "metrics.json").read_text())
     report = (generators / "cmp" / "report.html").read_text()

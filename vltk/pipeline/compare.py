@@ -46,6 +46,12 @@ def column(scores: Path) -> dict[str, Any]:
         label += f", t = {knobs['temperature']}, w = {knobs['cfg_weight']}"
         if "acceptance" in sampled["contents"]:
             metrics = {**metrics, "dbcfg_acceptance": sampled["contents"]["acceptance"]}
+    elif "guidance" in sampled["config"].get(gen["generator"], {}):  # MAGVLT / ARGVLT classifier-free guidance
+        knobs = sampled["config"][gen["generator"]]
+        label += f", w = {knobs['guidance']}" + (" ramped" if knobs["guidance_schedule"] != "constant" else "")
+    candidates = sampled["config"].get("candidates", 1)
+    if candidates > 1:
+        label += f", best of {candidates} by {sampled['config']['rerank']}"
     return {"label": label, "scores": str(scores), "samples": str(samples), "task": metrics["task"],
             "generator": gen["generator"], "train": train, "metrics": metrics,
             "summary": manifest["contents"].get("summary", "")}
