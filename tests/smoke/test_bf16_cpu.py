@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from factories import tiny_encoded
 from vltk.config import load_config
 from vltk.pipeline import tokenize_image, train_gen
-from vltk.train import TrainConfig, make_accelerator
+from vltk.train import TrainConfig, loop, make_accelerator
 
 TOKENIZER = ["model.encoder.channels=8", "model.encoder.channel_mult=[1, 2]", "model.encoder.num_res_blocks=1",
              "model.encoder.attn_resolutions=[]", "model.encoder.z_channels=8", "model.quantizer.codebook_size=32",
@@ -39,6 +39,12 @@ RUNS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def native_bf16(monkeypatch):
+    """Autocast runs on any CPU here (emulated where the CPU lacks bf16: slow, but the models are tiny)."""
+    monkeypatch.setattr(loop, "native_bf16_cpu", lambda: True)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bf16")
@@ -54,6 +60,7 @@ def train(name: str, precision: str, data) -> tuple[list[dict], dict[str, torch.
     else:
         train_gen.run(cfg, data["vae" if name.startswith("givt") else "vq"], out, cpu=True)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((out / "manifest.json").read_text())["contents"]["train"]["precision"] == precision
     return lines, load_file(str(out / "model.safetensors"))
 
 
@@ -68,7 +75,11 @@ def test_bf16_trains_every_stage_close_to_fp32(name, data):
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}  # fp32 master weights
 
 
-def test_auto_is_bf16_on_a_gpu_only():
+def test_auto_is_bf16_on_a_gpu_only_and_bf16_needs_a_native_cpu(monkeypatch, capsys):
+    assert [loop.precision(p, on_cpu=False) for p in ("auto", "bf16", "no")] == ["bf16", "bf16", "no"]
     assert make_accelerator(TrainConfig(mixed_precision="auto"), cpu=True).mixed_precision == "no"
     assert make_accelerator(TrainConfig(mixed_precision="bf16"), cpu=True).mixed_precision == "bf16"
     assert make_accelerator(TrainConfig(mixed_precision="no"), cpu=True).mixed_precision == "no"
+    monkeypatch.setattr(loop, "native_bf16_cpu", lambda: False)  # emulated bf16 would only be slower
+    assert make_accelerator(TrainConfig(mixed_precision="bf16"), cpu=True).mixed_precision == "no"
+    assert "no native bf16" in capsys.readouterr().err

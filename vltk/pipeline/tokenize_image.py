@@ -180,7 +180,8 @@ def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = Fals
                    "seconds": round(result.seconds, 1),
                    "images_per_s": round((result.steps - result.resumed_from) * cfg.train.batch_size
                                          / max(result.seconds, 1e-9), 1),
-                   "processes": accelerator.num_processes, "final": result.metrics}
+                   "processes": accelerator.num_processes, "precision": accelerator.mixed_precision,
+                   "final": result.metrics}
         job.publish(contents=_contents(cfg, perceptual is not None, evaluation, trained))
     accelerator.wait_for_everyone()
     return out

@@ -223,13 +223,14 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
         trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
         lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
         plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
-        job.publish(contents=_contents(cfg, manifest, trained, result, lines, accelerator.num_processes))
+        job.publish(contents=_contents(cfg, manifest, trained, result, lines, accelerator.num_processes,
+                                      accelerator.mixed_precision))
     accelerator.wait_for_everyone()
     return out
 
 
 def _contents(cfg: RunConfig, manifest: dict[str, Any], model: torch.nn.Module, result: Any,
-              lines: list[dict[str, float]], processes: int) -> dict[str, Any]:
+              lines: list[dict[str, float]], processes: int, precision: str) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
              for k in CURVE if lines and k in lines[0]}
@@ -258,7 +259,8 @@ def _contents(cfg: RunConfig, manifest: dict[str, Any], model: torch.nn.Module, 
         "ids": {k: manifest["contents"][k] for k in ("eos_id", "pad_id", "sep_id", "sot_id")},
         "train": {"steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
                   "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
-                  "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "final": final},
+                  "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "precision": precision,
+                  "final": final},
         "curve": curve,
         "summary": summary,
     }

@@ -53,9 +53,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2
     ema_decay: float = 0.0  # 0 turns the EMA off
-    # bf16 autocast. "auto": on a GPU, not on a CPU (a small model there runs slower in bf16, and tests keep fp32's
-    # numbers); "bf16": on the CPU too, where it pays (CPUs with AMX or AVX512-BF16, models from ~256 wide: measure
-    # with `make bench`, benchmarks/bench_precision.py); "no": fp32 everywhere.
+    # bf16 autocast. "auto": on a GPU, not on a CPU (a small model there gains nothing in bf16, and tests keep fp32's
+    # numbers); "bf16": on the CPU too where it has native bf16 (AMX or AVX512-BF16; elsewhere fp32, said once), and
+    # pays from ~256 wide or for convolutions (measure with `make bench`: benchmarks/bench_precision.py); "no": fp32.
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     compile: bool = False  # torch.compile the trained modules
 
@@ -99,10 +99,21 @@ class TrainResult:
     metrics: dict[str, float]  # the last logged line
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16); elsewhere bf16 is emulated, slower than
+    fp32."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
 def precision(requested: str, on_cpu: bool) -> Literal["no", "bf16"]:
-    """accelerate's mixed_precision for a TrainConfig's `mixed_precision` on this device ("auto": bf16 on a GPU)."""
+    """accelerate's mixed_precision for a TrainConfig's `mixed_precision` on this device ("auto": bf16 on a GPU; "bf16"
+    on a CPU without native bf16 runs fp32, saying so: the emulation would only be slower)."""
     if requested == "auto":
         return "no" if on_cpu else "bf16"
+    if requested == "bf16" and on_cpu and not native_bf16_cpu():
+        console().print("[yellow]train.mixed_precision = bf16: this CPU has no native bf16 (AMX or AVX512-BF16), where "
+                      "bf16 runs slower than fp32; training in fp32[/]")
+        return "no"
     return requested  # type: ignore[return-value]
 
 
