@@ -38,10 +38,12 @@ demo: $(RUN)/scores-t2i/manifest.json $(RUN)/scores-i2t/manifest.json
 demo-argvlt: $(RUN)/gen-argvlt/manifest.json
 	$(VLTK) info $(RUN)/gen-argvlt
 
-# MAGVLT and ARGVLT at equal training steps, sampled and scored alike, side by side in one report.
-demo-compare: $(RUN)/compare/manifest.json
+# MAGVLT and ARGVLT at equal training steps, sampled and scored alike, side by side in one report; and both against
+# the classifier-free guidance weight w in a second one.
+demo-compare: $(RUN)/compare/manifest.json $(RUN)/compare-guidance/manifest.json
 	$(VLTK) info $(RUN)/compare
-	@echo "report: $(RUN)/compare/report.html"
+	$(VLTK) info $(RUN)/compare-guidance
+	@echo "reports: $(RUN)/compare/report.html $(RUN)/compare-guidance/report.html"
 
 # The continuous-latent twin (GIVT's input): a beta-VAE and the data set encoded with it.
 demo-vae: $(RUN)/encoded-vae/manifest.json
@@ -122,6 +124,28 @@ $(RUN)/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/samples-%/manifest.json 
 COMPARED := scores-t2i scores-argvlt-t2i scores-i2t scores-argvlt-i2t
 $(RUN)/compare/manifest.json: $(foreach s,$(COMPARED),$(RUN)/$(s)/manifest.json) | $(INSTALLED)
 	$(VLTK) compare $(addprefix $(RUN)/,$(COMPARED)) $(@D) --title "MAGVLT vs ARGVLT at equal training steps" $(FORCE)
+
+# The classifier-free guidance sweep of demo-compare: MAGVLT and ARGVLT (equal steps, both trained with condition
+# dropout) sampled at each w in GUIDANCE_WEIGHTS, one sample per prompt (no re-ranking: guidance alone), on
+# SWEEP_COUNT val prompts (T2I) and images (I2T), each point its own samples and scores artifacts.
+GUIDANCE_WEIGHTS ?= 0 1 2 3 5
+SWEEP_COUNT ?= 256
+GUIDANCE_SWEEP := $(foreach g,magvlt argvlt,$(foreach t,t2i i2t,$(foreach w,$(GUIDANCE_WEIGHTS),$(g)-$(t)-w$(w))))
+GUIDANCE_SCORES := $(foreach p,$(GUIDANCE_SWEEP),$(RUN)/guidance-sweep/scores-$(p))
+GEN_magvlt := gen
+GEN_argvlt := gen-argvlt
+
+# magvlt-t2i-w3 -> vltk sample build/demo/gen ... --config sample_t2i.toml --set magvlt.guidance=3 --set candidates=1
+$(RUN)/guidance-sweep/samples-%/manifest.json: $(CFG)/sample_t2i.toml $(CFG)/sample_i2t.toml $(RUN)/gen/manifest.json $(RUN)/gen-argvlt/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/$(GEN_$(word 1,$(subst -, ,$*))) $(@D) --config $(CFG)/sample_$(word 2,$(subst -, ,$*)).toml \
+		--count $(SWEEP_COUNT) --set candidates=1 \
+		--set $(word 1,$(subst -, ,$*)).guidance=$(patsubst w%,%,$(word 3,$(subst -, ,$*))) $(FORCE)
+
+$(RUN)/guidance-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/guidance-sweep/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(RUN)/guidance-sweep/samples-$* $(@D) --config $< $(FORCE)
+
+$(RUN)/compare-guidance/manifest.json: $(addsuffix /manifest.json,$(GUIDANCE_SCORES)) | $(INSTALLED)
+	$(VLTK) compare $(GUIDANCE_SCORES) $(@D) --title "Classifier-free guidance: MAGVLT vs ARGVLT at equal training steps, one sample per prompt, against w" $(FORCE)
 
 # ---- make paper: MAGVLT-base on COCO-format data on GPUs, evaluated as the paper does (REFERENCE.md §6.1) ----------
 #   make paper DATA=coco/dataset_coco.json [IMAGES=coco/images] [VQGAN=vqgan_imagenet_f16_16384/checkpoints/last.ckpt]
