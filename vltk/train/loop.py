@@ -111,8 +111,8 @@ def precision(requested: str, on_cpu: bool) -> Literal["no", "bf16"]:
     if requested == "auto":
         return "no" if on_cpu else "bf16"
     if requested == "bf16" and on_cpu and not native_bf16_cpu():
-        console().print("[yellow]train.mixed_precision = bf16: this CPU has no native bf16 (AMX or AVX512-BF16), where "
-                      "bf16 runs slower than fp32; training in fp32[/]")
+        console().print("[yellow]train.mixed_precision = bf16: this CPU has no native bf16 (AMX or AVX512-BF16), "
+                        "where bf16 runs slower than fp32; training in fp32[/]")
         return "no"
     return requested  # type: ignore[return-value]
 
