@@ -136,3 +136,10 @@ def test_compare_headline_is_a_row_per_artifact():
     t2i, i2t = ({label: cell for label, cell in reversed(list(zip(header, row)))} for row in cells)  # first of each
     assert t2i["all"] == "23.8%" and t2i["FID"] == "31.42" and t2i["CIDEr"] == ""
     assert i2t["all"] == "50.0%" and i2t["CIDEr"] == "2.881" and i2t["FID"] == ""
+
+
+def test_compare_headline_drops_a_figure_no_row_has():
+    page = report.headline_table([("t2i: magvlt", report.headline(T2I)), ("i2t: argvlt", report.headline(I2T))])
+    assert "<th>cosine</th>" not in page  # CLIP score: a string in the one row that has it
+    assert "Unavailable in every row: CLIP score cosine." in page
+    assert "<th>FID</th>" in page  # one row's number keeps a column

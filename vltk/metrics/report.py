@@ -182,11 +182,16 @@ def _cell(figure: Figure | None) -> str:
 
 def headline_table(headlines: list[tuple[str, list[Line]]]) -> str:
     """Several labelled headlines as one table, a row each: a column per figure under its line's title, blank where a
-    row lacks it; notes show on hover."""
+    row lacks it; notes show on hover. A figure no row has a number for (FID without Inception weights, ...) gets no
+    column, only a line under the table: a sweep's table then fits the page."""
     columns: dict[str, dict[str, None]] = {}  # line title -> figure labels, in order of first appearance
-    for _, lines in headlines:
-        for title, figures in lines:
-            columns.setdefault(title, {}).update(dict.fromkeys(f.label for f in figures))
+    absent: dict[str, None] = {}  # "title label" of the figures no row has a number for
+    for title, label in dict.fromkeys((t, f.label) for _, lines in headlines for t, figures in lines for f in figures):
+        if any(f.number for _, lines in headlines for t, figures in lines for f in figures
+               if (t, f.label) == (title, label)):
+            columns.setdefault(title, {})[label] = None
+        else:
+            absent[f"{title} {label}"] = None
     top = "".join(f'<th colspan="{len(labels)}">{html.escape(title)}</th>' for title, labels in columns.items())
     sub = "".join(f"<th>{html.escape(label)}</th>" for labels in columns.values() for label in labels)
     body = []
@@ -194,7 +199,8 @@ def headline_table(headlines: list[tuple[str, list[Line]]]) -> str:
         found = {(title, f.label): f for title, figures in lines for f in figures}
         cells = [found.get((title, label)) for title, labels in columns.items() for label in labels]
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(_cell(f) for f in cells)}</tr>")
-    return f'<table class="heads"><tr><th rowspan="2"></th>{top}</tr><tr>{sub}</tr>{"".join(body)}</table>'
+    note = f'<p class="note">Unavailable in every row: {html.escape(", ".join(absent))}.</p>' if absent else ""
+    return f'<table class="heads"><tr><th rowspan="2"></th>{top}</tr><tr>{sub}</tr>{"".join(body)}</table>{note}'
 
 
 def chart(groups: dict[str, Any]) -> str:
