@@ -184,14 +184,13 @@ def headline_table(headlines: list[tuple[str, list[Line]]]) -> str:
     """Several labelled headlines as one table, a row each: a column per figure under its line's title, blank where a
     row lacks it; notes show on hover. A figure no row has a number for (FID without Inception weights, ...) gets no
     column, only a line under the table: a sweep's table then fits the page."""
+    every = [((title, f.label), f) for _, lines in headlines for title, figures in lines for f in figures]
+    numbered = {key for key, f in every if f.number}
     columns: dict[str, dict[str, None]] = {}  # line title -> figure labels, in order of first appearance
-    absent: dict[str, None] = {}  # "title label" of the figures no row has a number for
-    for title, label in dict.fromkeys((t, f.label) for _, lines in headlines for t, figures in lines for f in figures):
-        if any(f.number for _, lines in headlines for t, figures in lines for f in figures
-               if (t, f.label) == (title, label)):
+    for title, label in dict.fromkeys(key for key, _ in every):
+        if (title, label) in numbered:
             columns.setdefault(title, {})[label] = None
-        else:
-            absent[f"{title} {label}"] = None
+    absent = dict.fromkeys(f"{title} {label}" for (title, label), _ in every if (title, label) not in numbered)
     top = "".join(f'<th colspan="{len(labels)}">{html.escape(title)}</th>' for title, labels in columns.items())
     sub = "".join(f"<th>{html.escape(label)}</th>" for labels in columns.values() for label in labels)
     body = []
