@@ -7,9 +7,9 @@ model's width: small matmuls are bound by memory and by autocast's casts, not by
 `train.mixed_precision` per stage is measured here, not assumed. Each model trains one step the way the training
 loop runs it under accelerate (`torch.autocast(device, bfloat16)` around forward and loss, fp32 weights, backward and
 AdamW outside): the demo VQ-GAN (stages/demo/tokenize_image.toml: its pixel loss and quantizer terms, no GAN, as the
-demo trains it) and MAGVLT's T2I step at the demo size and two wider ones (benchmarks.bench_generators' batch and
-loss). fp32 and bf16 paths alternate in the same rounds (each path's median round), so other load falls on both
-alike; `bf16_speedup` = fp32 step time / bf16 step time (above 1: bf16 is faster). Matmul is square, n x n @ n x n,
+demo trains it) and MAGVLT's T2I step at the demo size and two wider ones (benchmarks.bench_generators' batch,
+loss and step). fp32 and bf16 paths alternate in the same rounds (each path's median round), so other load falls on
+both alike; `bf16_speedup` = fp32 step time / bf16 step time (above 1: bf16 is faster). Matmul is square, n x n @ n x n,
 reported in GFLOP/s (2 n^3 per product).
 """
 
@@ -18,16 +18,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from benchmarks.bench_generators import Size, Timing, build_magvlt, magvlt_loss, make_batch, time_paths
+from benchmarks.bench_generators import (
+    Size, Timing, build_magvlt, magvlt_loss, make_batch, make_step, time_paths,
+)
 from vltk.config import load_config
 from vltk.imagetok import build_image_tokenizer
 from vltk.imagetok.losses import pixel_loss
 from vltk.pipeline.tokenize_image import TokenizeImageConfig
+from vltk.train.loop import native_bf16_cpu
 
 DEMO = Path(__file__).resolve().parents[1] / "stages" / "demo"
 MATMUL_SIZES = (512, 1024, 2048)
@@ -53,23 +56,9 @@ def matmul_rates(device: torch.device, sync: Callable[[], None]) -> dict[str, di
     for n in MATMUL_SIZES:
         a = torch.randn(n, n, device=device)
         steps = {"fp32": (lambda a=a: a @ a), "bf16": (lambda b=a.bfloat16(): b @ b)}
-        timed = time_paths({k: (lambda f=f: f()) for k, f in steps.items()}, TIMING, sync, catch=False)
+        timed = time_paths(steps, TIMING, sync, catch=False)
         rates[str(n)] = {k: round(2 * n**3 / t["step_s"] / 1e9, 1) for k, t in timed.items()}
     return rates
-
-
-def train_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor],
-               autocast: Callable[[], contextlib.AbstractContextManager]) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        with autocast():
-            loss = loss_fn()
-        loss.float().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def vqgan_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -77,14 +66,14 @@ def vqgan_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pixel_loss(x, out.recon.float(), "l1") + sum(out.loss_terms.values())
 
 
-def compare(build: Callable[[], tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]], device: torch.device,
-            sync: Callable[[], None]) -> dict:
-    """Step time in fp32 and bf16 (each path its own copy of the same initial model) and the speedup."""
+def compare(build: Callable[[], nn.Module], loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any,
+            device: torch.device, sync: Callable[[], None]) -> dict:
+    """Step time in fp32 and bf16 (each path its own copy of the same initial model, AdamW) and the speedup."""
     steps = {}
     for name, autocast in autocasts(device).items():
         torch.manual_seed(0)
-        model, loss = build()
-        steps[name] = train_step(model.to(device), (lambda m=model, f=loss: f(m)), autocast)
+        model = build().to(device)
+        steps[name] = make_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4), loss_fn, batch, autocast)
     timed = time_paths(steps, TIMING, sync, catch=False)
     return {"step_s": {k: round(t["step_s"], 4) for k, t in timed.items()},
             "round_spread": {k: t["spread"] for k, t in timed.items()},
@@ -94,20 +83,16 @@ def compare(build: Callable[[], tuple[nn.Module, Callable[[nn.Module], torch.Ten
 def run(device: str | None = None) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
     results: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
                      else f"cpu ({torch.get_num_threads()} threads)", "timing": dataclasses.asdict(TIMING),
-                     "cpu_bf16": {"amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags},
+                     "native_bf16_cpu": native_bf16_cpu(),  # what train.mixed_precision = "bf16" checks
                      "matmul_gflops": matmul_rates(dev, sync)}
     cfg = load_config(TokenizeImageConfig, DEMO / "tokenize_image.toml")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=VQGAN_IMAGE))
     x = torch.rand(VQGAN_BATCH, 3, VQGAN_IMAGE, VQGAN_IMAGE, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    results["vqgan_demo"] = compare(lambda: (build_image_tokenizer(cfg.model), lambda m: vqgan_loss(m, x.to(dev))),
-                                    dev, sync)
+    results["vqgan_demo"] = compare(lambda: build_image_tokenizer(cfg.model), vqgan_loss, x.to(dev), dev, sync)
     for name, size in MAGVLT_SIZES.items():
-        batch = make_batch(size, dev)
-        results[name] = compare(lambda size=size, batch=batch: (build_magvlt(size), lambda m: magvlt_loss(m, batch)),
-                                dev, sync)
+        results[name] = compare(lambda size=size: build_magvlt(size), magvlt_loss, make_batch(size, dev), dev, sync)
         results[name]["size"] = dataclasses.asdict(size)
     return results
 
