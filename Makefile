@@ -153,8 +153,9 @@ $(RUN)/compare-guidance/manifest.json: $(addsuffix /manifest.json,$(GUIDANCE_SCO
 #              [LAUNCH="$(BIN)/accelerate launch --num_processes 8 -m vltk"] [PAPER_RUN=build/paper] [PAPER_CFG=stages/paper]
 # shard (256 px) -> CLIP's BPE -> the released VQ-GAN (VQGAN=) or one trained here -> encode -> MAGVLT-base ->
 # T2I on the val split's first captions + I2T on the Karpathy test split -> scores. LAUNCH runs the GPU stages
-# (tokenize image, encode, train-gen). PAPER_<STAGE>_FLAGS append flags to one stage's command after its config
-# (e.g. PAPER_GEN_FLAGS="--set train.grad_accum=4"); editing them does not rebuild anything by itself.
+# (tokenize image, encode, train-gen, sample, score: each process takes its share, one artifact comes out).
+# PAPER_<STAGE>_FLAGS append flags to one stage's command after its config (e.g. PAPER_GEN_FLAGS="--set
+# train.grad_accum=4"); editing them does not rebuild anything by itself.
 PAPER_RUN ?= build/paper
 PAPER_CFG ?= stages/paper
 # CLIP's bpe_simple_vocab_16e6.txt.gz, or clip: the copy inside the installed open_clip. PAPER_WORKERS: the shard
@@ -215,10 +216,10 @@ $(PAPER_RUN)/gen-argvlt/manifest.json: $(PAPER_CFG)/train_gen_argvlt.toml $(PAPE
 	$(LAUNCH) train-gen $(PAPER_RUN)/encoded $(@D) --config $< $(PAPER_GEN_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/gen/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(PAPER_RUN)/gen $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) $(FORCE)
+	$(LAUNCH) sample $(PAPER_RUN)/gen $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) $(FORCE)
 
 $(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
-	$(VLTK) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
+	$(LAUNCH) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
 
 # ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (REFERENCE.md §3) --------------------
 #   make paper-givt DATA=imagenet.jsonl [IMAGES=...] [GIVT=causal|maskgit] [GIVT_RUN=build/givt] [LAUNCH=...]
@@ -256,7 +257,7 @@ $(GIVT_RUN)/gen-%/manifest.json: $(PAPER_CFG)/train_gen_givt_%.toml $(GIVT_RUN)/
 	$(LAUNCH) train-gen $(GIVT_RUN)/encoded $(@D) --config $< $(FORCE)
 
 $(GIVT_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_givt_class.toml $(GIVT_RUN)/gen-%/manifest.json | $(INSTALLED)
-	$(VLTK) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) $(FORCE)
+	$(LAUNCH) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) $(FORCE)
 
 bench: $(INSTALLED)
 	mkdir -p build/bench

@@ -5,9 +5,6 @@ divides by the global count (ENVIRONMENT.md: `--multi_gpu` + `Accelerator(cpu=Tr
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,8 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vltk.train import loop
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
 from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from launching import run_vltk  # noqa: E402  (tests/dist)
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
             "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
@@ -28,22 +28,9 @@ def encoded(tmp_path_factory):
     return tiny_encoded(tmp_path_factory.mktemp("dist"), seed=3)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(encoded: Path, out: Path, model: str, processes: int) -> None:
-    vltk = ["-m", "vltk", "train-gen", str(encoded), str(out), "--model", model, "--cpu",
-            *sum((["--set", s] for s in SETTINGS), [])]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port())]
-    command = [*launch, *vltk] if processes > 1 else [sys.executable, *vltk]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run_vltk(["train-gen", encoded, out, "--model", model, "--cpu", *sum((["--set", s] for s in SETTINGS), [])],
+             processes)
 
 
 @pytest.mark.parametrize("model", ["magvlt", "argvlt"])
@@ -62,3 +49,23 @@ def test_two_processes_match_one(encoded, tmp_path, model):
         a, b = json.loads(a), json.loads(b)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm/model"] == pytest.approx(b["grad_norm/model"], rel=1e-4) and a["grad_norm/model"] > 0
+
+
+@pytest.mark.skipif(not loop.native_bf16_cpu(), reason="this CPU has no native bf16: train.mixed_precision=bf16 "
+                    "runs fp32 here (vltk.train.loop.precision)")
+def test_two_processes_match_one_in_bf16(encoded, tmp_path):
+    """The GPU's default path on the CPU: bf16 autocast under DDP. The two processes' forward passes see half the
+    batch each, so bf16's rounding differs from one process's; the fp32 master weights agree to bf16's precision
+    (2^-8 relative) after 4 steps, and the logged losses to 1%."""
+    for processes, name in ((1, "one"), (2, "two")):
+        run_vltk(["train-gen", encoded, tmp_path / name, "--model", "magvlt", "--cpu",
+                  *sum((["--set", s] for s in [*SETTINGS, "train.mixed_precision=bf16"]), [])], processes)
+    one, two = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("one", "two"))
+    assert {t.dtype for t in two.values() if t.is_floating_point()} == {torch.float32}
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-3, rtol=2 ** -8), key
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["contents"]["train"]["processes"] == 2 and manifest["contents"]["train"]["precision"] == "bf16"
+    lines = [(tmp_path / name / "metrics.jsonl").read_text().splitlines() for name in ("one", "two")]
+    losses = [[json.loads(line)["loss"] for line in part] for part in lines]
+    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=0.01)

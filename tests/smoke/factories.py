@@ -1,11 +1,15 @@
-"""Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer and a whole encoded data set."""
+"""Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer, a whole encoded data set and
+random-init Inception weights in the released file's format."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from unittest import mock
 
 import torch
 from safetensors.torch import save_file
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from vltk import artifacts
 from vltk.config import config_to_dict
@@ -41,3 +45,17 @@ def tiny_encoded(root: Path, size: int = 16, seed: int = 2, kind: str = "vqgan")
     encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=int(kind == "vqgan")), root / "shards", image_tok,
                root / "text-tok", root / "encoded", cpu=True)
     return root / "encoded"
+
+
+def random_inception(file) -> None:
+    """torch-fidelity's Inception-v3, random init (He, so activations survive), saved as the released .pth is."""
+    empty = io.BytesIO()
+    torch.save({}, empty)
+    empty.seek(0)
+    torch.manual_seed(0)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict"):  # its constructor always loads weights
+        net = FeatureExtractorInceptionV3("random", ["2048"], feature_extractor_weights_path=empty)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), file)

@@ -228,3 +228,38 @@ def test_score_reports_candidate_zero_beside_the_reranked(generators):
     assert metrics["judge_first"] == score.judge(first, samples, "prompt")
     assert metrics["judge"] == score.judge(rows, samples, "prompt")
     assert "without re-ranking" in json.loads((out / "manifest.json").read_text())["contents"]["summary"]
+
+
+def test_a_killed_run_resumes_its_missing_batches(generators, monkeypatch):
+    """A run that dies after its first batch leaves that batch in OUT.partial; the next run draws only the others and
+    writes what an uninterrupted run writes, file for file."""
+    flags = ["--task", "t2i", "--count", 3, "--cpu", "--set", "batch_size=2", "--set", "candidates=2"]
+    run_cli("sample", generators / "magvlt", generators / "whole", *flags)
+    from vltk.pipeline import sample
+
+    drawn, real = [], sample.sample_batch
+
+    def dies_after_one(*args, **kwargs):
+        if drawn:
+            raise sample.VltkError("killed")
+        drawn.append(args[3])
+        return real(*args, **kwargs)
+
+    out = generators / "resumed"
+    monkeypatch.setattr(sample, "sample_batch", dies_after_one)
+    result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(out), *map(str, flags)])
+    assert result.exit_code == 2 and "killed" in result.output
+    assert sorted(p.name for p in (out.parent / "resumed.partial" / "batches").iterdir()) == ["0000000.json",
+                                                                                               "0000000.npy"]
+    drawn.clear()
+
+    def counts(*args, **kwargs):
+        drawn.append(len(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "sample_batch", counts)
+    assert "resuming" in run_cli("sample", generators / "magvlt", out, *flags)
+    assert drawn == [2, 2]  # 6 draws in batches of 2: the first was on disk
+    whole, resumed = ({str(p.relative_to(a)): p.read_bytes() for p in a.rglob("*") if p.is_file()
+                       and p.name != "manifest.json"} for a in (generators / "whole", out))
+    assert whole == resumed and not (out.parent / "resumed.partial").exists()

@@ -6,19 +6,16 @@ so FID without re-ranking must be ~0, which checks that the real set is the one 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
-from unittest import mock
 
 import numpy as np
 import open_clip
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
+from factories import random_inception, tiny_encoded  # tests/smoke
 from safetensors.torch import save_file
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from typer.testing import CliRunner
 
 from vltk.cli import app
@@ -41,20 +38,6 @@ def run_cli(*args, code: int = 0) -> str:
 
 def sets(*pairs: str) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
-
-
-def random_inception(file) -> None:
-    """torch-fidelity's Inception-v3, random init (He, so activations survive), saved as the released .pth is."""
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
-    torch.manual_seed(0)
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict"):  # its constructor always loads weights
-        net = FeatureExtractorInceptionV3("random", ["2048"], feature_extractor_weights_path=empty)
-    for module in net.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.save(net.state_dict(), file)
 
 
 def tiny_clip(root) -> tuple[str, object]:

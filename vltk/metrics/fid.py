@@ -81,8 +81,9 @@ def load_inception(weights: Path, device: str | torch.device = "cpu") -> Feature
 
 def inception_features(net: FeatureExtractorInceptionV3, images: Iterable[np.ndarray], batch_size: int = 50,
                        advance: Callable[[int], None] | None = None) -> InceptionFeatures:
-    """Pool features and unbiased logits of `images` (at least one), uint8 (H, W, 3) arrays of one size, read
-    `batch_size` at a time (so a 30k-image set is never held in memory); `advance(n)` after each batch of n."""
+    """Pool features and unbiased logits of `images`, uint8 (H, W, 3) arrays of one size, read `batch_size` at a time
+    (so a 30k-image set is never held in memory); `advance(n)` after each batch of n. No images: (0, D) tensors (one
+    process's empty share of a distributed pass)."""
     device = next(net.parameters()).device
     images, pool, logits = iter(images), [], []
     while batch := list(itertools.islice(images, batch_size)):
@@ -93,6 +94,8 @@ def inception_features(net: FeatureExtractorInceptionV3, images: Iterable[np.nda
         logits.append(unbiased.cpu())
         if advance is not None:
             advance(len(batch))
+    if not pool:
+        return InceptionFeatures(torch.zeros(0, 2048), torch.zeros(0, 1008))
     return InceptionFeatures(torch.cat(pool), torch.cat(logits))
 
 

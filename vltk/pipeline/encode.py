@@ -20,14 +20,13 @@ the same pairs whatever the number of processes or restarts.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -40,8 +39,8 @@ from vltk.data.shards import Sample, decode_image, read_tars
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.text.bpe import BPETokenizer
-from vltk.train.launch import begin_shared
-from vltk.ui import console, progress
+from vltk.train.launch import begin_shared, main_progress
+from vltk.ui import console
 
 STAGE = "encode"
 PROGRESS = "progress"  # in the work directory: one record per finished input tar
@@ -129,9 +128,7 @@ def run(
     mine = tasks[state.process_index :: state.num_processes]
     total = sum(info["samples"] for info in shard_contents["splits"].values()) if state.num_processes == 1 else None
     (work / PROGRESS).mkdir(exist_ok=True)
-    label = f"encode ({kind}, {state.device})" + (f" process {state.process_index}/{state.num_processes}"
-                                                  if state.num_processes > 1 else "")
-    with _progress(state, label, total) as advance:
+    with main_progress(state, f"encode ({kind}, {state.device})", total, "img") as advance:
         for task in mine:
             record = work / PROGRESS / f"{task.name}.json"
             if record.is_file():  # finished by a run that was killed later
@@ -149,13 +146,6 @@ def run(
         job.publish(contents)
     state.wait_for_everyone()
     return out
-
-
-def _progress(state: PartialState, label: str, total: int | None) -> ContextManager[Callable[..., None]]:
-    """Process 0's progress bar; the other processes count silently."""
-    if state.is_main_process:
-        return progress(label, total, unit="img")
-    return contextlib.nullcontext(lambda *args, **kwargs: None)
 
 
 def _image_encoder(model: torch.nn.Module, kind: str, tok_contents: dict[str, Any], cfg: EncodeConfig,

@@ -8,6 +8,7 @@ infilling, class-conditional images.
     vltk sample build/demo/gen build/demo/samples-t2i --candidates 32 --rerank clip --clip open_clip_model.safetensors
     vltk sample build/demo/gen-givt build/demo/samples-givt-t2i --task t2i --set givt.cfg_weight=0.4
     vltk sample IMAGENET_GIVT out --task class --prompt 207 --prompt 360      # class ids (or the run's class names)
+    accelerate launch --num_processes 8 -m vltk sample build/coco/gen build/coco/samples-t2i --count 30000
 
 The generator's manifest names its encoded data and tokenizers, so nothing else is given. Prompts come from `--prompt`
 (repeatable) or else from the first caption of the first `count` records of the encoded artifact's `split`; images
@@ -38,7 +39,12 @@ default.
 
 Seeds: candidates are drawn in batches of `batch_size` over the prompts each repeated N times (item i's candidate k is
 draw i * N + k), and a batch's generator is seeded with `seed` + the index of its first draw (with N = 1: its first
-item). A run repeats exactly for a given batch size and N.
+item). A run repeats exactly for a given batch size and N, whatever the number of processes.
+
+Processes and resuming: under `accelerate launch` (or torchrun) process r of P draws batches r, r + P, ...; each batch
+is written to `OUT.partial/batches/` (its pictures, then its record of captions, scores and seed) as soon as it is
+drawn, and a killed run draws only the batches that are missing. When every batch is in, the main process keeps each
+item's best candidate in draw order and publishes the artifact: the same files for 1 and P processes.
 """
 
 from __future__ import annotations
@@ -46,11 +52,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence, cast
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from PIL import Image
 
 from vltk import api, artifacts
@@ -66,9 +75,12 @@ from vltk.sampling import givt as gv
 from vltk.sampling import magvlt as mg
 from vltk.sampling import rerank
 from vltk.text.bpe import BPETokenizer
-from vltk.ui import progress
+from vltk.train import loop
+from vltk.train.launch import begin_shared, main_progress
+from vltk.ui import console
 
 STAGE = "sample"
+BATCHES = "batches"  # in the work directory: each drawn batch, until the main process keeps the best
 Task = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "class"]
 TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
     "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill"),
@@ -98,9 +110,14 @@ class SampleConfig:
     self_passes: int = 1  # MAGVLT's self score: 1 = every caption token masked at once; > 1 = pseudo-log-likelihood
     clip_weights: str | None = None  # an open_clip checkpoint, for rerank = "clip"
     clip_arch: str = "ViT-B-32-quickgelu"  # open_clip name; OpenAI's ViT-B/32 (the paper's) uses QuickGELU
+    # bf16 autocast for the models' passes ("auto": on a GPU only; "bf16" on a CPU too, where it has native bf16), as
+    # train.mixed_precision; the samplers' math (softmax, filters, guidance, the GMM) stays float32 either way.
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
         require_positive(self, "count", "batch_size", "columns", "candidates", "self_passes")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ValueError(f"mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
         check_prompts(self.prompts)
         if self.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.rerank!r}; choose from {', '.join(RERANKERS)}")
@@ -237,11 +254,12 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
 
 
 def draw_batches(model: torch.nn.Module, generator_kind: str, draws: list[Item], cfg: SampleConfig, eos_id: int,
-                 grid: int, device: torch.device, stats: dict[str, float] | None = None
-                 ) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
+                 grid: int, device: torch.device, stats: dict[str, float] | None = None,
+                 starts: Sequence[int] | None = None) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
     """`sample_batch` over `draws` in batches of cfg.batch_size, each with its own generator seeded by cfg.seed + the
-    index of its first draw (the rule that makes runs repeatable): (batch, seed, its generator, sample_batch's out)."""
-    for start in range(0, len(draws), cfg.batch_size):
+    index of its first draw (the rule that makes runs repeatable, whichever process draws a batch): (batch, seed, its
+    generator, sample_batch's out). `starts`: the first draws of the batches to draw (default: all of them)."""
+    for start in range(0, len(draws), cfg.batch_size) if starts is None else starts:
         batch, seed = draws[start:start + cfg.batch_size], cfg.seed + start
         generator = torch.Generator(device).manual_seed(seed)
         yield batch, seed, generator, sample_batch(model, generator_kind, cfg.task, batch, cfg, eos_id, grid,
@@ -307,10 +325,12 @@ def keep(work: Path, index: int, item: Item, candidates: list[Candidate],
 
 
 def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
-    """Sample `cfg.task` with the generator at `gen` into the artifact `out`."""
+    """Sample `cfg.task` with the generator at `gen` into the artifact `out` (on every process of an `accelerate
+    launch`: each draws its share of the batches, the main process writes the artifact)."""
     gen, out = Path(gen), Path(out)
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    bundle = cast(api.Generator, api.load(gen, "train-gen", device=device))  # its weights load on first use
+    state = PartialState(cpu=cpu)
+    device = state.device
+    bundle = cast(api.Generator, api.load(gen, "train-gen", device=device))
     contents, kind, encoded = bundle.contents, bundle.kind, bundle.encoded
     if cfg.task not in TASKS[kind]:
         raise VltkError(f"{kind} cannot do {cfg.task} (it does {', '.join(TASKS[kind])})")
@@ -321,44 +341,109 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
             raise VltkError(f"this {kind} was not trained on {conditions[cfg.task][0]}: it cannot do {cfg.task}")
     tokenizer, image_tok_artifact = bundle.text_tokenizer, bundle.image_tokenizer  # both must still be there
     items = gather(cfg, encoded, tokenizer, tuple(contents.get("classes", ())), contents.get("class_key", "label"))
+    # Both models load (a damaged weights file is refused) before any work is begun.
+    model, image_tok = bundle.model, image_tok_artifact.model
     use_clip = cfg.rerank == "clip"  # the config guarantees candidates > 1 and weights
     inputs = {"generator": gen, **({"clip": Path(cfg.clip_weights)} if use_clip else {})}
-    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs=inputs, force=force)
+    job = begin_shared(state, out, stage=STAGE, config=cfg, inputs=inputs, force=force, resume=True)
     if job is None:
         return out
-    model, image_tok = bundle.model, image_tok_artifact.model
+    if state.is_main_process and job.resumed:
+        console().print(f"[yellow]resuming[/] the unfinished sampling in {job.work}")
+    draws = [item for item in items for _ in range(cfg.candidates)]  # item i's candidate k is draw i * n + k
+    starts = range(0, len(draws), cfg.batch_size)
+    (job.work / BATCHES).mkdir(exist_ok=True)
+    mixed = loop.precision(cfg.mixed_precision, device.type == "cpu", key="mixed_precision")  # "no" or "bf16"
+    models = Models(model, kind, int(contents["grid_size"]), image_tok, tokenizer)
+    _draw_share(cfg, models, state, job.work / BATCHES, draws, starts[state.process_index::state.num_processes], mixed)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merged = _merge(cfg, job.work, items, starts, f"{kind} {contents['model']['size']}")
+        job.publish({"task": cfg.task, "generator": kind, "processes": state.num_processes,
+                     "precision": mixed, **merged})
+    state.wait_for_everyone()
+    return out
+
+
+def _batch_files(folder: Path, start: int) -> tuple[Path, Path]:
+    """Batch `start`'s drawn pictures (B, H, W, 3) uint8 and its record (captions, scores, seed, sampler stats), which
+    is written last: a batch is done when its record is there."""
+    return folder / f"{start:07d}.npy", folder / f"{start:07d}.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """What drawing a batch uses: the generator (its kind and token grid side) and the tokenizers."""
+
+    generator: torch.nn.Module
+    kind: str
+    grid: int
+    image_tok: torch.nn.Module
+    tokenizer: BPETokenizer
+
+
+def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: Path, draws: list[Item],
+                starts: Sequence[int], mixed: str) -> None:
+    """Draw and score this process's batches (those a killed run finished are skipped) into `folder`, under bf16
+    autocast when `mixed` is "bf16"."""
+    device, kind, grid, tokenizer = state.device, models.kind, models.grid, models.tokenizer
+    model, eos = models.generator, tokenizer.eos_id
     clip = None
-    if use_clip:
+    if cfg.rerank == "clip":
         from vltk.metrics.clip import load_clip  # lazily: open_clip is only needed here
 
         clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, device=device)
-    eos, grid, n = tokenizer.eos_id, int(contents["grid_size"]), cfg.candidates
-    draws = [item for item in items for _ in range(n)]  # item i's candidate k is draw i * n + k
-    (job.work / "images").mkdir()
+    todo = [start for start in starts if not _batch_files(folder, start)[1].is_file()]
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=mixed == "bf16")
+    unit = "candidate" if cfg.candidates > 1 else "sample"
+    size = {start: len(draws[start:start + cfg.batch_size]) for start in starts}  # the last batch may be short
+    with main_progress(state, f"sample {cfg.task} ({kind})", sum(size.values()), unit) as advance:
+        advance(sum(size[start] for start in starts if start not in todo))
+        for start in todo:  # one batch at a time, so that each is on disk before the next is drawn
+            stats: dict[str, float] = {}
+            with autocast:
+                ((batch, seed, generator, (codes, text, region)),) = draw_batches(model, kind, draws, cfg, eos, grid,
+                                                                                  device, stats, starts=[start])
+                shown = codes if codes is not None else _long([it.codes for it in batch], device)
+                sources = _long([it.codes for it in batch], device) if region is not None else None
+                drawn = to_uint8(render(models.image_tok, shown, grid, sources, region))
+                captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
+                rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
+                scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
+            pictures, record = _batch_files(folder, start)
+            with open(pictures.with_suffix(".tmp"), "wb") as f:
+                np.save(f, drawn, allow_pickle=False)
+            os.replace(pictures.with_suffix(".tmp"), pictures)
+            artifacts.write_json_atomic(record, {"captions": captions, "scores": scores, "seed": seed,
+                                                 "stats": stats})
+            advance(len(batch))
+
+
+def _merge(cfg: SampleConfig, work: Path, items: list[Item], starts: Sequence[int], generator: str
+           ) -> dict[str, Any]:
+    """Keep every item's best candidate from the batch files in draw order, write samples.jsonl and grid.png, and
+    return what the manifest's contents say of them (`generator`: its kind and size, for the summary)."""
+    n, folder = cfg.candidates, work / BATCHES
     if n > 1 and cfg.task in IMAGE_TASKS:
-        (job.work / "first").mkdir()
+        (work / "first").mkdir(exist_ok=True)
+    (work / "images").mkdir(exist_ok=True)
     pictures, lines, pending = [], [], []  # pending: the drawn candidates of items not yet written, in draw order
     stats: dict[str, float] = {}
-    with progress(f"sample {cfg.task} ({kind})", len(draws), unit="candidate" if n > 1 else "sample") as advance:
-        for batch, seed, generator, (codes, text, region) in draw_batches(model, kind, draws, cfg, eos, grid, device,
-                                                                          stats):
-            shown = codes if codes is not None else _long([it.codes for it in batch], device)
-            sources = _long([it.codes for it in batch], device) if region is not None else None
-            images = render(image_tok, shown, grid, sources, region)
-            captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
-            rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
-            drawn = to_uint8(images)
-            scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
-            pending += [Candidate(p, c, s, seed) for p, c, s in zip(drawn, captions, scores)]
-            while len(pending) >= n:  # every candidate of the next item is in: keep its best
-                line, picture = keep(job.work, len(lines), items[len(lines)], pending[:n], cfg)
-                lines.append(line)
-                pictures.append(picture)
-                del pending[:n]
-            advance(len(batch))
-    with open(job.work / "samples.jsonl", "w") as f:
+    for start in starts:
+        array, record = _batch_files(folder, start)
+        drawn, done = np.load(array, allow_pickle=False), json.loads(record.read_text())
+        for key, value in done["stats"].items():
+            stats[key] = stats.get(key, 0.0) + value
+        pending += [Candidate(p, c, s, done["seed"]) for p, c, s in zip(drawn, done["captions"], done["scores"])]
+        while len(pending) >= n:  # every candidate of the next item is in: keep its best
+            line, picture = keep(work, len(lines), items[len(lines)], pending[:n], cfg)
+            lines.append(line)
+            pictures.append(picture)
+            del pending[:n]
+    shutil.rmtree(folder)
+    with open(work / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
-    image_grid(np.stack(pictures), cfg.columns, min_side=64).save(job.work / "grid.png")
+    image_grid(np.stack(pictures), cfg.columns, min_side=64).save(work / "grid.png")
     best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
     guided = {}
     if stats.get("guided_batches"):
@@ -366,9 +451,6 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
         # accepted, the rest falling back to the conditional Gaussian (the paper: ~0.1% fall back); a batch mean.
         guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 6)}
         best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
-    return job.publish({
-        "task": cfg.task, "generator": kind, "count": len(lines), "grid": "grid.png",
-        "image_size": int(pictures[0].shape[0]),
-        "candidates": n, "rerank": cfg.rerank if n > 1 else None, **guided,
-        "summary": f"{len(lines)} {cfg.task} samples from {kind} {contents['model']['size']}{best_of}",
-    })
+    return {"count": len(lines), "grid": "grid.png", "image_size": int(pictures[0].shape[0]), "candidates": n,
+            "rerank": cfg.rerank if n > 1 else None, **guided,
+            "summary": f"{len(lines)} {cfg.task} samples from {generator}{best_of}"}

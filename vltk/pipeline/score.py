@@ -4,6 +4,7 @@
     vltk score build/demo/samples-i2t build/demo/scores-i2t       # BLEU / METEOR / ROUGE-L / CIDEr + the judge
     vltk score build/coco/samples-t2i build/coco/scores-t2i --set clip_arch=ViT-B-32-quickgelu \
         --set inception_weights=weights-inception-2015-12-05-6726825d.pth --set clip_weights=open_clip_model.safetensors
+    accelerate launch --num_processes 8 -m vltk score build/coco/samples-t2i build/coco/scores-t2i --set ...
 
 By task:
 - t2i, inpaint: the judge reads each image back into shapes and checks its prompt (whole caption, count, shape,
@@ -33,16 +34,22 @@ CLIP score say "unavailable", never a number. The artifact holds `metrics.json` 
 (the headline numbers, the judge per attribute as a bar chart, the samples with their prompts or captions and the
 judge's verdict on each, the full metric table, the tokenizer's reconstructions and the generator's loss curves, and
 the provenance chain); the manifest repeats the metrics.
+
+Under `accelerate launch` (or torchrun) each process reads its contiguous share of the rows (and of the real images)
+through the judge, the Inception and CLIP, and the shares are gathered in order, so FID, IS and CLIP score see every
+image as one process would; caption metrics, the report and the artifact are the main process's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable, Iterator, cast
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from vltk import api, artifacts
 from vltk.config import require_positive
@@ -53,7 +60,7 @@ from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import Verdict, check, detect, parse_caption, summarize
 from vltk.metrics.report import Reading, write_report
-from vltk.ui import progress
+from vltk.train.launch import begin_shared, main_progress, share
 
 STAGE = "score"
 REPORT = "report.html"
@@ -89,9 +96,13 @@ class ScoreConfig:
         require_positive(self, "is_splits", "batch_size")
 
 
-def judge_each(rows: list[dict[str, Any]], root: Path, caption_field: str) -> list[Reading]:
+def judge_each(rows: list[dict[str, Any]], root: Path, caption_field: str,
+               state: PartialState | None = None) -> list[Reading]:
     """The judge on each row: its verdict on the row's caption (`prompt` or `caption`) and the objects it read in the
-    row's image."""
+    row's image (with `state`, each process reads its share of the rows; every process gets all readings)."""
+    if state is not None:
+        part = share(state, len(rows))
+        return gather_object(judge_each(rows[part.start:part.stop], root, caption_field))
     readings = []
     for row in rows:
         found = detect(np.asarray(read_rgb(root / row["file"])))
@@ -134,15 +145,18 @@ class RealSet:
     keys: frozenset[str] | None
     count: int
 
-    def images(self) -> Iterator[np.ndarray]:
-        """(H, W, 3) uint8 images, streamed in shard order; an error if a key is missing."""
+    def images(self, part: range | None = None) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 images, streamed in shard order (only those of `part`, their places in that order, are
+        decoded); an error if a key is missing."""
+        part = range(self.count) if part is None else part
         found = 0
         for sample in iter_samples(self.shards, self.split):
             if found == self.count:
                 return
             if self.keys is None or sample.key in self.keys:
                 found += 1
-                yield np.asarray(decode_image(sample))  # (H, W, 3) uint8
+                if found - 1 in part:
+                    yield np.asarray(decode_image(sample))  # (H, W, 3) uint8
         if self.keys is not None and found < self.count:
             raise VltkError(f"{self.count - found} of the samples' records are not in the '{self.split}' split of "
                             f"{self.shards}")
@@ -165,25 +179,31 @@ def real_set(samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]
 
 
 def image_metrics(cfg: ScoreConfig, samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]],
-                  device: torch.device) -> dict[str, Any]:
-    """{"images": FID / IS of the samples' images, "images_first": of candidate 0's when the rows were re-ranked}."""
+                  state: PartialState) -> dict[str, Any]:
+    """{"images": FID / IS of the samples' images, "images_first": of candidate 0's when the rows were re-ranked}.
+    Each process passes its share of the images through the Inception; the statistics use all of them."""
     if cfg.inception_weights is None:
         return {"images": "unavailable: no inception_weights given"}
-    from vltk.metrics.fid import EXTRACTOR, fid, inception_features, inception_score, load_inception
+    from vltk.metrics.fid import EXTRACTOR, InceptionFeatures, fid, inception_features, inception_score, load_inception
 
     reference = real_set(samples, manifest, rows)
     weights = Path(cfg.inception_weights)
-    net = load_inception(weights, device)
+    net = load_inception(weights, state.device)
 
-    def features(images: Iterable[np.ndarray], total: int, what: str):
-        with progress(f"inception: {what}", total, unit="image") as advance:
-            return inception_features(net, images, cfg.batch_size, advance)
+    def features(images: Callable[[range], Iterable[np.ndarray]], count: int, what: str) -> InceptionFeatures:
+        """The features of `count` images, joined over the processes; each passes `images(part)`, its share."""
+        part = share(state, count)
+        with main_progress(state, f"inception: {what}", len(part), "image") as advance:
+            mine = inception_features(net, images(part), cfg.batch_size, advance)
+        parts = gather_object([mine])
+        return InceptionFeatures(torch.cat([p.pool for p in parts]), torch.cat([p.logits for p in parts]))
 
-    real = features(reference.images(), reference.count, "real images") if isinstance(reference, RealSet) else None
+    real = features(reference.images, reference.count, "real images") if isinstance(reference, RealSet) else None
     fields = {"images": "file", **({"images_first": "first_file"} if all("first_file" in r for r in rows) else {})}
     result: dict[str, Any] = {}
     for name, field in fields.items():
-        fake = features(_pixels(samples / row[field] for row in rows), len(rows), name)
+        fake = features(lambda part: _pixels(samples / row[field] for row in rows[part.start:part.stop]),
+                        len(rows), name)
         if real is None:
             fid_value: float | str = reference
         elif len(fake.pool) < 2 or len(real.pool) < 2:
@@ -205,32 +225,39 @@ def _text(row: dict[str, Any], field: str) -> str | None:
     return row.get(field)
 
 
-def clip_metrics(cfg: ScoreConfig, task: str, samples: Path, rows: list[dict[str, Any]], device: torch.device
+def clip_metrics(cfg: ScoreConfig, task: str, samples: Path, rows: list[dict[str, Any]], state: PartialState
                  ) -> dict[str, Any] | str:
-    """The CLIP score of each image-text pairing of the task (`CLIP_PAIRS`) that the rows hold."""
+    """The CLIP score of each image-text pairing of the task (`CLIP_PAIRS`) that the rows hold (each process embeds its
+    share of the pairs)."""
     if cfg.clip_weights is None:
         return "unavailable: no clip_weights given"
     from vltk.metrics.clip import clip_score, clip_similarity, load_clip
 
-    clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, device)
+    clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, state.device)
     result: dict[str, Any] = {"arch": cfg.clip_arch, "clip_weights": Path(cfg.clip_weights).name}
     for name, image_field, text_field in CLIP_PAIRS[task]:
         pairs = [(samples / row[image_field], _text(row, text_field)) for row in rows
                  if image_field in row and _text(row, text_field) is not None]
         if not pairs:
             continue
-        similarity = []
-        with progress(f"CLIP: {name}", len(pairs), unit="pair") as advance:
-            for start in range(0, len(pairs), cfg.batch_size):
-                batch = pairs[start:start + cfg.batch_size]
-                similarity.append(clip_similarity(clip, [read_rgb(file) for file, _ in batch], [t for _, t in batch]))
+        part, similarity = share(state, len(pairs)), [torch.zeros(0)]
+        mine = pairs[part.start:part.stop]
+        with main_progress(state, f"CLIP: {name}", len(mine), "pair") as advance:
+            for start in range(0, len(mine), cfg.batch_size):
+                batch = mine[start:start + cfg.batch_size]
+                similarity.append(clip_similarity(clip, [read_rgb(file) for file, _ in batch],
+                                                  [t for _, t in batch]).float().cpu())
                 advance(len(batch))
-        result[name] = {**_rounded(clip_score(torch.cat(similarity))), "n": len(pairs)}
+        joined = torch.cat(gather_object([torch.cat(similarity)]))
+        result[name] = {**_rounded(clip_score(joined)), "n": len(pairs)}
     return result
 
 
 def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
+    """Score the samples at `samples` into the artifact `out` (on every process of an `accelerate launch`: the judge,
+    Inception and CLIP passes are shared; caption metrics, the report and the artifact are the main process's)."""
     samples, out = Path(samples), Path(out)
+    state = PartialState(cpu=cpu)
     artifact = cast(api.Samples, api.load(samples, "sample"))
     manifest, contents = artifact.manifest, artifact.contents
     task = contents["task"]
@@ -242,10 +269,9 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     for name, path in weights.items():  # before anything runs, and so that the manifest fingerprints them
         if not path.is_file():
             raise VltkError(f"{name} weights not found: {path}")
-    job = artifacts.begin(out, stage=STAGE, config=cfg, inputs={"samples": samples, **weights}, force=force)
+    job = begin_shared(state, out, stage=STAGE, config=cfg, inputs={"samples": samples, **weights}, force=force)
     if job is None:
         return out
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     metrics: dict[str, Any] = {"task": task, "generator": contents["generator"], "count": len(rows)}
     field = "prompt" if task in ("t2i", "inpaint") else "caption"
     # Re-ranked samples: the judge and caption metrics also for candidate 0, the numbers without re-ranking.
@@ -255,16 +281,19 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     for suffix, scored in (("", rows), ("_first", first)):
         if scored is None:
             continue
-        if task in CAPTION_TASKS:
+        if task in CAPTION_TASKS and state.is_main_process:
             metrics["captions" + suffix] = _captions(cfg, scored)
-        readings[suffix] = judge_each(scored, samples, field)
+        readings[suffix] = judge_each(scored, samples, field, state)
         metrics["judge" + suffix] = accuracies(scored, [verdict for verdict, _ in readings[suffix]])
     if task in IMAGE_TASKS:
-        metrics.update(image_metrics(cfg, samples, manifest, rows, device))
-    metrics["CLIP score"] = clip_metrics(cfg, task, samples, rows, device)
-    artifacts.write_json_atomic(job.work / "metrics.json", metrics)
-    write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples), readings[""])
-    return job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
+        metrics.update(image_metrics(cfg, samples, manifest, rows, state))
+    metrics["CLIP score"] = clip_metrics(cfg, task, samples, rows, state)
+    if state.is_main_process:
+        artifacts.write_json_atomic(job.work / "metrics.json", metrics)
+        write_report(job.work / REPORT, metrics, samples, rows, artifacts.provenance(samples), readings[""])
+        job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
+    state.wait_for_everyone()
+    return out
 
 
 def read_rows(samples: Path, task: str) -> list[dict[str, Any]]:

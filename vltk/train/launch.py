@@ -7,14 +7,16 @@ no process waits at a barrier for one that has already failed.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
 from vltk import artifacts
 from vltk.errors import VltkError
+from vltk.ui import progress
 
 
 def begin_shared(state: PartialState, out: Path, *, stage: str, config: Any, inputs: dict[str, Path],
@@ -35,3 +37,21 @@ def begin_shared(state: PartialState, out: Path, *, stage: str, config: Any, inp
     if not started:
         return None
     return job or artifacts.follow(out, stage=stage, config=config, inputs=inputs, resume=resume)
+
+
+def main_progress(state: PartialState, label: str, total: int | None, unit: str
+                  ) -> ContextManager[Callable[..., None]]:
+    """Process 0's progress bar (labelled with its place when there are several); the other processes count silently."""
+    if not state.is_main_process:
+        return contextlib.nullcontext(lambda *args, **kwargs: None)
+    if state.num_processes > 1:
+        label += f" (process 0 of {state.num_processes})"
+    return progress(label, total, unit=unit)
+
+
+def share(state: PartialState, count: int) -> range:
+    """This process's contiguous part of `count` items, as accelerate's split_between_processes cuts them (the first
+    processes take one more when the count does not divide): the parts in process order are range(count), the order
+    in which `gather_object` joins what the processes return."""
+    with state.split_between_processes(list(range(count))) as mine:
+        return range(mine[0], mine[-1] + 1) if mine else range(0)

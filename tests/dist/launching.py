@@ -1,0 +1,28 @@
+"""Running `python -m vltk ...` in one process or under `accelerate launch` with N CPU processes (gloo), as a user
+would (ENVIRONMENT.md: `--multi_gpu` + `--cpu` is what all-reduces on a CPU)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_vltk(args: list[str], processes: int, precision: str = "no") -> subprocess.CompletedProcess:
+    """`vltk ARGS` in `processes` processes (one thread each); asserts it succeeded."""
+    vltk = ["-m", "vltk", *map(str, args)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no",
+              "--main_process_port", str(free_port())]
+    command = [*launch, *vltk] if processes > 1 else [sys.executable, *vltk]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
