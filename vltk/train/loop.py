@@ -105,14 +105,14 @@ def native_bf16_cpu() -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
-def precision(requested: str, on_cpu: bool) -> Literal["no", "bf16"]:
-    """accelerate's mixed_precision for a TrainConfig's `mixed_precision` on this device ("auto": bf16 on a GPU; "bf16"
-    on a CPU without native bf16 runs fp32, saying so: the emulation would only be slower)."""
+def precision(requested: str, on_cpu: bool, key: str = "train.mixed_precision") -> Literal["no", "bf16"]:
+    """accelerate's mixed_precision for a `mixed_precision` setting (the config `key`) on this device ("auto": bf16 on
+    a GPU; "bf16" on a CPU without native bf16 runs fp32, saying so: the emulation would only be slower)."""
     if requested == "auto":
         return "no" if on_cpu else "bf16"
     if requested == "bf16" and on_cpu and not native_bf16_cpu():
-        console().print("[yellow]train.mixed_precision = bf16: this CPU has no native bf16 (AMX or AVX512-BF16), "
-                        "where bf16 runs slower than fp32; training in fp32[/]")
+        console().print(f"[yellow]{key} = bf16: this CPU has no native bf16 (AMX or AVX512-BF16), where bf16 runs "
+                        "slower than fp32; running in fp32[/]")
         return "no"
     return requested  # type: ignore[return-value]
 
