@@ -336,6 +336,30 @@ def score(
     done(stage.run(cfg, samples, out, force=force, cpu=cpu))
 
 
+@app.command("plan")
+@cli_errors
+def plan(
+    images: Annotated[Optional[int], typer.Option(help="Training images (default: COCO 2014 Karpathy train, 113,287).")
+                      ] = None,
+    stages: Annotated[Optional[Path], typer.Option(help="The stage configs make paper uses (default stages/paper).",
+                                                   file_okay=False)] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="h100 | h200 | a100 (dense bf16 peak).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs the run is spread over.")] = None,
+    mfu: Annotated[Optional[float], typer.Option(help="Model FLOPs utilisation to assume (0-1).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the plan as JSON here.",
+                                                     dir_okay=False)] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Size a make paper run before launching it: steps, samples, tokens, FLOPs and GPU-hours per stage."""
+    from vltk.config import load_config
+    from vltk.pipeline import plan as stage
+
+    flags = {"images": images, "stages": str(stages) if stages is not None else None, "gpu": gpu, "gpus": gpus,
+             "mfu": mfu}
+    stage.run(load_config(stage.PlanConfig, config, set_ or (), flags), json_out)
+
+
 @app.command("compare")
 @cli_errors
 def compare(
