@@ -121,6 +121,16 @@ def test_a_killed_run_resumes_to_bitwise_the_same_weights(magvlt, encoded, tmp_p
     assert (out / "metrics.jsonl").read_text().count("\n") == 6
 
 
+def test_loader_workers_train_to_bitwise_the_same_weights(magvlt, encoded, tmp_path):
+    """Batches built ahead in 2 DataLoader processes are the batches built in the step's process: the same weights."""
+    out = tmp_path / "gen"
+    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu",
+                     *sum((["--set", s] for s in [*TINY, "train.loader_workers=2"]), []))
+    assert result.exit_code == 0, result.output
+    workers, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
+    assert workers.keys() == straight.keys() and all(torch.equal(workers[k], straight[k]) for k in straight)
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over(magvlt, encoded, tmp_path):
     out = tmp_path / "gen"
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *TINY], capture_output=True, text=True)

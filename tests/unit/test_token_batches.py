@@ -11,6 +11,7 @@ import torch
 
 from vltk import artifacts
 from vltk.data.encoded import Encoded, MixSel, RecordWriter, mixsel_split
+from vltk.data.loader import batches
 from vltk.data.token_batches import TokenBatches, caption_ids, join_captions
 from vltk.errors import VltkError
 from vltk.text.bpe import BPETokenizer, normalize
@@ -201,6 +202,20 @@ def test_determinism_rank_split_and_resume(encoded, tok, in_memory_max, dropout)
     for skip in (2, 5):
         assert same(take(make(), 8 - skip, position=skip * BATCH), one[skip:])
     assert same(take(make(rank=1, world=2), 3, position=5 * BATCH), halves[1][5:])
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine: a test, not a run
+@pytest.mark.parametrize("in_memory_max", [10_000, 0], ids=["memory", "streaming"])
+def test_dataloader_workers_give_the_same_batches(encoded, tok, in_memory_max):
+    """Batches built by 2 or 3 DataLoader worker processes (each makes every 2nd / 3rd global batch, the loader takes
+    them in turn) are the batches of one process, BPE-dropout and MixSel included, from a resumed position too."""
+    data = TokenBatches(encoded, "train", batch_size=BATCH, seed=0, mixsel=True, bpe_dropout=0.3, tokenizer=tok,
+                        in_memory_max=in_memory_max, shuffle_buffer=4)
+    for position in (0, 3 * BATCH):
+        here = take(data, 7, position)
+        for workers in (2, 3):
+            made = list(itertools.islice(batches(data, position, workers), 7))
+            assert same(made, here)
 
 
 def test_every_caption_is_drawn(encoded, tok):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -121,8 +121,10 @@ class SplitStream(Generic[Raw, Item]):
             yield buffer.pop(int(rng.integers(len(buffer))))
         self._check_count(count)
 
-    def __call__(self, position: int = 0) -> Iterator[list[tuple[int, Item]]]:
-        """Lists of batch_size / world_size (stream position, item), starting `position` samples into the stream."""
+    def __call__(self, position: int = 0, worker: int = 0, workers: int = 1) -> Iterator[list[tuple[int, Item]]]:
+        """Lists of batch_size / world_size (stream position, item), starting `position` samples into the stream: the
+        global batches k = worker, worker + workers, ... of them (`Workers`; all of them by default). The others are
+        read past (their positions count) but not loaded."""
         n = self.num_samples
         epoch, offset = divmod(position, n)
         batch: list[tuple[int, Item]] = []
@@ -130,6 +132,8 @@ class SplitStream(Generic[Raw, Item]):
             for i, sample in enumerate(self._epoch(epoch)):
                 q = epoch * n + i
                 if i < offset or (q - position) % self.batch_size not in self.slice:
+                    continue
+                if (q - position) // self.batch_size % workers != worker:
                     continue
                 batch.append((q, sample if self.items is not None else self.load(sample)))
                 if len(batch) == self.local:
@@ -159,11 +163,36 @@ class ImageBatches:
             rank=rank, world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer,
             keyed_by_name=False)
 
-    def __call__(self, position: int = 0) -> Iterator[torch.Tensor]:
-        """(batch_size / world_size, 3, H, W) float32 batches, starting `position` samples into the stream."""
-        for items in self.stream(position):
+    def __call__(self, position: int = 0, worker: int = 0, workers: int = 1) -> Iterator[torch.Tensor]:
+        """(batch_size / world_size, 3, H, W) float32 batches, starting `position` samples into the stream (every
+        `workers`-th from the `worker`-th: `Workers`)."""
+        for items in self.stream(position, worker, workers):
             batch = torch.from_numpy(np.stack([pixels for _, pixels in items])).float() / 127.5 - 1.0
             if self.flip:
                 mirror = torch.tensor([self.stream.sample_rng(q, "flip").random() < 0.5 for q, _ in items])
                 batch[mirror] = batch[mirror].flip(-1)
             yield batch
+
+
+class Workers(torch.utils.data.IterableDataset):
+    """The batches of a source (`ImageBatches`, `TokenBatches`: called as source(position, worker, workers)) from a
+    stream position, built in `torch.utils.data.DataLoader` worker processes: worker w of W builds global batches
+    w, w + W, ... and the DataLoader takes one from each worker in turn, so the batches come out in the source's own
+    order, each the same as without workers (the draws are keyed by stream position, not by who makes them)."""
+
+    def __init__(self, source: Callable[..., Iterator[Any]], position: int):
+        self.source, self.position = source, position
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.source(self.position, worker, workers)
+
+
+def batches(source: Callable[..., Iterator[Any]], position: int, workers: int = 0) -> Iterable[Any]:
+    """A source's batches from `position`: built in this process (workers = 0), or ahead of the training step in
+    `workers` DataLoader processes (each keeps 4 batches ready; pinned for a GPU)."""
+    if workers == 0:
+        return source(position)
+    return torch.utils.data.DataLoader(Workers(source, position), batch_size=None, num_workers=workers,
+                                       prefetch_factor=4, pin_memory=torch.cuda.is_available())

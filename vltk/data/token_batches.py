@@ -215,10 +215,11 @@ class TokenBatches:
             "b_span": span[:, 1],
         }
 
-    def __call__(self, position: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        """Batch dicts of this process's share of each global batch, starting `position` samples into the stream."""
+    def __call__(self, position: int = 0, worker: int = 0, workers: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        """Batch dicts of this process's share of each global batch, starting `position` samples into the stream
+        (every `workers`-th from the `worker`-th: `vltk.data.loader.Workers`)."""
         if self.mix is None:
-            yield from map(self._plain, self.plain(position))
+            yield from map(self._plain, self.plain(position, worker, workers))
             return
-        for plain, mixed in zip(self.plain(position), self.mix(position)):
+        for plain, mixed in zip(self.plain(position, worker, workers), self.mix(position, worker, workers)):
             yield {**self._plain(plain), **self._mixed(mixed)}

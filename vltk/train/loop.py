@@ -12,7 +12,8 @@ processes and then `grad_accum` micro-batches), the learning rate of every optim
 optimiser steps, the EMA of the part named "model", checkpoints, metrics (`metrics.jsonl`) and the progress bar.
 
 `data(position)` must yield this process's share of each successive global batch, starting `position` samples into
-a deterministic stream (`vltk.data.loader.ImageBatches` does). On a fresh start the loop seeds every RNG with
+a deterministic stream (`vltk.data.loader.ImageBatches` does); with `loader_workers` > 0 it is called as
+`data(position, worker, workers)` in DataLoader processes (`vltk.data.loader.batches`). On a fresh start the loop seeds every RNG with
 `seed + rank`; on resume it restores the weights, optimisers, EMA, RNG states and data position of the newest
 checkpoint, so that on CPU a killed and resumed run ends with bitwise the same weights as an uninterrupted one.
 Tasks that want an explicit `torch.Generator` derive it from the step (`step_generator`), which needs no checkpoint.
@@ -34,6 +35,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from safetensors.torch import save_file
 from torch import nn
 
+from vltk.data import loader
 from vltk.train.checkpoint import begin_checkpoint, commit_checkpoint, restore_checkpoint, save_rng, save_training_state
 from vltk.train.ema import EMA, ema_decay_at
 from vltk.train.optim import OptimConfig, build_optimizer, lr_at
@@ -58,6 +60,9 @@ class TrainConfig:
     # pays from ~256 wide or for convolutions (measure with `make bench`: benchmarks/bench_precision.py); "no": fp32.
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     compile: bool = False  # torch.compile the trained modules
+    # DataLoader processes that build batches ahead of the step (caption draws, BPE-dropout, MixSel pairing,
+    # collation); 0 builds them in the training process. The batches are the same either way.
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
         rules = [
@@ -65,6 +70,7 @@ class TrainConfig:
             ("grad_accum", self.grad_accum >= 1, ">= 1"), ("log_every", self.log_every >= 1, ">= 1"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"), ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+            ("loader_workers", self.loader_workers >= 0, ">= 0"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -262,7 +268,7 @@ def train(
             commit_checkpoint(stage, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
-    batches = iter(data(start * cfg.batch_size))
+    batches = iter(loader.batches(data, start * cfg.batch_size, cfg.loader_workers))
     bar = progress(label, cfg.steps - start, unit="step") if main else contextlib.nullcontext(lambda *a, **k: None)
     last: dict[str, float] = {}
     window = Window()
