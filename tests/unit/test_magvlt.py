@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -96,6 +98,38 @@ def test_attention_mask_position_by_position():
     for q in range(11):
         expected = [T] * 8 + [F, F, F] if q == 7 else key_row
         assert i2t[q].tolist() == expected, q
+
+
+def test_blind_prefix_mask_position_by_position():
+    # i2t, N = 4, C = 3, text_len = 2, image given: [BOC, BOI, i0..i3, BOG, BOT, t0, t1, pad]; positions 0..7 (the
+    # prefix) see no text key at all; the text queries (8..10) see the prefix and the visible text, as before.
+    T, F = True, False
+    blind = attention_mask("i2t", torch.tensor([2, 2]), N, C, blind=torch.tensor([True, False]))
+    for q in range(11):
+        expected = [T] * 8 + [F, F, F] if q < 8 else [T] * 10 + [F]
+        assert blind[0, q].tolist() == expected, q
+    assert torch.equal(blind[1], attention_mask("i2t", torch.tensor([2]), N, C)[0])  # not blind: the official mask
+
+
+@pytest.mark.parametrize("blind_prefix", [True, False])
+def test_the_length_head_reads_the_text_only_with_the_official_mask(blind_prefix):
+    """With the image given, BOT's length logits must not depend on the text or its length (at inference the text is
+    all masked over the whole context, in training it is the true caption): so with blind_prefix. The official mask
+    leaks both through the image tokens from the second layer on (this model has two)."""
+    model = tiny(blind_prefix=blind_prefix)
+    x = inputs("i2t", text_len=(2, 3))
+    masked_all = dataclasses.replace(x, text_masked=torch.ones_like(x.text_masked), text_len=torch.tensor([C, C]))
+    with torch.no_grad():
+        seen, hidden = (model(v, length=True).length_logits for v in (x, masked_all))
+    assert torch.allclose(seen, hidden, atol=1e-6) == blind_prefix
+    # An image being generated (IT2IT) reads the text either way, and so does BOT through it.
+    some = torch.zeros(2, N, dtype=torch.bool)
+    some[:, 0] = True
+    joint = dataclasses.replace(x, image_masked=some)
+    with torch.no_grad():
+        seen, hidden = (model(v, length=True).length_logits
+                        for v in (joint, dataclasses.replace(masked_all, image_masked=some)))
+    assert not torch.allclose(seen, hidden, atol=1e-6)
 
 
 def test_every_row_has_a_key_even_with_empty_text():
