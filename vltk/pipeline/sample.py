@@ -42,9 +42,11 @@ draw i * N + k), and a batch's generator is seeded with `seed` + the index of it
 item). A run repeats exactly for a given batch size and N, whatever the number of processes.
 
 Processes and resuming: under `accelerate launch` (or torchrun) process r of P draws batches r, r + P, ...; each batch
-is written to `OUT.partial/batches/` (its pictures, then its record of captions, scores and seed) as soon as it is
+is written to `OUT.partial/batches/` (its tokens, then its record of captions, scores and seed) as soon as it is
 drawn, and a killed run draws only the batches that are missing. When every batch is in, the main process keeps each
-item's best candidate in draw order and publishes the artifact: the same files for 1 and P processes.
+item's best candidate in draw order, decodes the kept pictures and publishes the artifact: the same files for 1 and P
+processes. Only the tokens of the candidates are kept until then (COCO-30k with 32 candidates: ~0.5 GB of codes where
+its pictures would take ~190 GB); pictures are decoded during drawing only for CLIP to score.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence, cast
+from typing import Any, ContextManager, Iterator, Literal, Sequence, cast
 
 import numpy as np
 import torch
@@ -141,9 +143,10 @@ def check_prompts(prompts: Sequence[str]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One drawn sample: what it shows, its caption, its re-ranking score and the seed of the batch that drew it."""
+    """One drawn sample: the tokens its picture decodes from, its caption, its re-ranking score and the seed of the
+    batch that drew it."""
 
-    picture: np.ndarray  # (H, W, 3) uint8
+    tokens: np.ndarray  # (N,) codes or (N, d) latents: the generated image's, or for i2t / infill the source's
     caption: str | None
     score: float
     seed: int
@@ -285,12 +288,12 @@ def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: 
     return images
 
 
-def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray, codes: torch.Tensor,
-                text: torch.Tensor, captions: list[str | None], batch: list[Item], eos_id: int,
+def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray | None,
+                codes: torch.Tensor, text: torch.Tensor, captions: list[str | None], batch: list[Item], eos_id: int,
                 generator: torch.Generator) -> list[float]:
-    """The re-ranking score of each sample of a batch, given its (B, H, W, 3) pictures, (B, N) codes, (B, C) text rows
-    and captions (None where the prompt is the caption): CLIP's cosine when `clip` is loaded, else the generator's
-    mean log p(caption | image) per token."""
+    """The re-ranking score of each sample of a batch, given its (B, H, W, 3) pictures (with `clip` only), (B, N) codes,
+    (B, C) text rows and captions (None where the prompt is the caption): CLIP's cosine when `clip` is loaded, else the
+    generator's mean log p(caption | image) per token."""
     if clip is not None:
         from vltk.metrics.clip import clip_similarity  # lazily: open_clip is only needed here
 
@@ -302,26 +305,24 @@ def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: 
                               generator=generator).tolist()
 
 
-def keep(work: Path, index: int, item: Item, candidates: list[Candidate],
-         cfg: SampleConfig) -> tuple[dict[str, Any], np.ndarray]:
-    """Write item `index`'s best candidate (and candidate 0 beside it when there are several); return its
-    samples.jsonl row and its picture."""
+def keep(index: int, item: Item, candidates: list[Candidate], cfg: SampleConfig
+         ) -> tuple[dict[str, Any], Candidate, Candidate | None]:
+    """Item `index`'s samples.jsonl row, its best candidate (ties: the first) and, when there are several and they are
+    images, candidate 0 (shown beside the best, for the numbers without re-ranking)."""
     n = len(candidates)
     k = int(rerank.best(torch.tensor([[c.score for c in candidates]]))[0])
     chosen = candidates[k]
-    file = f"images/{index:05d}.png"
-    Image.fromarray(chosen.picture).save(work / file)
     line = {"index": index, "task": cfg.task, **item.about, "caption": chosen.caption, "seed": chosen.seed,
-            "file": file, "score": chosen.score, "rerank": cfg.rerank if n > 1 else None, "candidates": n}
+            "file": f"images/{index:05d}.png", "score": chosen.score, "rerank": cfg.rerank if n > 1 else None,
+            "candidates": n}
     if n == 1:
-        return line, chosen.picture
+        return line, chosen, None
     line.update(candidate=k, scores=[c.score for c in candidates])
-    if cfg.task in IMAGE_TASKS:
-        line["first_file"] = f"first/{index:05d}.png"
-        Image.fromarray(candidates[0].picture).save(work / line["first_file"])
-    else:
+    if cfg.task not in IMAGE_TASKS:
         line["first_caption"] = candidates[0].caption
-    return line, chosen.picture
+        return line, chosen, None
+    line["first_file"] = f"first/{index:05d}.png"
+    return line, chosen, candidates[0]
 
 
 def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
@@ -354,11 +355,13 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     starts = range(0, len(draws), cfg.batch_size)
     (job.work / BATCHES).mkdir(exist_ok=True)
     mixed = loop.precision(cfg.mixed_precision, device.type == "cpu", key="mixed_precision")  # "no" or "bf16"
-    models = Models(model, kind, int(contents["grid_size"]), image_tok, tokenizer)
-    _draw_share(cfg, models, state, job.work / BATCHES, draws, starts[state.process_index::state.num_processes], mixed)
+    models = Models(model, kind, contents["model"]["size"], int(contents["grid_size"]), image_tok, tokenizer)
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=mixed == "bf16")
+    _draw_share(cfg, models, state, job.work / BATCHES, draws, starts[state.process_index::state.num_processes],
+                autocast)
     state.wait_for_everyone()
     if state.is_main_process:
-        merged = _merge(cfg, job.work, items, starts, f"{kind} {contents['model']['size']}")
+        merged = _merge(cfg, models, job.work, items, starts, device, autocast)
         job.publish({"task": cfg.task, "generator": kind, "processes": state.num_processes,
                      "precision": mixed, **merged})
     state.wait_for_everyone()
@@ -366,26 +369,28 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
 
 
 def _batch_files(folder: Path, start: int) -> tuple[Path, Path]:
-    """Batch `start`'s drawn pictures (B, H, W, 3) uint8 and its record (captions, scores, seed, sampler stats), which
-    is written last: a batch is done when its record is there."""
+    """Batch `start`'s tokens ((B, N) int32 codes or (B, N, d) float32 latents: what its pictures decode from, a few
+    hundred bytes a sample where the pictures would take ~200 KB at 256 px) and its record (captions, scores, seed,
+    sampler stats), which is written last: a batch is done when its record is there."""
     return folder / f"{start:07d}.npy", folder / f"{start:07d}.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Models:
-    """What drawing a batch uses: the generator (its kind and token grid side) and the tokenizers."""
+    """What drawing a batch uses: the generator (its kind, size preset and token grid side) and the tokenizers."""
 
     generator: torch.nn.Module
     kind: str
+    size: str
     grid: int
     image_tok: torch.nn.Module
     tokenizer: BPETokenizer
 
 
 def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: Path, draws: list[Item],
-                starts: Sequence[int], mixed: str) -> None:
-    """Draw and score this process's batches (those a killed run finished are skipped) into `folder`, under bf16
-    autocast when `mixed` is "bf16"."""
+                starts: Sequence[int], autocast: ContextManager) -> None:
+    """Draw and score this process's batches (those a killed run finished are skipped) into `folder`, under
+    `autocast` (bf16 or disabled)."""
     device, kind, grid, tokenizer = state.device, models.kind, models.grid, models.tokenizer
     model, eos = models.generator, tokenizer.eos_id
     clip = None
@@ -394,7 +399,6 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
 
         clip = load_clip(Path(cfg.clip_weights), cfg.clip_arch, device=device)
     todo = [start for start in starts if not _batch_files(folder, start)[1].is_file()]
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=mixed == "bf16")
     unit = "candidate" if cfg.candidates > 1 else "sample"
     size = {start: len(draws[start:start + cfg.batch_size]) for start in starts}  # the last batch may be short
     with main_progress(state, f"sample {cfg.task} ({kind})", sum(size.values()), unit) as advance:
@@ -405,41 +409,66 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
                 ((batch, seed, generator, (codes, text, region)),) = draw_batches(model, kind, draws, cfg, eos, grid,
                                                                                   device, stats, starts=[start])
                 shown = codes if codes is not None else _long([it.codes for it in batch], device)
-                sources = _long([it.codes for it in batch], device) if region is not None else None
-                drawn = to_uint8(render(models.image_tok, shown, grid, sources, region))
+                drawn = None  # the pictures: CLIP scores them; the kept ones are decoded again when they are written
+                if clip is not None:
+                    sources = _long([it.codes for it in batch], device) if region is not None else None
+                    drawn = to_uint8(render(models.image_tok, shown, grid, sources, region))
                 captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
                 rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
                 scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
-            pictures, record = _batch_files(folder, start)
-            with open(pictures.with_suffix(".tmp"), "wb") as f:
-                np.save(f, drawn, allow_pickle=False)
-            os.replace(pictures.with_suffix(".tmp"), pictures)
+            tokens, record = _batch_files(folder, start)
+            with open(tokens.with_suffix(".tmp"), "wb") as f:
+                kept = shown.cpu().float() if shown.is_floating_point() else shown.cpu().int()
+                np.save(f, kept.numpy(), allow_pickle=False)
+            os.replace(tokens.with_suffix(".tmp"), tokens)
             artifacts.write_json_atomic(record, {"captions": captions, "scores": scores, "seed": seed,
                                                  "stats": stats})
             advance(len(batch))
 
 
-def _merge(cfg: SampleConfig, work: Path, items: list[Item], starts: Sequence[int], generator: str
-           ) -> dict[str, Any]:
-    """Keep every item's best candidate from the batch files in draw order, write samples.jsonl and grid.png, and
-    return what the manifest's contents say of them (`generator`: its kind and size, for the summary)."""
+def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], starts: Sequence[int],
+           device: torch.device, autocast: ContextManager) -> dict[str, Any]:
+    """Keep every item's best candidate from the batch files in draw order, decode the kept pictures (cfg.batch_size
+    at a time), write them, samples.jsonl and grid.png, and return what the manifest's contents say of them."""
     n, folder = cfg.candidates, work / BATCHES
     if n > 1 and cfg.task in IMAGE_TASKS:
         (work / "first").mkdir(exist_ok=True)
     (work / "images").mkdir(exist_ok=True)
-    pictures, lines, pending = [], [], []  # pending: the drawn candidates of items not yet written, in draw order
+    lines, pictures, pending = [], [], []  # pending: the drawn candidates of items not yet kept, in draw order
+    shown: list[tuple[str, Item, np.ndarray]] = []  # (file, item, tokens) of pictures not yet decoded
     stats: dict[str, float] = {}
+
+    def decode() -> None:
+        with autocast:
+            sources = _long([item.codes for _, item, _ in shown], device) if cfg.task == "inpaint" else None
+            region = mg.center_box(models.grid).to(device).expand(len(shown), -1) if sources is not None else None
+            tokens = torch.from_numpy(np.stack([t for _, _, t in shown])).to(device)
+            drawn = to_uint8(render(models.image_tok, tokens if tokens.is_floating_point() else tokens.long(),
+                                    models.grid, sources, region))
+        for (file, _, _), picture in zip(shown, drawn):
+            Image.fromarray(picture).save(work / file)
+            if file.startswith("images/"):
+                pictures.append(picture)
+        shown.clear()
+
     for start in starts:
         array, record = _batch_files(folder, start)
-        drawn, done = np.load(array, allow_pickle=False), json.loads(record.read_text())
+        tokens, done = np.load(array, allow_pickle=False), json.loads(record.read_text())
         for key, value in done["stats"].items():
             stats[key] = stats.get(key, 0.0) + value
-        pending += [Candidate(p, c, s, done["seed"]) for p, c, s in zip(drawn, done["captions"], done["scores"])]
+        pending += [Candidate(t, c, s, done["seed"]) for t, c, s in zip(tokens, done["captions"], done["scores"])]
         while len(pending) >= n:  # every candidate of the next item is in: keep its best
-            line, picture = keep(work, len(lines), items[len(lines)], pending[:n], cfg)
+            item = items[len(lines)]
+            line, chosen, first = keep(len(lines), item, pending[:n], cfg)
             lines.append(line)
-            pictures.append(picture)
+            shown.append((line["file"], item, chosen.tokens))
+            if first is not None:
+                shown.append((line["first_file"], item, first.tokens))
             del pending[:n]
+            if len(shown) >= cfg.batch_size:
+                decode()
+    if shown:
+        decode()
     shutil.rmtree(folder)
     with open(work / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
@@ -453,4 +482,4 @@ def _merge(cfg: SampleConfig, work: Path, items: list[Item], starts: Sequence[in
         best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
     return {"count": len(lines), "grid": "grid.png", "image_size": int(pictures[0].shape[0]), "candidates": n,
             "rerank": cfg.rerank if n > 1 else None, **guided,
-            "summary": f"{len(lines)} {cfg.task} samples from {generator}{best_of}"}
+            "summary": f"{len(lines)} {cfg.task} samples from {models.kind} {models.size}{best_of}"}
