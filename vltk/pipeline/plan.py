@@ -139,8 +139,8 @@ def plan(cfg: PlanConfig) -> list[Row]:
         # per image: the autoencoder, LPIPS on the reconstruction and the target, the discriminator on both; x3
         per_image = 3 * (coder + 2 * vgg + 2 * disc)
         n = tok.train.steps * tok.train.batch_size
-        rows.append(Row("tokenize image", f"{image.kind} f{image.downsample}, {size} px", tok.train.steps, n, None,
-                        per_image * n))
+        rows.append(Row("tokenize image", f"{image.kind} f{image.downsample}, {size} px, {n / cfg.images:,.0f} epochs",
+                        tok.train.steps, n, None, per_image * n))
     enc = _config(encode.EncodeConfig, folder, "encode.toml")
     encoded = cfg.images * (1 + enc.mixsel_pairs)
     rows.append(Row("encode", f"{cfg.images:,} images + {enc.mixsel_pairs} MixSel pair each", None, encoded, None,
@@ -148,7 +148,8 @@ def plan(cfg: PlanConfig) -> list[Row]:
     seq = 4 + grid * grid + context
     for name in ("train_gen_magvlt.toml", "train_gen_argvlt.toml"):
         run, model = generator(folder, name, sizes)
-        rows.append(_train_row(run, model, seq))
+        row = _train_row(run, model, seq)
+        rows.append(dataclasses.replace(row, what=f"{row.what}, {row.samples / cfg.images:,.0f} epochs"))
     magvlt, model = generator(folder, "train_gen_magvlt.toml", sizes)
     width, depth = magvlt.model.width, magvlt.model.depth
     for task, candidates in (("t2i", cfg.t2i_candidates), ("i2t", cfg.i2t_candidates)):
