@@ -1,5 +1,7 @@
-"""bf16 autocast on the CPU: every training stage (image tokenizers, generators) runs under `train.mixed_precision =
-"bf16"`, really in bf16, with finite losses close to fp32's, and publishes fp32 weights; "auto" stays fp32 on a CPU.
+"""bf16 autocast on the CPU, the GPU's default path exercised where a CPU stands in: every training stage (image
+tokenizers, generators) runs under `train.mixed_precision = "bf16"`, really in bf16, with finite losses close to
+fp32's, and publishes fp32 weights ("auto" stays fp32 on a CPU); encode, every sampling task of every generator and
+score run under bf16 too, with the dtypes that matter checked (KV caches bf16, the GMM and the samplers' math float32).
 
 Tolerance: from the same initial weights on the same batches, each of the 3 steps' loss is within 3% (relative) of
 fp32's (bf16 keeps 8 bits of mantissa: a matmul's relative error is ~2^-8 = 0.4%; a few layers deep and three steps
@@ -23,7 +25,7 @@ from factories import tiny_encoded
 from vltk.config import load_config
 from vltk.data.encoded import iter_encoded
 from vltk.models.layers import KVCache
-from vltk.pipeline import sample, score, tokenize_image, train_gen
+from vltk.pipeline import encode, sample, score, tokenize_image, train_gen
 from vltk.sampling import givt as gv
 from vltk.sampling import rerank
 from vltk.sampling.magvlt import window_lengths
@@ -162,3 +164,25 @@ def test_bf16_scores_a_sample_as_fp32_does(name, data):
     assert fp32.dtype == bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)
     tolerance = {"abs": 0.01} if name.startswith("givt") else {"rel": 0.03}
     assert bf16.tolist() == pytest.approx(fp32.tolist(), **tolerance)
+
+
+@pytest.mark.parametrize("kind", ["vq", "vae"])
+def test_bf16_encodes_close_to_fp32(kind, data):
+    """`vltk encode` under bf16 autocast: VQ codes mostly the fp32 ones (a code changes only where two are within
+    bf16's rounding of each other: at least 80% equal with this random-init tokenizer), VAE posteriors different (so
+    autocast ran) but within 5% of their largest magnitude, stored in the same dtypes."""
+    root = data[kind].parent
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = encode.EncodeConfig(batch_size=4, mixsel_pairs=0, precision=precision)
+        out[precision] = encode.run(cfg, root / "shards", root / "image-tok", root / "text-tok",
+                                    root / f"encoded-{precision}", cpu=True)
+    fp32, bf16 = (list(iter_encoded(out[p], "train")) for p in ("fp32", "bf16"))
+    field = "codes" if kind == "vq" else "mean"
+    a, b = (np.stack([r.image[field] for r in records]) for records in (fp32, bf16))
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if kind == "vq":
+        assert (a == b).mean() >= 0.8  # 98% here
+    else:
+        assert not np.array_equal(a, b)
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= 0.05 * np.abs(a.astype(np.float32)).max()
