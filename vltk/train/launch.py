@@ -2,7 +2,8 @@
 
 Only the main process may take the output's lock and decide whether there is work (a second writer would be refused,
 and two processes clearing one `.partial/` would race). It tells the others what it decided, error included, so that
-no process waits at a barrier for one that has already failed.
+no process waits at a barrier for one that has already failed. Beside it, what the distributed stages share: the main
+process's progress bar (`main_progress`) and each process's contiguous part of a list of work (`share`).
 """
 
 from __future__ import annotations
