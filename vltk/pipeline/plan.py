@@ -135,7 +135,8 @@ def plan(cfg: PlanConfig) -> list[Row]:
     if not cfg.taming:
         disc = counted(lambda: PatchDiscriminator(ndf=tok.loss.disc_channels, n_layers=tok.loss.disc_layers,
                                                   norm=tok.loss.disc_norm), *pixels)
-        vgg = counted(lambda: torchvision.models.vgg16(weights=None).features, *pixels) if tok.loss.perceptual_weight else 0
+        vgg = (counted(lambda: torchvision.models.vgg16(weights=None).features, *pixels)
+               if tok.loss.perceptual_weight else 0)
         # per image: the autoencoder, LPIPS on the reconstruction and the target, the discriminator on both; x3
         per_image = 3 * (coder + 2 * vgg + 2 * disc)
         n = tok.train.steps * tok.train.batch_size

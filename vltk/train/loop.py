@@ -13,9 +13,10 @@ optimiser steps, the EMA of the part named "model", checkpoints, metrics (`metri
 
 `data(position)` must yield this process's share of each successive global batch, starting `position` samples into
 a deterministic stream (`vltk.data.loader.ImageBatches` does); with `loader_workers` > 0 it is called as
-`data(position, worker, workers)` in DataLoader processes (`vltk.data.loader.batches`). On a fresh start the loop seeds every RNG with
-`seed + rank`; on resume it restores the weights, optimisers, EMA, RNG states and data position of the newest
-checkpoint, so that on CPU a killed and resumed run ends with bitwise the same weights as an uninterrupted one.
+`data(position, worker, workers)` in DataLoader processes (`vltk.data.loader.batches`). On a fresh start the loop
+seeds every RNG with `seed + rank`; on resume it restores the weights, optimisers, EMA, RNG states and data position
+of the newest checkpoint, so that on CPU a killed and resumed run ends with bitwise the same weights as an
+uninterrupted one.
 Tasks that want an explicit `torch.Generator` derive it from the step (`step_generator`), which needs no checkpoint.
 """
 
