@@ -216,16 +216,13 @@ class Generator(Artifact):
                 ) -> list[Image.Image]:
         """Each image with its central block (a quarter of the tokens) regenerated to fit the rest and its prompt,
         blended into the source along the boundary (MaskGIT's composite), as `vltk sample --task inpaint`."""
-        from vltk.pipeline.sample import render
-        from vltk.sampling.magvlt import center_box
+        from vltk.pipeline.sample import pictures
 
         items = self._items(prompts=prompts, images=images)
         codes, _ = self._generate("inpaint", items, seed, config)
-        grid = int(self.contents["grid_size"])
-        source = torch.from_numpy(np.stack([item.codes for item in items])).long().to(self.device)  # (B, N)
-        region = center_box(grid).to(self.device).expand(len(items), -1)  # (B, N) bool
-        pixels = render(self.image_tokenizer.model, codes.to(self.device), grid, source, region)
-        return [Image.fromarray(picture) for picture in to_uint8(pixels)]
+        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), int(self.contents["grid_size"]), "inpaint",
+                         items, self.device)
+        return [Image.fromarray(picture) for picture in drawn]
 
     def infill(self, images: Images, captions: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
                ) -> list[str]:

@@ -160,14 +160,18 @@ def describe_input(path: Path, artifact: Path) -> dict[str, str]:
     return {**where, "fingerprint": source_fingerprint(path)}
 
 
-def write_text_atomic(file: Path, text: str) -> None:
+def write_bytes_atomic(file: Path, data: bytes) -> None:
     """Write `file` through a temporary file and a rename: a reader never sees half of it."""
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, file)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(file: Path, text: str) -> None:
+    write_bytes_atomic(file, text.encode())
 
 
 def write_json_atomic(file: Path, data: Any) -> None:

@@ -53,8 +53,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import io
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, ContextManager, Iterator, Literal, Sequence, cast
@@ -239,7 +239,7 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: 
             return None, mg.generate_text(model, codes, cfg.magvlt, generator, eos_id=eos_id).ids, None
         return None, ar.generate_text(model, codes, cfg.argvlt, generator, eos_id=eos_id)[0], None
     if task == "inpaint":
-        region = mg.center_box(grid).to(device).expand(len(items), -1)
+        region = inpaint_region(grid, len(items), device)
         if magvlt:
             out = mg.generate_images(model, text, lengths, cfg.magvlt, generator, image=codes, masked=region)
         else:
@@ -286,6 +286,21 @@ def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: 
             source = image_tok.decode(to_grid(sources, grid)).float().clamp(-1, 1)
             images = mg.blend(images, source, region, grid)
     return images
+
+
+def inpaint_region(grid: int, batch: int, device: torch.device) -> torch.Tensor:
+    """(B, N) bool: the tokens `inpaint` regenerates, the central block of side grid // 2 (`mg.center_box`)."""
+    return mg.center_box(grid).to(device).expand(batch, -1)
+
+
+def pictures(image_tok: torch.nn.Module, tokens: torch.Tensor, grid: int, task: str, items: list[Item],
+             device: torch.device) -> np.ndarray:
+    """(B, H, W, 3) uint8 pictures of the (B, N) codes or (B, N, d) latents of `items`; for `inpaint`, the generated
+    block blended into each item's source image (`render`)."""
+    sources = region = None
+    if task == "inpaint":
+        sources, region = _long([it.codes for it in items], device), inpaint_region(grid, len(items), device)
+    return to_uint8(render(image_tok, tokens, grid, sources, region))
 
 
 def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray | None,
@@ -406,21 +421,18 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
         for start in todo:  # one batch at a time, so that each is on disk before the next is drawn
             stats: dict[str, float] = {}
             with autocast:
-                ((batch, seed, generator, (codes, text, region)),) = draw_batches(model, kind, draws, cfg, eos, grid,
-                                                                                  device, stats, starts=[start])
+                ((batch, seed, generator, (codes, text, _)),) = draw_batches(model, kind, draws, cfg, eos, grid,
+                                                                             device, stats, starts=[start])
                 shown = codes if codes is not None else _long([it.codes for it in batch], device)
-                drawn = None  # the pictures: CLIP scores them; the kept ones are decoded again when they are written
-                if clip is not None:
-                    sources = _long([it.codes for it in batch], device) if region is not None else None
-                    drawn = to_uint8(render(models.image_tok, shown, grid, sources, region))
+                # The pictures: CLIP scores them; the kept ones are decoded again when they are written.
+                drawn = pictures(models.image_tok, shown, grid, cfg.task, batch, device) if clip is not None else None
                 captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
                 rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
                 scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
             tokens, record = _batch_files(folder, start)
-            with open(tokens.with_suffix(".tmp"), "wb") as f:
-                kept = shown.cpu().float() if shown.is_floating_point() else shown.cpu().int()
-                np.save(f, kept.numpy(), allow_pickle=False)
-            os.replace(tokens.with_suffix(".tmp"), tokens)
+            kept, buffer = shown.cpu().float() if shown.is_floating_point() else shown.cpu().int(), io.BytesIO()
+            np.save(buffer, kept.numpy(), allow_pickle=False)
+            artifacts.write_bytes_atomic(tokens, buffer.getvalue())
             artifacts.write_json_atomic(record, {"captions": captions, "scores": scores, "seed": seed,
                                                  "stats": stats})
             advance(len(batch))
@@ -434,21 +446,19 @@ def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], sta
     if n > 1 and cfg.task in IMAGE_TASKS:
         (work / "first").mkdir(exist_ok=True)
     (work / "images").mkdir(exist_ok=True)
-    lines, pictures, pending = [], [], []  # pending: the drawn candidates of items not yet kept, in draw order
+    lines, kept, pending = [], [], []  # pending: the drawn candidates of items not yet kept, in draw order
     shown: list[tuple[str, Item, np.ndarray]] = []  # (file, item, tokens) of pictures not yet decoded
     stats: dict[str, float] = {}
 
     def decode() -> None:
         with autocast:
-            sources = _long([item.codes for _, item, _ in shown], device) if cfg.task == "inpaint" else None
-            region = mg.center_box(models.grid).to(device).expand(len(shown), -1) if sources is not None else None
             tokens = torch.from_numpy(np.stack([t for _, _, t in shown])).to(device)
-            drawn = to_uint8(render(models.image_tok, tokens if tokens.is_floating_point() else tokens.long(),
-                                    models.grid, sources, region))
+            drawn = pictures(models.image_tok, tokens if tokens.is_floating_point() else tokens.long(), models.grid,
+                             cfg.task, [item for _, item, _ in shown], device)
         for (file, _, _), picture in zip(shown, drawn):
             Image.fromarray(picture).save(work / file)
             if file.startswith("images/"):
-                pictures.append(picture)
+                kept.append(picture)
         shown.clear()
 
     for start in starts:
@@ -472,7 +482,7 @@ def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], sta
     shutil.rmtree(folder)
     with open(work / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
-    image_grid(np.stack(pictures), cfg.columns, min_side=64).save(work / "grid.png")
+    image_grid(np.stack(kept), cfg.columns, min_side=64).save(work / "grid.png")
     best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
     guided = {}
     if stats.get("guided_batches"):
@@ -480,6 +490,6 @@ def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], sta
         # accepted, the rest falling back to the conditional Gaussian (the paper: ~0.1% fall back); a batch mean.
         guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 6)}
         best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
-    return {"count": len(lines), "grid": "grid.png", "image_size": int(pictures[0].shape[0]), "candidates": n,
+    return {"count": len(lines), "grid": "grid.png", "image_size": int(kept[0].shape[0]), "candidates": n,
             "rerank": cfg.rerank if n > 1 else None, **guided,
             "summary": f"{len(lines)} {cfg.task} samples from {models.kind} {models.size}{best_of}"}
