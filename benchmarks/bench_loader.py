@@ -24,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+from vltk.artifacts import read_manifest
 from vltk.config import load_config
 from vltk.data.loader import batches
 from vltk.data.token_batches import TokenBatches
@@ -60,10 +61,9 @@ def loader_rate(data: TokenBatches, workers: int) -> float:
 
 
 def h100_consumption() -> dict[str, float]:
-    folder = ROOT / "stages" / "paper"
-    magvlt, model = plan.generator(folder, "train_gen_magvlt.toml",
-                                   {"image_vocab": 16384, "text_vocab": 49408, "image_tokens": 256, "text_tokens": 64})
-    row = plan._train_row(magvlt, model, 4 + 256 + 64)
+    """vltk plan's MAGVLT-base training row for stages/paper: its FLOPs per sample, and what an H100 at 40% MFU takes."""
+    rows = plan.plan(plan.PlanConfig(stages=str(ROOT / "stages" / "paper")))
+    row = next(r for r in rows if r.stage == "train-gen magvlt")
     per_sample = row.flops / row.samples
     return {"flops_per_sample": per_sample, "samples_per_s": 0.4 * plan.PEAK["h100"] / per_sample}
 
@@ -72,8 +72,6 @@ def demo_steps_per_s(root: Path, workers: int) -> float:
     cfg = load_config(train_gen.MAGVLTRun, ROOT / "stages/demo/train_gen.toml",
                       ["train.steps=200", "train.checkpoint_every=1000", f"train.loader_workers={workers}"])
     out = train_gen.run(cfg, ROOT / "build/demo/encoded", root / f"demo-{workers}", cpu=True)
-    from vltk.artifacts import read_manifest
-
     return read_manifest(out)["contents"]["train"]["steps_per_s"]
 
 

@@ -97,16 +97,20 @@ def pass_flops(trunk: torch.nn.Module, width: int, depth: int, tokens: int, logi
     return tokens * (2 * weights + 4 * depth * tokens * width) + 2 * width * (width + vocab) * logit_rows
 
 
-def _config(cls: type, folder: Path, name: str) -> Any:
+def _path(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.is_file():
         raise VltkError(f"{path} not found: vltk plan reads the stage configs of --stages ({folder})")
-    return load_config(cls, path, ())
+    return path
+
+
+def _config(cls: type, folder: Path, name: str) -> Any:
+    return load_config(cls, _path(folder, name), ())
 
 
 def generator(folder: Path, name: str, sizes: dict[str, int]) -> tuple[MAGVLTRun | ARGVLTRun, torch.nn.Module]:
     """A generator's run config from `folder` / `name` with the data's sizes, and its model built on the meta device."""
-    kind = read_toml(folder / name).get("generator", "magvlt") if (folder / name).is_file() else "magvlt"
+    kind = read_toml(_path(folder, name)).get("generator", "magvlt")
     run = _config(RUNS[kind], folder, name)
     run = dataclasses.replace(run, model=dataclasses.replace(run.model, **sizes))
     with torch.device("meta"):
@@ -147,11 +151,11 @@ def plan(cfg: PlanConfig) -> list[Row]:
     rows.append(Row("encode", f"{cfg.images:,} images + {enc.mixsel_pairs} MixSel pair each", None, encoded, None,
                     encoder * encoded))
     seq = 4 + grid * grid + context
-    for name in ("train_gen_magvlt.toml", "train_gen_argvlt.toml"):
-        run, model = generator(folder, name, sizes)
+    runs = {name: generator(folder, f"train_gen_{name}.toml", sizes) for name in ("magvlt", "argvlt")}
+    for run, model in runs.values():
         row = _train_row(run, model, seq)
         rows.append(dataclasses.replace(row, what=f"{row.what}, {row.samples / cfg.images:,.0f} epochs"))
-    magvlt, model = generator(folder, "train_gen_magvlt.toml", sizes)
+    magvlt, model = runs["magvlt"]  # the sampler's model
     width, depth = magvlt.model.width, magvlt.model.depth
     for task, candidates in (("t2i", cfg.t2i_candidates), ("i2t", cfg.i2t_candidates)):
         s = _config(sample.SampleConfig, folder, f"sample_{task}.toml")
