@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import random_inception, tiny_encoded  # noqa: E402  (tests/smoke)
+from factories import artifact_files, random_inception, tiny_encoded  # noqa: E402  (tests/smoke)
 from launching import run_vltk  # noqa: E402  (tests/dist)
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
@@ -29,12 +29,6 @@ def gen(tmp_path_factory):
     return root
 
 
-def files(artifact: Path) -> dict[str, bytes]:
-    """Every file of an artifact but its manifest (which has times and the process count), by relative path."""
-    return {str(p.relative_to(artifact)): p.read_bytes() for p in sorted(artifact.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"}
-
-
 @pytest.mark.parametrize("task,settings", [
     ("t2i", ["count=5", "batch_size=3", "candidates=2"]),  # 10 draws in 4 batches; items straddle batches
     ("i2t", ["count=5", "batch_size=2", "magvlt.guidance=1.0"]),
@@ -43,7 +37,7 @@ def test_two_processes_sample_what_one_does(gen, task, settings):
     for processes in (1, 2):
         run_vltk(["sample", gen / "gen", gen / f"{task}-{processes}", "--task", task, "--cpu", *sets(*settings)],
                  processes)
-    one, two = files(gen / f"{task}-1"), files(gen / f"{task}-2")
+    one, two = artifact_files(gen / f"{task}-1"), artifact_files(gen / f"{task}-2")
     assert one.keys() == two.keys() and len([k for k in one if k.startswith("images/")]) == 5
     assert one == two
     manifest = json.loads((gen / f"{task}-2" / "manifest.json").read_text())

@@ -1,5 +1,5 @@
 """Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer, a whole encoded data set and
-random-init Inception weights in the released file's format."""
+random-init Inception weights in the released file's format; and an artifact's files, to compare two runs."""
 
 from __future__ import annotations
 
@@ -59,3 +59,9 @@ def random_inception(file) -> None:
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(net.state_dict(), file)
+
+
+def artifact_files(artifact: Path) -> dict[str, bytes]:
+    """Every file of an artifact but its manifest (which has times and the process count), by relative path."""
+    return {str(p.relative_to(artifact)): p.read_bytes() for p in sorted(artifact.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
+from factories import artifact_files, tiny_encoded  # tests/smoke
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -260,6 +260,4 @@ def test_a_killed_run_resumes_its_missing_batches(generators, monkeypatch):
     monkeypatch.setattr(sample, "sample_batch", counts)
     assert "resuming" in run_cli("sample", generators / "magvlt", out, *flags)
     assert drawn == [2, 2]  # 6 draws in batches of 2: the first was on disk
-    whole, resumed = ({str(p.relative_to(a)): p.read_bytes() for p in a.rglob("*") if p.is_file()
-                       and p.name != "manifest.json"} for a in (generators / "whole", out))
-    assert whole == resumed and not (out.parent / "resumed.partial").exists()
+    assert artifact_files(generators / "whole") == artifact_files(out) and not (out.parent / "resumed.partial").exists()
