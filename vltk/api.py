@@ -13,296 +13,30 @@ artifact. What an artifact holds is loaded on first use: a generator's `model`, 
 `image_tokenizer` (a handle), a text tokenizer's `tokenizer`, an image tokenizer's `model` (with `encode` / `decode`),
 an encoded artifact's and a shards artifact's records, samples' `rows` and `images()`, scores' `metrics`.
 
-Generation goes through the sample stage's own `draw_batches`, batch by batch with the stage's seeding (batch k of
-`config.batch_size` items is seeded by seed + its first index), so `gen.text_to_image(prompts, seed=s)` gives the very
-images `vltk sample GEN OUT --prompt ... --seed s` writes; every sampler knob is a field of `SampleConfig`
-(`config=SampleConfig(magvlt=MAGVLTSampling(image_steps=12))`). Models run on the GPU when there is one, unless
-`load(path, device="cpu")`.
+Generation goes through the generation core the sample stage uses (`vltk.sampling.generate`), batch by batch with its
+seeding (batch k of `config.batch_size` items is seeded by seed + its first index), after the stage's checks, so
+`gen.text_to_image(prompts, seed=s)` gives the very images `vltk sample GEN OUT --prompt ... --seed s` writes; every
+sampler knob is a field of `GenerateConfig` (`config=GenerateConfig(magvlt=MAGVLTSampling(image_steps=12))`). Models
+run on the GPU when there is one, unless `load(path, device="cpu")`. The handles live in `vltk.handles`; this module
+re-exports them and runs the sample and score stages.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence, cast
+from typing import Any, Sequence, cast
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
-
-from vltk import artifacts
-from vltk.artifacts import MANIFEST, open_artifact, read_manifest
 from vltk.config import load_config
-from vltk.data.encoded import Encoded as EncodedRecord
-from vltk.data.encoded import MixSel, iter_encoded
-from vltk.data.images import center_crop, pad, read_rgb, to_rgb, to_uint8
-from vltk.data.loader import to_tensor
-from vltk.data.schema import Shape, read_jsonl
-from vltk.data.shards import Sample, iter_samples
-from vltk.errors import VltkError
-from vltk.imagetok.artifact import load_image_tokenizer
-from vltk.models.artifact import load_generator
-from vltk.text.bpe import BPETokenizer
+from vltk.handles import (
+    HANDLES, Artifact, Encoded, Generator, ImageTokenizer, Images, PathLike, Samples, Scores, Shards, TextTokenizer,
+    load,
+)
+from vltk.pipeline import sample as sample_stage
+from vltk.pipeline import score as score_stage
+from vltk.sampling.generate import GenerateConfig
 
-if TYPE_CHECKING:  # the stages load their inputs through this module: they are imported where they are used
-    from vltk.pipeline.sample import Item, SampleConfig
-
-PathLike = str | Path
-SAMPLE_ROW = Shape({"index": int, "file": str})  # what every samples.jsonl row holds (sample and decode)
-Images = Sequence[Image.Image] | torch.Tensor | np.ndarray  # PIL images, or (B, h, w) / (B, N) integer code grids
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Artifact:
-    """A finished artifact: its directory, its manifest, and the device its models load onto."""
-
-    path: Path
-    manifest: dict[str, Any]
-    device: torch.device
-
-    @property
-    def stage(self) -> str:
-        return self.manifest["stage"]
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.manifest.get("config", {})
-
-    @property
-    def contents(self) -> dict[str, Any]:
-        return self.manifest.get("contents", {})
-
-    @property
-    def inputs(self) -> dict[str, Path]:
-        """{name: path} of every input, artifacts and raw sources alike."""
-        return {name: artifacts.input_path(self.path, self.manifest, name) for name in self.manifest["inputs"]}
-
-    def upstream(self, name: str) -> Artifact:
-        """The input artifact `name` (e.g. a generator's "encoded"), opened with this handle's device."""
-        entry = self.manifest["inputs"].get(name)
-        if entry is not None and "hash" not in entry:
-            raise VltkError(f"input '{name}' of {self.path} is a raw source ({self.inputs[name]}), not an artifact")
-        return load(artifacts.upstream(self.path, name), device=self.device)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, stage={self.stage!r})"
-
-
-class TextTokenizer(Artifact):
-    """A `vltk tokenize text` artifact."""
-
-    @functools.cached_property
-    def tokenizer(self) -> BPETokenizer:
-        return BPETokenizer.from_artifact(self.path)
-
-
-class ImageTokenizer(Artifact):
-    """A `vltk tokenize image` artifact: a VQ-GAN (codes) or a beta-VAE (Gaussian latents)."""
-
-    @functools.cached_property
-    def model(self) -> torch.nn.Module:
-        return load_image_tokenizer(self.path)[0].to(self.device)
-
-    def pixels(self, images: Sequence[Image.Image], resize: Literal["center-crop", "pad"] = "center-crop"
-               ) -> torch.Tensor:
-        """(B, 3, S, S) in [-1, 1] on the device: each image as `vltk shard` prepares one (EXIF rotation, RGB, then
-        `resize` to the tokenizer's side S)."""
-        size = int(self.contents["image_size"])
-        fit = center_crop if resize == "center-crop" else pad
-        return torch.stack([to_tensor(fit(to_rgb(ImageOps.exif_transpose(image)), size)) for image in images]
-                           ).to(self.device)
-
-    def encode(self, images: Sequence[Image.Image], resize: Literal["center-crop", "pad"] = "center-crop"
-               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """VQ-GAN: (B, h, w) long codes; beta-VAE: the posterior's (mean, logvar), each (B, d, h, w)."""
-        if not len(images):
-            raise VltkError("no images to encode")
-        with torch.inference_mode():
-            return self.model.encode(self.pixels(images, resize))
-
-    def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
-        """(B, h, w) codes (VQ-GAN) or (B, d, h, w) latents (beta-VAE) -> B RGB images."""
-        with torch.inference_mode():
-            pixels = self.model.decode(torch.as_tensor(tokens).to(self.device))  # (B, 3, S, S) in about [-1, 1]
-        return [Image.fromarray(picture) for picture in to_uint8(pixels)]
-
-
-class Encoded(Artifact):
-    """A `vltk encode` artifact: token grids (or latents) and text ids per split."""
-
-    def records(self, split: str = "val") -> Iterator[EncodedRecord | MixSel]:
-        """The records of `split` in order (MixSel pairs for a `mixsel-*` split)."""
-        return iter_encoded(self.path, split)
-
-
-class Shards(Artifact):
-    """A `vltk shard` artifact: images and captions per split."""
-
-    def samples(self, split: str = "val") -> Iterator[Sample]:
-        return iter_samples(self.path, split)
-
-
-class Samples(Artifact):
-    """A `vltk sample` (or `vltk decode`) artifact: PNGs listed in samples.jsonl."""
-
-    @functools.cached_property
-    def rows(self) -> list[dict[str, Any]]:
-        """One dict per sample: index, task, prompt, caption, references, file, ... (see vltk.pipeline.sample); a
-        damaged samples.jsonl is one error naming its line."""
-        return read_jsonl(self.path / "samples.jsonl", SAMPLE_ROW)
-
-    def images(self) -> list[Image.Image]:
-        """The samples' images, in row order (read into memory: no file stays open)."""
-        return [read_rgb(self.path / row["file"]) for row in self.rows]
-
-
-class Scores(Artifact):
-    """A `vltk score` artifact: metrics.json and report.html."""
-
-    @functools.cached_property
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.path / "metrics.json").read_text())
-
-    @property
-    def report(self) -> Path:
-        return self.path / self.contents["report"]
-
-
-class Generator(Artifact):
-    """A `vltk train-gen` artifact (MAGVLT, ARGVLT or GIVT) with the tokenizers it was trained with."""
-
-    @property
-    def kind(self) -> str:
-        return self.contents["generator"]
-
-    @functools.cached_property
-    def model(self) -> torch.nn.Module:
-        return load_generator(self.path)[0].to(self.device)
-
-    @functools.cached_property
-    def text_tokenizer(self) -> BPETokenizer:
-        return BPETokenizer.from_artifact(self._tokenizer("text"))
-
-    @functools.cached_property
-    def image_tokenizer(self) -> ImageTokenizer:
-        return cast(ImageTokenizer, load(self._tokenizer("image"), "tokenize-image", device=self.device))
-
-    @property
-    def encoded(self) -> Path:
-        """The encoded artifact it was trained on (sampling takes its val records as I2T inputs and references)."""
-        return artifacts.upstream(self.path, "encoded")
-
-    def _tokenizer(self, name: str) -> Path:
-        """The `name` ("image" or "text") tokenizer the generator's data was encoded with."""
-        return artifacts.upstream(self.path, "encoded", f"{name}_tok")
-
-    def text_to_image(self, prompts: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
-                      ) -> list[Image.Image]:
-        """One image per prompt, decoded by the image tokenizer the generator was trained with."""
-        from vltk.pipeline.sample import to_grid
-
-        codes, _ = self._generate("t2i", self._items(prompts=prompts), seed, config)  # (B, N), or GIVT's (B, N, d)
-        return self.image_tokenizer.decode(to_grid(codes, int(self.contents["grid_size"])))
-
-    def image_to_text(self, images: Images, *, seed: int = 0, config: SampleConfig | None = None) -> list[str]:
-        """One caption per image (PIL images are encoded through the image tokenizer; code grids are used as they
-        are), of the length the model predicts."""
-        _, text = self._generate("i2t", self._items(images=images), seed, config)
-        return self.text_tokenizer.decode_batch(text)
-
-    def inpaint(self, images: Images, prompts: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
-                ) -> list[Image.Image]:
-        """Each image with its central block (a quarter of the tokens) regenerated to fit the rest and its prompt,
-        blended into the source along the boundary (MaskGIT's composite), as `vltk sample --task inpaint`."""
-        from vltk.pipeline.sample import pictures
-
-        items = self._items(prompts=prompts, images=images)
-        codes, _ = self._generate("inpaint", items, seed, config)
-        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), int(self.contents["grid_size"]), "inpaint",
-                         items, self.device)
-        return [Image.fromarray(picture) for picture in drawn]
-
-    def infill(self, images: Images, captions: Sequence[str], *, seed: int = 0, config: SampleConfig | None = None
-               ) -> list[str]:
-        """Each caption with its central half regenerated given the image and the rest, at its true length (MAGVLT)."""
-        _, text = self._generate("infill", self._items(prompts=captions, images=images), seed, config)
-        return self.text_tokenizer.decode_batch(text)
-
-    def _items(self, *, prompts: Sequence[str] | None = None, images: Images | None = None) -> list[Item]:
-        """What the sample stage samples for: caption rows and/or (N,) raster codes, one item per input."""
-        from vltk.pipeline.sample import Item, check_prompts
-
-        if isinstance(prompts, str):
-            raise VltkError("prompts must be a list of strings, not one string")
-        check_prompts(prompts or ())
-        rows = list(self.text_tokenizer.encode_batch(list(prompts))) if prompts is not None else None
-        codes = list(self._codes(images)) if images is not None else None
-        count = len(rows if rows is not None else codes)
-        if codes is not None and rows is not None and len(codes) != len(rows):
-            raise VltkError(f"{len(codes)} images but {len(rows)} captions: give one caption per image")
-        if not count:
-            raise VltkError("nothing to sample for: no prompts or images given")
-        return [Item(rows[i] if rows else None, codes[i] if codes else None, {}) for i in range(count)]
-
-    def _codes(self, images: Images) -> np.ndarray:
-        """(B, N) raster codes of PIL images (through the image tokenizer) or of integer grids (checked)."""
-        if isinstance(images, (torch.Tensor, np.ndarray)):
-            codes = torch.as_tensor(images)
-            if codes.is_floating_point() or codes.dim() not in (2, 3):
-                raise VltkError(f"codes must be (B, h, w) or (B, N) integer ids, got {codes.dtype} {tuple(codes.shape)}"
-                                " (pass pixels as PIL images)")
-        else:
-            codes = self.image_tokenizer.encode(images)
-        codes = codes.reshape(len(codes), -1).long().cpu()
-        grid, vocab = int(self.contents["grid_size"]), int(self.contents["image_vocab"])
-        if codes.shape[1] != grid * grid:
-            raise VltkError(f"{self.path} takes {grid}x{grid} code grids, got {codes.shape[1]} codes per image")
-        if len(codes) and not 0 <= int(codes.min()) <= int(codes.max()) < vocab:
-            raise VltkError(f"codes must lie in [0, {vocab}) (the image tokenizer's codebook)")
-        return codes.numpy()
-
-    def _generate(self, task: str, items: list[Item], seed: int, config: SampleConfig | None
-                  ) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """(codes (B, N) or None, text rows (B, C) or None), batch by batch exactly as `vltk sample` draws them."""
-        from vltk.pipeline.sample import TASKS, SampleConfig, draw_batches
-
-        if task not in TASKS[self.kind]:
-            raise VltkError(f"{self.kind} cannot do {task} (it does {', '.join(TASKS[self.kind])})")
-        cfg = dataclasses.replace(config or SampleConfig(), task=task, seed=seed)
-        if cfg.candidates > 1:  # re-ranking lives in the stage's loop; drawing one here would ignore the setting
-            raise VltkError(f"in-memory generation draws one sample per input; for the best of {cfg.candidates} "
-                            "candidates run the stage: vltk.api.sample(gen, out, candidates=N)")
-        eos, grid = self.text_tokenizer.eos_id, int(self.contents["grid_size"])
-        codes, text = [], []
-        for _, _, _, (out_codes, out_text, _) in draw_batches(self.model, self.kind, items, cfg, eos, grid,
-                                                              self.device):
-            codes += [out_codes.cpu()] if out_codes is not None else []
-            text += [out_text.cpu().numpy()] if out_text is not None else []
-        return (torch.cat(codes) if codes else None), (np.concatenate(text) if text else None)
-
-
-HANDLES: dict[str, type[Artifact]] = {
-    "shard": Shards, "tokenize-text": TextTokenizer, "tokenize-image": ImageTokenizer, "encode": Encoded,
-    "train-gen": Generator, "sample": Samples, "decode": Samples, "score": Scores,
-}
-
-
-def load(path: PathLike, stage: str | tuple[str, ...] | None = None, *,
-         device: str | torch.device | None = None) -> Artifact:
-    """The artifact at `path` as the handle of its stage (any stage when `stage` is None, else one of those named).
-
-    `device` is where its models load: default the GPU when there is one, else the CPU.
-    """
-    path = Path(path)
-    if path.name == MANIFEST and path.is_file():
-        path = path.parent
-    elif path.is_file():
-        raise VltkError(f"{path} is a file; an artifact is a directory holding {MANIFEST}")
-    manifest = read_manifest(path) if stage is None else open_artifact(path, stage)  # well-formed, or one line
-    chosen = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-    return HANDLES.get(manifest["stage"], Artifact)(path=path, manifest=manifest, device=chosen)
+__all__ = ["HANDLES", "Artifact", "Encoded", "GenerateConfig", "Generator", "ImageTokenizer", "Images", "PathLike",
+           "Samples", "Scores", "Shards", "TextTokenizer", "load", "sample", "score"]
 
 
 def _path(artifact: Artifact | PathLike) -> Path:
@@ -314,16 +48,12 @@ def sample(gen: Artifact | PathLike, out: PathLike, *, config: PathLike | None =
     """Run `vltk sample` and open what it wrote. `settings` are config keys (task="i2t", count=16, prompts=[...],
     or nested ones by name: **{"magvlt.image_steps": 12}), layered as the CLI layers its flags: defaults <- the TOML
     `config` <- settings <- `overrides` ("key=value" strings, as --set)."""
-    from vltk.pipeline import sample as stage
-
-    cfg = load_config(stage.SampleConfig, Path(config) if config else None, overrides, settings)
-    return cast(Samples, load(stage.run(cfg, _path(gen), Path(out), force=force, cpu=cpu), stage.STAGE))
+    cfg = load_config(sample_stage.SampleConfig, Path(config) if config else None, overrides, settings)
+    return cast(Samples, load(sample_stage.run(cfg, _path(gen), Path(out), force=force, cpu=cpu), sample_stage.STAGE))
 
 
 def score(samples: Artifact | PathLike, out: PathLike, *, config: PathLike | None = None,
           overrides: Sequence[str] = (), force: bool = False, cpu: bool = False, **settings: Any) -> Scores:
     """Run `vltk score` and open what it wrote; settings as in `sample` (meteor=False skips METEOR's Java start)."""
-    from vltk.pipeline import score as stage
-
-    cfg = load_config(stage.ScoreConfig, Path(config) if config else None, overrides, settings)
-    return cast(Scores, load(stage.run(cfg, _path(samples), Path(out), force=force, cpu=cpu), stage.STAGE))
+    cfg = load_config(score_stage.ScoreConfig, Path(config) if config else None, overrides, settings)
+    return cast(Scores, load(score_stage.run(cfg, _path(samples), Path(out), force=force, cpu=cpu), score_stage.STAGE))

@@ -235,18 +235,19 @@ def test_a_killed_run_resumes_its_missing_batches(generators, monkeypatch):
     writes what an uninterrupted run writes, file for file."""
     flags = ["--task", "t2i", "--count", 3, "--cpu", "--set", "batch_size=2", "--set", "candidates=2"]
     run_cli("sample", generators / "magvlt", generators / "whole", *flags)
-    from vltk.pipeline import sample
+    from vltk.errors import VltkError
+    from vltk.sampling import generate
 
-    drawn, real = [], sample.sample_batch
+    drawn, real = [], generate.sample_batch
 
     def dies_after_one(*args, **kwargs):
         if drawn:
-            raise sample.VltkError("killed")
+            raise VltkError("killed")
         drawn.append(args[3])
         return real(*args, **kwargs)
 
     out = generators / "resumed"
-    monkeypatch.setattr(sample, "sample_batch", dies_after_one)
+    monkeypatch.setattr(generate, "sample_batch", dies_after_one)
     result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(out), *map(str, flags)])
     assert result.exit_code == 2 and "killed" in result.output
     assert sorted(p.name for p in (out.parent / "resumed.partial" / "batches").iterdir()) == ["0000000.json",
@@ -257,7 +258,7 @@ def test_a_killed_run_resumes_its_missing_batches(generators, monkeypatch):
         drawn.append(len(args[3]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sample, "sample_batch", counts)
+    monkeypatch.setattr(generate, "sample_batch", counts)
     assert "resuming" in run_cli("sample", generators / "magvlt", out, *flags)
     assert drawn == [2, 2]  # 6 draws in batches of 2: the first was on disk
     assert artifact_files(generators / "whole") == artifact_files(out) and not (out.parent / "resumed.partial").exists()

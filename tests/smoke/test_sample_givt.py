@@ -16,7 +16,7 @@ from vltk import artifacts
 from vltk.cli import app
 from vltk.data.token_batches import TokenBatches
 from vltk.imagetok.artifact import load_image_tokenizer
-from vltk.pipeline.sample import to_grid
+from vltk.sampling.generate import to_grid
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.gmm.mixtures=2",
         "train.steps=2", "train.batch_size=4", "optim.warmup_steps=1"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vltk.models.gmm import GMM, GMMConfig, component, log_density, nll, sample, sample_component
+from vltk.models.gmm import GMM, GMMConfig, log_density, nll
+from vltk.sampling.gmm import component, sample, sample_component
 
 
 def raw_outputs(cfg: GMMConfig, *batch: int, seed: int = 0) -> torch.Tensor:

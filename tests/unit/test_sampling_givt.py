@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vltk.models.givt import GIVT, GIVTConfig
-from vltk.models.gmm import GMM, GMMConfig, log_density, sample as sample_gmm
+from vltk.models.gmm import GMM, GMMConfig, log_density
+from vltk.sampling.gmm import sample as sample_gmm
 from vltk.sampling.dbcfg import sample_guided
 from vltk.sampling.givt import GIVTSampling, _beam_search, maskgit_mask_counts, sample, sample_causal
 

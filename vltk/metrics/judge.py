@@ -312,3 +312,33 @@ def summarize(verdicts: Iterable[Verdict]) -> dict[str, float | int]:
     mean = lambda field: sum(float(getattr(v, field)) for v in verdicts) / n  # noqa: E731
     return {"captions": n, "whole": mean("correct"), "parsed": mean("parsed"), "count": mean("count"),
             **{field: mean(field) for field in ("shape", "color", "size", "position")}}
+
+
+class ReconstructionJudge:
+    """The judge on pictures of the shapes data and on their reconstructions by an image tokenizer, caption by caption:
+    how much of what a caption says survives tokenization.
+
+        tally = ReconstructionJudge()
+        tally.add(original, rebuilt, captions)     # (H, W, 3) uint8 pictures, the captions of the original
+        tally.result()                             # {"originals": {...}, "reconstructions": {...}, "ratio": 0.97}
+    """
+
+    def __init__(self) -> None:
+        self.originals: list[Verdict] = []
+        self.reconstructions: list[Verdict] = []
+
+    def add(self, original: np.ndarray, rebuilt: np.ndarray, captions: Sequence[str]) -> None:
+        seen, rebuilt_seen = detect(original), detect(rebuilt)
+        for caption in captions:
+            spec = parse_caption(caption)
+            self.originals.append(check(caption, spec, seen))
+            self.reconstructions.append(check(caption, spec, rebuilt_seen))
+
+    def result(self) -> dict[str, dict[str, float] | float | None] | None:
+        """Rounded summaries of both and the ratio of their whole-caption accuracies; None when nothing was added."""
+        if not self.originals:
+            return None
+        on_originals, on_recon = summarize(self.originals), summarize(self.reconstructions)
+        return {"originals": {k: round(v, 4) for k, v in on_originals.items()},
+                "reconstructions": {k: round(v, 4) for k, v in on_recon.items()},
+                "ratio": round(on_recon["whole"] / on_originals["whole"], 4) if on_originals["whole"] else None}

@@ -3,8 +3,6 @@
     cfg = GMMConfig(kind="diagonal", mixtures=16, channels=16)
     gmm = GMM.from_logits(raw, cfg, scale_temperature=0.95)   # raw (..., cfg.num_logits) from the GIVT head
     loss = nll(gmm, z).mean()                                   # z (..., 16); per token, float32
-    z, log_density = sample(gmm, generator)                     # (..., 16), (...,)
-    one = component(gmm, index)                                 # the chosen component only (DB-CFG)
 
 Three kinds, each with the raw-output layout of big_vision's `get_pdf` (k = mixtures, d = channels):
     diagonal     k + 2kd: [k mixture logits | per component j: d means, then d raw scales]. A mixture of d-variate
@@ -32,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from vltk.config import require_positive
-from vltk.sampling.common import sample as draw_categorical
 
 Kind = Literal["diagonal", "per_channel", "full"]
 KINDS: tuple[str, ...] = ("diagonal", "per_channel", "full")
@@ -131,31 +128,3 @@ def log_density(gmm: GMM, z: torch.Tensor) -> torch.Tensor:
 def nll(gmm: GMM, z: torch.Tensor) -> torch.Tensor:
     """(...,) negative log-likelihood of each token z (..., d) (REFERENCE.md §3.3 eq. 2)."""
     return -log_density(gmm, z)
-
-
-def sample_component(gmm: GMM, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The mixture index of each token drawn from pi: (...,) long, or (..., d) per channel."""
-    return draw_categorical(gmm.logits, generator)[0]
-
-
-def component(gmm: GMM, index: torch.Tensor) -> GMM:
-    """The one-component GMM of the chosen components `index` (as `sample_component` returns)."""
-    def take(x: torch.Tensor, event: int) -> torch.Tensor:  # x (..., k, *event shape) -> (..., 1, *event shape)
-        at = index.view(*index.shape, 1, *[1] * event).expand(*index.shape, 1, *x.shape[x.dim() - event:])
-        return x.gather(index.dim(), at)
-
-    event = 2 if gmm.kind == "full" else 1
-    return GMM(gmm.kind, torch.zeros_like(take(gmm.logits, 0)), take(gmm.means, 1), take(gmm.scales, event))
-
-
-def sample(gmm: GMM, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One draw per token: a component from pi, then its Gaussian. Returns (z (..., d), log p(z) (...,)) in float32,
-    the density being the whole mixture's (MaskGIT decoding orders by it)."""
-    chosen = component(gmm, sample_component(gmm, generator))
-    noise = torch.randn(chosen.means.shape, generator=generator, device=chosen.means.device)
-    if gmm.kind == "full":
-        z = chosen.means + (chosen.scales @ noise.unsqueeze(-1)).squeeze(-1)
-    else:
-        z = chosen.means + chosen.scales * noise
-    z = z[..., 0, 0] if gmm.kind == "per_channel" else z[..., 0, :]  # drop the one-component (and event) axes
-    return z, log_density(gmm, z)

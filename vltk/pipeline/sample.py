@@ -57,25 +57,23 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Literal, Sequence, cast
+from typing import Any, ContextManager, Literal, Sequence, cast
 
 import numpy as np
 import torch
 from accelerate import PartialState
 from PIL import Image
 
-from vltk import api, artifacts
-from vltk.data.encoded import Encoded, iter_encoded
-from vltk.data.sources import clean_caption
-from vltk.data.token_batches import class_index, record_class
-from vltk.data.images import image_grid, to_uint8
+from vltk import artifacts, handles
 from vltk.config import require_positive
+from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.images import image_grid
+from vltk.data.token_batches import class_index, record_class
 from vltk.errors import VltkError
-from vltk.masking import span_mask
-from vltk.sampling import argvlt as ar
-from vltk.sampling import givt as gv
-from vltk.sampling import magvlt as mg
 from vltk.sampling import rerank
+from vltk.sampling.generate import (
+    IMAGE_TASKS, GenerateConfig, Query, check_prompts, check_task, draw_batches, givt_condition, long_rows, pictures,
+)
 from vltk.text.bpe import BPETokenizer
 from vltk.train import loop
 from vltk.train.launch import begin_shared, main_progress
@@ -83,30 +81,19 @@ from vltk.ui import console
 
 STAGE = "sample"
 BATCHES = "batches"  # in the work directory: each drawn batch, until the main process keeps the best
-Task = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "class"]
-TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
-    "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill"),
-    "argvlt": ("t2i", "i2t", "inpaint"),
-    "givt-causal": ("t2i", "class"),
-    "givt-maskgit": ("t2i", "class"),
-}
-IMAGE_TASKS = ("t2i", "inpaint", "it2it", "class")  # the tasks that generate the image (the others: the caption)
 Rerank = Literal["self", "clip"]
 RERANKERS: tuple[str, ...] = ("self", "clip")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SampleConfig:
-    task: Task = "t2i"
+class SampleConfig(GenerateConfig):
+    """The generation knobs (task, batch_size, seed, magvlt.*, argvlt.*, givt.*) and what the stage adds: where the
+    prompts come from, re-ranking, the grid and the precision."""
+
     prompts: tuple[str, ...] = ()  # t2i / inpaint prompts; empty: the captions of the split's records
     count: int = 64  # records of the split (or it2it pairs) to sample for
     split: str = "val"
-    batch_size: int = 32
-    seed: int = 0
     columns: int = 8  # of grid.png
-    magvlt: mg.MAGVLTSampling = dataclasses.field(default_factory=mg.MAGVLTSampling)
-    argvlt: ar.ARGVLTSampling = dataclasses.field(default_factory=ar.ARGVLTSampling)
-    givt: gv.GIVTSampling = dataclasses.field(default_factory=gv.GIVTSampling)
     candidates: int = 1  # drawn per prompt / image; the best by `rerank` is kept (paper: 32 images, 64 captions)
     rerank: Rerank = "self"  # "self": the generator's log p(caption | image) per token; "clip": CLIP's cosine
     self_passes: int = 1  # MAGVLT's self score: 1 = every caption token masked at once; > 1 = pseudo-log-likelihood
@@ -117,28 +104,19 @@ class SampleConfig:
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
-        require_positive(self, "count", "batch_size", "columns", "candidates", "self_passes")
+        super().__post_init__()
+        require_positive(self, "count", "columns", "candidates", "self_passes")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
         check_prompts(self.prompts)
         if self.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.rerank!r}; choose from {', '.join(RERANKERS)}")
-        if self.magvlt.guidance > 0 and self.task == "it2it":
-            raise ValueError("it2it pairs are unconditional: there is no condition to guide by (magvlt.guidance = 0)")
         if self.candidates > 1 and self.task == "it2it":
             raise ValueError("it2it pairs have no prompt or image to re-rank for: candidates must be 1")
         if self.rerank == "clip" and self.clip_weights is None:
             raise ValueError("rerank = 'clip' needs open_clip weights: give --clip PATH (or clip_weights)")
         if self.rerank == "clip" and self.candidates == 1:
             raise ValueError("rerank = 'clip' picks among candidates: give --candidates N with N > 1")
-
-
-def check_prompts(prompts: Sequence[str]) -> None:
-    """A one-line error naming the first prompt without text (only spaces or control characters): `vltk shard` skips
-    such captions, so no generator learnt from one."""
-    for i, prompt in enumerate(prompts):
-        if not clean_caption(prompt):
-            raise VltkError(f"prompt {i + 1} of {len(prompts)} ({prompt!r}) is empty: a prompt needs some text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,16 +130,6 @@ class Candidate:
     seed: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Item:
-    """One thing to sample for: a caption row and/or an image's codes, and what to list beside the result."""
-
-    text: np.ndarray | None  # (C,) MAGVLT row
-    codes: np.ndarray | None  # (N,) raster codes
-    about: dict[str, Any]
-    label: int | None = None  # the class (class-conditional GIVT)
-
-
 def _records(encoded: Path, split: str, count: int) -> list[Encoded]:
     try:
         return list(itertools.islice(iter_encoded(encoded, split), count))
@@ -170,18 +138,18 @@ def _records(encoded: Path, split: str, count: int) -> list[Encoded]:
 
 
 def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: tuple[str, ...] = (),
-           class_key: str = "label") -> list[Item]:
+           class_key: str = "label") -> list[Query]:
     """What the task samples for: prompts, or the first `count` records of the split (none for it2it). With
     `classes` (a class-conditional GIVT) each item carries its class: a prompt's (for task "class"), else the
     record's `class_key` meta field."""
     if cfg.task == "it2it":
-        return [Item(None, None, {}) for _ in range(cfg.count)]
+        return [Query(None, None, {}) for _ in range(cfg.count)]
     if cfg.prompts and cfg.task == "class":
         labels = [class_index(name, classes, "--prompt", name) for name in cfg.prompts]
-        return [Item(None, None, {"prompt": classes[k], "label": k}, k) for k in labels]
+        return [Query(None, None, {"prompt": classes[k], "label": k}, k) for k in labels]
     if cfg.prompts and cfg.task == "t2i" and not classes:
         rows = tokenizer.encode_batch(list(cfg.prompts))
-        return [Item(row, None, {"prompt": prompt}) for row, prompt in zip(rows, cfg.prompts)]
+        return [Query(row, None, {"prompt": prompt}) for row, prompt in zip(rows, cfg.prompts)]
     if cfg.prompts:
         raise VltkError(f"--prompt is for t2i (or class); {cfg.task} samples for the records of the '{cfg.split}' "
                         "split" + (" (this generator also needs each record's class)" if classes else ""))
@@ -195,116 +163,12 @@ def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: t
         about = {"prompt": classes[label] if cfg.task == "class" else record.captions[0], "key": record.key,
                  "references": list(record.captions), **({"label": label} if label is not None else {}),
                  **({"heldout": record.meta["heldout"]} if "heldout" in record.meta else {})}
-        items.append(Item(record.text[0], codes, about, label))
+        items.append(Query(record.text[0], codes, about, label))
     return items
 
 
-def _long(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays).astype(np.int64)).to(device)
-
-
-def givt_condition(model: torch.nn.Module, items: list[Item], eos_id: int, device: torch.device
-                   ) -> dict[str, torch.Tensor | None]:
-    """The labels / text / text_len a GIVT is conditioned on, for a batch of items."""
-    cfg = model.cfg
-    text = _long([it.text for it in items], device) if cfg.text_tokens else None
-    return {"labels": torch.tensor([it.label for it in items], device=device) if cfg.num_classes else None,
-            "text": text, "text_len": mg.window_lengths(text, eos_id) if text is not None else None}
-
-
-def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, items: list[Item], cfg: SampleConfig,
-                 eos_id: int, grid: int, generator: torch.Generator, device: torch.device,
-                 stats: dict[str, float] | None = None
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(generated codes (B, N) or None, generated text rows (B, C) or None, the inpainted region (B, N) or None).
-    GIVT's "codes" are (B, N, d) latents for the VAE; its DB-CFG acceptance rates are added up in `stats`."""
-    if generator_kind.startswith("givt"):
-        with torch.no_grad():
-            z, info = gv.sample(model, cfg.givt, batch=len(items), generator=generator,
-                                **givt_condition(model, items, eos_id, device))
-            if stats is not None and "acceptance" in info:
-                stats["acceptance"] = stats.get("acceptance", 0.0) + info["acceptance"]
-                stats["guided_batches"] = stats.get("guided_batches", 0) + 1
-            return model.unadapt(z), None, None
-    magvlt = generator_kind == "magvlt"
-    text = _long([it.text for it in items], device) if items[0].text is not None else None
-    codes = _long([it.codes for it in items], device) if items[0].codes is not None else None
-    lengths = mg.window_lengths(text, eos_id) if text is not None else None  # (B,) n_txt, EOS included
-    if task == "t2i":
-        if magvlt:
-            return mg.generate_images(model, text, lengths, cfg.magvlt, generator), None, None
-        return ar.generate_images(model, text, cfg.argvlt, generator), None, None
-    if task == "i2t":
-        if magvlt:
-            return None, mg.generate_text(model, codes, cfg.magvlt, generator, eos_id=eos_id).ids, None
-        return None, ar.generate_text(model, codes, cfg.argvlt, generator, eos_id=eos_id)[0], None
-    if task == "inpaint":
-        region = inpaint_region(grid, len(items), device)
-        if magvlt:
-            out = mg.generate_images(model, text, lengths, cfg.magvlt, generator, image=codes, masked=region)
-        else:
-            out = ar.inpaint(model, codes, region, text, cfg.argvlt, generator)
-        return out, None, region
-    if task == "infill":
-        start_count = [mg.infill_span(int(n) - 1) for n in lengths.tolist()]  # n - 1: tokens before the EOS
-        starts = torch.tensor([s for s, _ in start_count], device=device)
-        ends = starts + torch.tensor([c for _, c in start_count], device=device)
-        span = span_mask(starts, ends, text.shape[1])
-        return None, mg.generate_text(model, codes, cfg.magvlt, generator, eos_id=eos_id, text=text,
-                                      masked=span).ids, None
-    pairs_codes, captions = mg.generate_pairs(model, len(items), cfg.magvlt, generator, eos_id=eos_id)
-    return pairs_codes, captions.ids, None
-
-
-def draw_batches(model: torch.nn.Module, generator_kind: str, draws: list[Item], cfg: SampleConfig, eos_id: int,
-                 grid: int, device: torch.device, stats: dict[str, float] | None = None,
-                 starts: Sequence[int] | None = None) -> Iterator[tuple[list[Item], int, torch.Generator, tuple]]:
-    """`sample_batch` over `draws` in batches of cfg.batch_size, each with its own generator seeded by cfg.seed + the
-    index of its first draw (the rule that makes runs repeatable, whichever process draws a batch): (batch, seed, its
-    generator, sample_batch's out). `starts`: the first draws of the batches to draw (default: all of them)."""
-    for start in range(0, len(draws), cfg.batch_size) if starts is None else starts:
-        batch, seed = draws[start:start + cfg.batch_size], cfg.seed + start
-        generator = torch.Generator(device).manual_seed(seed)
-        yield batch, seed, generator, sample_batch(model, generator_kind, cfg.task, batch, cfg, eos_id, grid,
-                                                   generator, device, stats)
-
-
-def to_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
-    """What the image tokenizer decodes: (B, N) codes -> (B, h, w); (B, N, d) latents -> (B, d, h, w)."""
-    if tokens.is_floating_point():
-        return tokens.transpose(1, 2).reshape(len(tokens), -1, grid, grid)
-    return tokens.view(-1, grid, grid)
-
-
-def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: torch.Tensor | None = None,
-           region: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 3, H, W) pixels in [-1, 1] of (B, N) codes or (B, N, d) latents; for inpainting, the generated (B, N) bool
-    `region` blended into the decoded (B, N) `sources` along its boundary (MaskGIT's composite)."""
-    with torch.inference_mode():
-        images = image_tok.decode(to_grid(codes, grid)).float().clamp(-1, 1)
-        if region is not None:
-            source = image_tok.decode(to_grid(sources, grid)).float().clamp(-1, 1)
-            images = mg.blend(images, source, region, grid)
-    return images
-
-
-def inpaint_region(grid: int, batch: int, device: torch.device) -> torch.Tensor:
-    """(B, N) bool: the tokens `inpaint` regenerates, the central block of side grid // 2 (`mg.center_box`)."""
-    return mg.center_box(grid).to(device).expand(batch, -1)
-
-
-def pictures(image_tok: torch.nn.Module, tokens: torch.Tensor, grid: int, task: str, items: list[Item],
-             device: torch.device) -> np.ndarray:
-    """(B, H, W, 3) uint8 pictures of the (B, N) codes or (B, N, d) latents of `items`; for `inpaint`, the generated
-    block blended into each item's source image (`render`)."""
-    sources = region = None
-    if task == "inpaint":
-        sources, region = _long([it.codes for it in items], device), inpaint_region(grid, len(items), device)
-    return to_uint8(render(image_tok, tokens, grid, sources, region))
-
-
 def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray | None,
-                codes: torch.Tensor, text: torch.Tensor, captions: list[str | None], batch: list[Item], eos_id: int,
+                codes: torch.Tensor, text: torch.Tensor, captions: list[str | None], batch: list[Query], eos_id: int,
                 generator: torch.Generator) -> list[float]:
     """The re-ranking score of each sample of a batch, given its (B, H, W, 3) pictures (with `clip` only), (B, N) codes,
     (B, C) text rows and captions (None where the prompt is the caption): CLIP's cosine when `clip` is loaded, else the
@@ -320,7 +184,7 @@ def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: 
                               generator=generator).tolist()
 
 
-def keep(index: int, item: Item, candidates: list[Candidate], cfg: SampleConfig
+def keep(index: int, item: Query, candidates: list[Candidate], cfg: SampleConfig
          ) -> tuple[dict[str, Any], Candidate, Candidate | None]:
     """Item `index`'s samples.jsonl row, its best candidate (ties: the first) and, when there are several and they are
     images, candidate 0 (shown beside the best, for the numbers without re-ranking)."""
@@ -346,15 +210,9 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     gen, out = Path(gen), Path(out)
     state = PartialState(cpu=cpu)
     device = state.device
-    bundle = cast(api.Generator, api.load(gen, "train-gen", device=device))
+    bundle = cast(handles.Generator, handles.load(gen, "train-gen", device=device))
     contents, kind, encoded = bundle.contents, bundle.kind, bundle.encoded
-    if cfg.task not in TASKS[kind]:
-        raise VltkError(f"{kind} cannot do {cfg.task} (it does {', '.join(TASKS[kind])})")
-    if kind.startswith("givt"):
-        conditions = {"t2i": ("captions", contents["model"]["text_tokens"]),
-                      "class": ("class labels", contents["model"]["num_classes"])}
-        if not conditions[cfg.task][1]:
-            raise VltkError(f"this {kind} was not trained on {conditions[cfg.task][0]}: it cannot do {cfg.task}")
+    check_task(kind, cfg.task, contents["model"])
     tokenizer, image_tok_artifact = bundle.text_tokenizer, bundle.image_tokenizer  # both must still be there
     items = gather(cfg, encoded, tokenizer, tuple(contents.get("classes", ())), contents.get("class_key", "label"))
     # Both models load (a damaged weights file is refused) before any work is begun.
@@ -402,7 +260,7 @@ class Models:
     tokenizer: BPETokenizer
 
 
-def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: Path, draws: list[Item],
+def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: Path, draws: list[Query],
                 starts: Sequence[int], autocast: ContextManager) -> None:
     """Draw and score this process's batches (those a killed run finished are skipped) into `folder`, under
     `autocast` (bf16 or disabled)."""
@@ -423,11 +281,11 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
             with autocast:
                 ((batch, seed, generator, (codes, text, _)),) = draw_batches(model, kind, draws, cfg, eos, grid,
                                                                              device, stats, starts=[start])
-                shown = codes if codes is not None else _long([it.codes for it in batch], device)
+                shown = codes if codes is not None else long_rows([q.codes for q in batch], device)
                 # The pictures: CLIP scores them; the kept ones are decoded again when they are written.
                 drawn = pictures(models.image_tok, shown, grid, cfg.task, batch, device) if clip is not None else None
                 captions = tokenizer.decode_batch(text.cpu().numpy()) if text is not None else [None] * len(batch)
-                rows = text if text is not None or batch[0].text is None else _long([it.text for it in batch], device)
+                rows = text if text is not None or batch[0].text is None else long_rows([q.text for q in batch], device)
                 scores = score_batch(model, cfg, clip, drawn, shown, rows, captions, batch, eos, generator)
             tokens, record = _batch_files(folder, start)
             kept, buffer = shown.cpu().float() if shown.is_floating_point() else shown.cpu().int(), io.BytesIO()
@@ -438,7 +296,7 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
             advance(len(batch))
 
 
-def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], starts: Sequence[int],
+def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Query], starts: Sequence[int],
            device: torch.device, autocast: ContextManager) -> dict[str, Any]:
     """Keep every item's best candidate from the batch files in draw order, decode the kept pictures (cfg.batch_size
     at a time), write them, samples.jsonl and grid.png, and return what the manifest's contents say of them."""
@@ -447,7 +305,7 @@ def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Item], sta
         (work / "first").mkdir(exist_ok=True)
     (work / "images").mkdir(exist_ok=True)
     lines, kept, pending = [], [], []  # pending: the drawn candidates of items not yet kept, in draw order
-    shown: list[tuple[str, Item, np.ndarray]] = []  # (file, item, tokens) of pictures not yet decoded
+    shown: list[tuple[str, Query, np.ndarray]] = []  # (file, item, tokens) of pictures not yet decoded
     stats: dict[str, float] = {}
 
     def decode() -> None:

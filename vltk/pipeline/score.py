@@ -51,7 +51,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
-from vltk import api, artifacts
+from vltk import artifacts, handles
 from vltk.config import require_positive
 from vltk.data.images import read_rgb
 from vltk.data.schema import Shape, read_jsonl
@@ -258,7 +258,7 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     Inception and CLIP passes are shared; caption metrics, the report and the artifact are the main process's)."""
     samples, out = Path(samples), Path(out)
     state = PartialState(cpu=cpu)
-    artifact = cast(api.Samples, api.load(samples, "sample"))
+    artifact = cast(handles.Samples, handles.load(samples, "sample"))
     manifest, contents = artifact.manifest, artifact.contents
     task = contents["task"]
     rows = read_rows(samples, task)

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from vltk.artifacts import begin, open_artifact
@@ -39,43 +38,12 @@ from vltk.errors import VltkError
 from vltk.imagetok import ImageTokenizerConfig, build_image_tokenizer
 from vltk.imagetok.artifact import STAGE, WEIGHTS
 from vltk.imagetok.discriminator import PatchDiscriminator
-from vltk.imagetok.losses import (
-    Perceptual, adaptive_weight, build_perceptual, discriminator_loss, gan_factor, generator_loss, pixel_loss,
-)
+from vltk.imagetok.losses import build_perceptual
 from vltk.imagetok.taming import load_taming_checkpoint
-from vltk.metrics.judge import check, detect, parse_caption, summarize
-from vltk.train import OptimConfig, Part, TrainConfig, make_accelerator, prepare, save_final_weights, train, unwrap
+from vltk.metrics.judge import ReconstructionJudge
+from vltk.objectives.imagetok import LossConfig, TokenizerTask, psnr
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.launch import begin_shared
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LossConfig:
-    pixel: Literal["l1", "l2"] = "l1"
-    pixel_weight: float = 1.0
-    perceptual_weight: float = 1.0  # LPIPS weight, used only when perceptual_weights is given
-    perceptual_weights: str | None = None  # torchvision VGG16 state dict; None turns the perceptual loss off
-    disc_weight: float = 0.8  # taming's disc_weight, times the adaptive weight; 0 = no discriminator at all
-    disc_start: int = 0  # optimiser step at which the discriminator starts training and the G term starts
-    disc_ramp_steps: int = 0  # then the GAN weight ramps linearly from 0 to 1 over this many steps
-    disc_loss: Literal["hinge", "vanilla"] = "hinge"
-    adaptive_clamp: float = 1e4
-    disc_channels: int = 64  # PatchGAN ndf
-    disc_layers: int = 3
-    disc_norm: Literal["batch", "group"] = "group"  # real and fake go through D as one batch: BatchNorm would mix them
-    disc_lr: float = 1e-4
-    disc_betas: tuple[float, float] = (0.5, 0.9)
-
-    def __post_init__(self) -> None:
-        for name in ("pixel_weight", "perceptual_weight", "disc_weight", "disc_start", "disc_ramp_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.adaptive_clamp <= 0:
-            raise ValueError(f"loss.adaptive_clamp must be > 0, got {self.adaptive_clamp!r}")
-
-    def disc_optim(self, optim: OptimConfig) -> OptimConfig:
-        """The discriminator's optimiser: its own lr and betas, a constant schedule, the generator's clipping."""
-        return OptimConfig(lr=self.disc_lr, betas=self.disc_betas, weight_decay=0.0, eps=optim.eps,
-                           schedule="constant", grad_clip=optim.grad_clip)
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizeImageConfig:
@@ -92,58 +60,6 @@ class TokenizeImageConfig:
     def __post_init__(self) -> None:
         if self.recon_images < 1 or self.eval_batch_size < 1:
             raise ValueError("recon_images and eval_batch_size must be >= 1")
-
-
-def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) PSNR in dB of images in [-1, 1], measured on the [0, 1] scale."""
-    mse = ((recon.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-class TokenizerTask:
-    """One micro-batch of VQ-GAN / beta-VAE training: reconstruction + model term + GAN (REFERENCE.md §4.3)."""
-
-    def __init__(self, parts: dict[str, Part], loss: LossConfig, accelerator: Accelerator,
-                 perceptual: Perceptual | None):
-        self.parts, self.cfg, self.accelerator, self.perceptual = parts, loss, accelerator, perceptual
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        x = batch.to(self.accelerator.device)
-        out = self.parts["model"].module(x)
-        recon = out.recon.float()
-        pixel = pixel_loss(x, recon, self.cfg.pixel)
-        rec = self.cfg.pixel_weight * pixel
-        stats = {"pixel": pixel.item()}
-        if self.perceptual is not None:
-            perceptual = self.perceptual(x, recon).mean()
-            rec = rec + self.cfg.perceptual_weight * perceptual
-            stats["perceptual"] = perceptual.item()
-        loss = rec + sum(out.loss_terms.values())
-        # D trains from disc_start on; the G term's weight ramps from 0 to 1 over the following disc_ramp_steps.
-        gan = "disc" in self.parts and step >= self.cfg.disc_start
-        factor = gan_factor(step, self.cfg.disc_start, self.cfg.disc_ramp_steps) if gan else 0.0
-        if factor > 0:
-            # G term through the plain discriminator with its weights frozen: no D gradients, no DDP hooks.
-            disc = unwrap(self.accelerator, self.parts["disc"].module)
-            disc.requires_grad_(False)
-            g_loss = generator_loss(self.cfg.disc_loss, disc(recon).float())
-            disc.requires_grad_(True)
-            last_layer = unwrap(self.accelerator, self.parts["model"].module).last_layer
-            d_weight = self.cfg.disc_weight * adaptive_weight(rec, g_loss, last_layer, clamp=self.cfg.adaptive_clamp)
-            loss = loss + d_weight * factor * g_loss
-            stats.update(g_loss=g_loss.item(), d_weight=float(d_weight), gan_factor=factor)
-        self.accelerator.backward(loss)
-        if gan:
-            # Real and fake in one forward: one DDP reduction per backward.
-            logits_real, logits_fake = self.parts["disc"].module(torch.cat([x, recon.detach()])).float().chunk(2)
-            d_loss = discriminator_loss(self.cfg.disc_loss, logits_real, logits_fake)
-            self.accelerator.backward(d_loss)
-            stats.update(d_loss=d_loss.item(), logits_real=logits_real.mean().item(),
-                         logits_fake=logits_fake.mean().item())
-        stats.update({k: v.item() for k, v in out.loss_terms.items()})
-        stats.update({k: float(v) for k, v in out.stats.items()})
-        stats.update(loss=loss.item(), psnr=psnr(recon.detach(), x).mean().item())
-        return stats
 
 
 def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
@@ -230,7 +146,7 @@ def evaluate(model: torch.nn.Module, shards: Path, cfg: TokenizeImageConfig, gri
     """PSNR, codebook usage / perplexity (VQ) and the judge on `cfg.val_split`; writes the reconstruction grid."""
     vq = cfg.model.kind == "vqgan"
     psnrs, codes, grid = [], [], []
-    originals, reconstructed = [], []
+    judged = ReconstructionJudge()  # shapes data only: its samples list their objects
     for x, pixels, samples in _val_batches(shards, cfg.val_split, cfg.eval_batch_size):
         x = x.to(device)
         if vq:
@@ -244,13 +160,8 @@ def evaluate(model: torch.nn.Module, shards: Path, cfg: TokenizeImageConfig, gri
         if sum(len(o) for o, _ in grid) < cfg.recon_images:
             grid.append((x[: cfg.recon_images].cpu(), recon[: cfg.recon_images].cpu()))
         for original, rebuilt, sample in zip(pixels, to_uint8(recon), samples):
-            if "objects" not in sample.meta:
-                continue
-            seen, rebuilt_seen = detect(original), detect(rebuilt)
-            for caption in sample.captions:
-                spec = parse_caption(caption)
-                originals.append(check(caption, spec, seen))
-                reconstructed.append(check(caption, spec, rebuilt_seen))
+            if "objects" in sample.meta:
+                judged.add(original, rebuilt, sample.captions)
     if not psnrs:
         raise VltkError(f"{shards} has no images in its '{cfg.val_split}' split to evaluate the tokenizer on")
     _write_grid(grid, cfg.recon_images, grid_file)
@@ -259,13 +170,8 @@ def evaluate(model: torch.nn.Module, shards: Path, cfg: TokenizeImageConfig, gri
         all_codes = torch.cat(codes)
         result["codebook_usage"] = round(model.codebook_usage(all_codes), 4)
         result["perplexity"] = round(model.perplexity(all_codes), 2)
-    if originals:
-        on_originals, on_recon = summarize(originals), summarize(reconstructed)
-        result["judge"] = {
-            "originals": {k: round(v, 4) for k, v in on_originals.items()},
-            "reconstructions": {k: round(v, 4) for k, v in on_recon.items()},
-            "ratio": round(on_recon["whole"] / on_originals["whole"], 4) if on_originals["whole"] else None,
-        }
+    if (judge := judged.result()) is not None:
+        result["judge"] = judge
     return result
 
 

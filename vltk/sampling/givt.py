@@ -38,7 +38,8 @@ import torch
 from vltk.config import require_positive
 from vltk.masking import top_n
 from vltk.models.givt import GIVT, GIVTCache
-from vltk.models.gmm import GMM, sample as sample_gmm
+from vltk.models.gmm import GMM
+from vltk.sampling.gmm import sample as sample_gmm
 from vltk.sampling.argvlt import new_cache
 from vltk.sampling.beam import beam_search
 from vltk.sampling.common import gumbel
