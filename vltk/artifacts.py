@@ -64,6 +64,8 @@ def _malformed(manifest: Any) -> str | None:
         return f"a JSON object is expected, not {type(manifest).__name__}"
     if not isinstance(manifest.get("stage"), str):
         return "it names no stage"
+    if not isinstance(schema := manifest.get("schema", 1), int) or schema > SCHEMA:
+        return f"its layout (schema {schema!r}) is newer than this vltk reads ({SCHEMA}): upgrade vltk"
     if not isinstance(manifest.get("contents"), dict):
         return "its 'contents' is missing or not an object"
     for key in ("config", "inputs"):  # a stage without either may leave it out: readers see an empty table
@@ -94,7 +96,7 @@ def open_artifact(path: Path, stage: str | tuple[str, ...]) -> dict[str, Any]:
     if manifest["stage"] not in wanted:
         raise VltkError(
             f"{path} is {_article(manifest['stage'])} '{manifest['stage']}' artifact, but "
-            f"{_article(wanted[0])} {' or '.join(repr(s) for s in wanted)} artifact is needed here"
+            f"{_article(wanted[0])} {' or '.join(repr(str(s)) for s in wanted)} artifact is needed here"
         )
     return manifest
 

@@ -31,6 +31,7 @@ from vltk.data.shards import Sample, iter_samples
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.models.artifact import load_generator
+from vltk.records import RECORDS, Contents, GeneratorContents, ImageTokenizerContents, Stage
 from vltk.sampling.generate import (
     GenerateConfig, Query, check_prompts, check_task, generate, pictures, to_grid,
 )
@@ -60,6 +61,13 @@ class Artifact:
     @property
     def contents(self) -> dict[str, Any]:
         return self.manifest.get("contents", {})
+
+    @functools.cached_property
+    def record(self) -> Contents:
+        """The typed contents (`vltk.records`) of an artifact of a stage that has a record."""
+        if self.stage not in RECORDS:
+            raise VltkError(f"{self.path}: a '{self.stage}' artifact has no typed record; read its `contents`")
+        return RECORDS[self.stage].from_manifest(self.manifest, self.path)
 
     @property
     def inputs(self) -> dict[str, Path]:
@@ -96,7 +104,7 @@ class ImageTokenizer(Artifact):
                ) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] on the device: each image as `vltk shard` prepares one (EXIF rotation, RGB, then
         `resize` to the tokenizer's side S)."""
-        size = int(self.contents["image_size"])
+        size = cast(ImageTokenizerContents, self.record).image_size
         fit = center_crop if resize == "center-crop" else pad
         return torch.stack([to_tensor(fit(to_rgb(ImageOps.exif_transpose(image)), size)) for image in images]
                            ).to(self.device)
@@ -161,8 +169,12 @@ class Generator(Artifact):
     """A `vltk train-gen` artifact (MAGVLT, ARGVLT or GIVT) with the tokenizers it was trained with."""
 
     @property
+    def record(self) -> GeneratorContents:
+        return cast(GeneratorContents, super().record)
+
+    @property
     def kind(self) -> str:
-        return self.contents["generator"]
+        return self.record.generator
 
     @functools.cached_property
     def model(self) -> torch.nn.Module:
@@ -174,7 +186,7 @@ class Generator(Artifact):
 
     @functools.cached_property
     def image_tokenizer(self) -> ImageTokenizer:
-        return cast(ImageTokenizer, load(self._tokenizer("image"), "tokenize-image", device=self.device))
+        return cast(ImageTokenizer, load(self._tokenizer("image"), Stage.TOKENIZE_IMAGE, device=self.device))
 
     @property
     def encoded(self) -> Path:
@@ -189,7 +201,7 @@ class Generator(Artifact):
                       ) -> list[Image.Image]:
         """One image per prompt, decoded by the image tokenizer the generator was trained with."""
         codes, _ = self._generate("t2i", self._items(prompts=prompts), seed, config)  # (B, N), or GIVT's (B, N, d)
-        return self.image_tokenizer.decode(to_grid(codes, int(self.contents["grid_size"])))
+        return self.image_tokenizer.decode(to_grid(codes, self.record.grid_size))
 
     def image_to_text(self, images: Images, *, seed: int = 0, config: GenerateConfig | None = None) -> list[str]:
         """One caption per image (PIL images are encoded through the image tokenizer; code grids are used as they
@@ -203,7 +215,7 @@ class Generator(Artifact):
         blended into the source along the boundary (MaskGIT's composite), as `vltk sample --task inpaint`."""
         items = self._items(prompts=prompts, images=images)
         codes, _ = self._generate("inpaint", items, seed, config)
-        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), int(self.contents["grid_size"]), "inpaint",
+        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), self.record.grid_size, "inpaint",
                          items, self.device)
         return [Image.fromarray(picture) for picture in drawn]
 
@@ -237,7 +249,7 @@ class Generator(Artifact):
         else:
             codes = self.image_tokenizer.encode(images)
         codes = codes.reshape(len(codes), -1).long().cpu()
-        grid, vocab = int(self.contents["grid_size"]), int(self.contents["image_vocab"])
+        grid, vocab = self.record.grid_size, self.record.image_vocab
         if codes.shape[1] != grid * grid:
             raise VltkError(f"{self.path} takes {grid}x{grid} code grids, got {codes.shape[1]} codes per image")
         if len(codes) and not 0 <= int(codes.min()) <= int(codes.max()) < vocab:
@@ -248,19 +260,20 @@ class Generator(Artifact):
                   ) -> tuple[torch.Tensor | None, np.ndarray | None]:
         """(codes (B, N) or None, text rows (B, C) or None), batch by batch exactly as `vltk sample` draws them, after
         the stage's checks of the task."""
-        check_task(self.kind, task, self.contents["model"])
+        check_task(self.kind, task, self.record.model)
         cfg = dataclasses.replace(config or GenerateConfig(), task=task, seed=seed)
         candidates = getattr(cfg, "candidates", 1)  # a `vltk sample` config may ask for re-ranking
         if candidates > 1:  # re-ranking lives in the stage's loop; drawing one here would ignore the setting
             raise VltkError(f"in-memory generation draws one sample per input; for the best of {candidates} "
                             "candidates run the stage: vltk.api.sample(gen, out, candidates=N)")
-        return generate(self.model, self.kind, items, cfg, self.text_tokenizer.eos_id, int(self.contents["grid_size"]),
+        return generate(self.model, self.kind, items, cfg, self.text_tokenizer.eos_id, self.record.grid_size,
                         self.device)
 
 
 HANDLES: dict[str, type[Artifact]] = {
-    "shard": Shards, "tokenize-text": TextTokenizer, "tokenize-image": ImageTokenizer, "encode": Encoded,
-    "train-gen": Generator, "sample": Samples, "decode": Samples, "score": Scores,
+    Stage.SHARD: Shards, Stage.TOKENIZE_TEXT: TextTokenizer, Stage.TOKENIZE_IMAGE: ImageTokenizer,
+    Stage.ENCODE: Encoded, Stage.TRAIN_GEN: Generator, Stage.SAMPLE: Samples, Stage.DECODE: Samples,
+    Stage.SCORE: Scores,
 }
 
 

@@ -15,6 +15,7 @@ from vltk import artifacts
 from vltk.config import config_to_dict
 from vltk.imagetok import CNNConfig, ImageTokenizerConfig, QuantizerConfig, VAEConfig, build_image_tokenizer
 from vltk.pipeline import encode, shard, synth, tokenize_text
+from vltk.records import ImageTokenizerContents, Stage
 
 
 def make_image_tok(out: Path, kind: str, size: int = 16):
@@ -26,11 +27,13 @@ def make_image_tok(out: Path, kind: str, size: int = 16):
     )
     torch.manual_seed(0)
     model = build_image_tokenizer(cfg)
-    job = artifacts.begin(out, stage="tokenize-image", config=cfg, inputs={})
+    job = artifacts.begin(out, stage=Stage.TOKENIZE_IMAGE, config=cfg, inputs={})
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, job.work / "model.safetensors")
     sizes = {"codebook_size": 64} if kind == "vqgan" else {"latent_channels": 4}
-    job.publish({"kind": kind, "image_size": size, "grid_size": cfg.grid_size, "downsample": cfg.downsample, **sizes,
-                 "normalization": "[-1, 1]", "model": config_to_dict(cfg), "perceptual": "off", "summary": "test"})
+    job.publish(ImageTokenizerContents(
+        kind=kind, image_size=size, grid_size=cfg.grid_size, model=config_to_dict(cfg), **sizes,
+        extra={"downsample": cfg.downsample, "normalization": "[-1, 1]", "perceptual": "off", "summary": "test"},
+    ).to_dict())
     return out, model.eval()
 
 

@@ -159,7 +159,7 @@ def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
                                       str(checkpoint), "--cpu"])
     assert result.exit_code == 0, result.output
     model, tok = load_image_tokenizer(out)
-    assert (tok["kind"], tok["image_size"], tok["grid_size"], tok["codebook_size"]) == ("vqgan", 32, 8, 32)
+    assert (tok.kind, tok.image_size, tok.grid_size, tok.codebook_size) == ("vqgan", 32, 8, 32)
     assert torch.equal(model.quantizer.codebook, state["quantize.embedding.weight"])
     cfg, mapped = load_taming_checkpoint(checkpoint, image_size=32)
     reference = VQGAN(cfg)

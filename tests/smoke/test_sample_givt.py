@@ -65,7 +65,7 @@ def test_t2i_with_dbcfg_and_self_reranking(gens, tmp_path):
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(len(line["scores"]) == 2 for line in lines)
     assert all(line["score"] == max(line["scores"]) for line in lines)  # the best candidate is kept
-    side = load_image_tokenizer(artifacts.upstream(causal, "encoded", "image_tok"))[1]["image_size"]
+    side = load_image_tokenizer(artifacts.upstream(causal, "encoded", "image_tok"))[1].image_size
     with Image.open(out / lines[0]["file"]) as png:
         assert png.size == (side, side)
     scores = tmp_path / "scores"

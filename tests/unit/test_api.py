@@ -118,7 +118,7 @@ def test_text_to_image_equals_the_sampler_called_by_hand(root, gen):
     text = torch.from_numpy(rows).long()
     lengths = torch.from_numpy(text_lengths(rows, tokenizer.eos_id)).long()
     codes = mg.generate_images(model, text, lengths, mg.MAGVLTSampling(), torch.Generator().manual_seed(5))
-    grid = contents["grid_size"]
+    grid = contents.grid_size
     with torch.no_grad():
         expected = ((image_tok.decode(codes.view(-1, grid, grid)).clamp(-1, 1) + 1) * 127.5).round()
     expected = expected.to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -155,7 +155,7 @@ def test_image_to_text_equals_the_sampler_called_by_hand(root, gen):
 
 def test_inpaint_keeps_the_source_outside_the_block_and_infill_gives_captions(root, gen):
     image_tok, contents = load_image_tokenizer(root / "image-tok")
-    grid = contents["grid_size"]
+    grid = contents.grid_size
     source = np.stack([r.image["codes"] for r in list(vltk.load(root / "encoded").records("val"))[:2]]).astype(np.int64)
     with torch.no_grad():
         original = ((image_tok.decode(torch.from_numpy(source)).clamp(-1, 1) + 1) * 127.5).round()

@@ -16,6 +16,7 @@ from vltk.config import load_config
 from vltk.data.shards import Sample, SplitWriter
 from vltk.errors import VltkError
 from vltk.pipeline import tokenize_text as stage
+from vltk.records import ShardsContents
 from vltk.text.bpe import BPETokenizer, normalize
 from vltk.text.train import BASE_VOCAB, count_words, learn_merges
 
@@ -134,7 +135,8 @@ def make_shards(out: Path, captions: list[tuple[str, ...]]) -> Path:
         writer.write(Sample(key=f"{i:06d}", image=image, ext="png", captions=caps, source=f"test/{i}", meta={}))
     names = writer.close()
     splits = {"train": {"samples": writer.samples, "captions": writer.captions, "shards": names}}
-    return job.publish({"splits": splits, "image_size": 4, "image_format": "png", "summary": "test shards"})
+    return job.publish(ShardsContents(splits=splits, image_size=4, skipped={},
+                                      extra={"image_format": "png", "summary": "test shards"}).to_dict())
 
 
 SHAPE_WORDS = ["small", "large", "red", "green", "blue", "circle", "square", "triangle", "above", "below", "left of"]

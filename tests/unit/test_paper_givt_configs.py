@@ -14,6 +14,7 @@ from vltk.models.givt import GIVT
 from vltk.pipeline.sample import SampleConfig
 from vltk.pipeline.tokenize_image import TokenizeImageConfig
 from vltk.pipeline.train_gen import RUNS, resolve
+from vltk.records import EncodedContents, Stage
 from vltk.train.optim import build_optimizer
 
 PAPER = Path(__file__).resolve().parents[2] / "stages" / "paper"
@@ -28,9 +29,11 @@ def run_config(kind: str):
 def imagenet_vae_encoded(root: Path) -> Path:
     """The manifest of a VAE-encoded ImageNet 256 artifact as train-gen reads it: 16 x 16 latents of d = 16."""
     root.mkdir()
-    contents = {"kind": "vae", "splits": ["train", "val"], "grid_size": 16, "latent_channels": 16,
-                "text_vocab_size": 49408, "context_length": 64, "bpe_dropout": 0.0}
-    (root / "manifest.json").write_text(json.dumps({"stage": "encode", "contents": contents}))
+    contents = EncodedContents(
+        kind="vae", splits={"train": {}, "val": {}}, image_size=256, grid_size=16, latent_channels=16,
+        text_vocab_size=49408, context_length=64, eos_id=49407, pad_id=49407, sep_id=49408, sot_id=49406,
+        bpe_dropout=0.0, image_tokenizer={})
+    (root / "manifest.json").write_text(json.dumps({"stage": Stage.ENCODE, "contents": contents.to_dict()}))
     return root
 
 

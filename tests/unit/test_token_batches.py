@@ -14,6 +14,7 @@ from vltk.data.encoded import Encoded, MixSel, RecordWriter, mixsel_split
 from vltk.data.loader import batches
 from vltk.data.token_batches import TokenBatches, caption_ids, join_captions
 from vltk.errors import VltkError
+from vltk.records import EncodedContents
 from vltk.text.bpe import BPETokenizer, normalize
 from vltk.text.train import count_words, learn_merges
 
@@ -68,9 +69,10 @@ def make_artifact(out, tok: BPETokenizer, *, mixsel: bool = True, kind: str = "v
         splits[mixsel_split("train")] = write_split(job.work, mixsel_split("train"), pairs)
     if claimed is not None:
         splits["train"]["samples"] = claimed
-    return job.publish({"kind": kind, "grid_size": GRID, "codebook_size": CODEBOOK, "context_length": CONTEXT,
-                        "text_vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "pad_id": tok.eos_id,
-                        "sep_id": tok.sep_id, "splits": splits})
+    return job.publish(EncodedContents(
+        kind=kind, splits=splits, image_size=4 * GRID, grid_size=GRID, codebook_size=CODEBOOK, context_length=CONTEXT,
+        text_vocab_size=tok.vocab_size, eos_id=tok.eos_id, pad_id=tok.eos_id, sep_id=tok.sep_id, sot_id=tok.sot_id,
+        bpe_dropout=0.0, image_tokenizer={}).to_dict())
 
 
 @pytest.fixture(scope="module")

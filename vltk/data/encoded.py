@@ -35,8 +35,9 @@ import numpy as np
 from vltk.data.schema import Shape
 from vltk.data.shards import ABOUT, TarSetWriter, raw_samples, split_paths
 from vltk.data.tars import member
+from vltk.records import Stage
 
-STAGE = "encode"
+STAGE = Stage.ENCODE
 Kind = Literal["vq", "vae"]
 # What the image part of a record holds, by kind, with the stored dtype and number of dimensions.
 IMAGE_FIELDS: dict[str, tuple[str, ...]] = {"vq": ("codes",), "vae": ("mean", "logvar")}

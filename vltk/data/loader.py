@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vltk.artifacts import open_artifact
 from vltk.data.shards import Sample, decode_image, read_tars, shard_paths
 from vltk.errors import VltkError
+from vltk.records import ShardsContents
 
 Raw = TypeVar("Raw")  # what reading the tars gives, cheap to make (bytes, parsed JSON)
 Item = TypeVar("Item")  # what a batch is built from (decoded arrays)
@@ -45,9 +45,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return pixels.permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def split_size(contents: dict[str, Any], artifact: Path, split: str) -> int:
-    """The number of samples of `split` by an artifact's manifest contents; an empty split is an error."""
-    samples = int(contents["splits"][split]["samples"])
+def split_size(splits: dict[str, dict[str, Any]], artifact: Path, split: str) -> int:
+    """The number of samples of `split` by an artifact's record of its splits; an empty split is an error."""
+    samples = int(splits[split]["samples"])
     if samples == 0:
         raise VltkError(f"{artifact} has no samples in its '{split}' split")
     return samples
@@ -153,10 +153,10 @@ class ImageBatches:
         self, shards: Path, split: str, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
         flip: bool = False, in_memory_max: int = 100_000, shuffle_buffer: int = 2_000,
     ):
-        manifest = open_artifact(shards, "shard")
+        contents = ShardsContents.read(shards)
         paths = shard_paths(shards, split)
-        self.num_samples = split_size(manifest["contents"], shards, split)
-        self.image_size = int(manifest["contents"]["image_size"])
+        self.num_samples = split_size(contents.splits, shards, split)
+        self.image_size = contents.image_size
         self.flip = flip
         self.stream: SplitStream[Sample, np.ndarray] = SplitStream(
             paths, self.num_samples, name=split, read=read_tars, load=_decode, seed=seed, batch_size=batch_size,

@@ -27,6 +27,7 @@ from vltk.artifacts import open_artifact
 from vltk.data.schema import Shape
 from vltk.data.tars import DAMAGED, decoding, member, tar_samples
 from vltk.errors import VltkError
+from vltk.records import Stage
 
 IMAGE_EXTS = ("png", "jpg")
 # A sample's JSON member (the encoded artifact's records carry the same fields).
@@ -95,7 +96,7 @@ def split_paths(artifact: Path, stage: str, split: str) -> list[Path]:
 
 def shard_paths(shards: Path, split: str) -> list[Path]:
     """The tar files of `split` in a finished shards artifact."""
-    return split_paths(shards, "shard", split)
+    return split_paths(shards, Stage.SHARD, split)
 
 
 def raw_samples(paths: list[Path], select: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from vltk.errors import VltkError
+from vltk.records import Stage
 
 Format = Literal["auto", "folder", "coco", "tsv", "jsonl", "wds"]
 FORMATS = ("folder", "coco", "tsv", "jsonl", "wds")
@@ -36,7 +37,7 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
-DATA_STAGES = ("synth", "shard")  # the vltk artifacts that hold images with captions (a shards artifact is tars)
+DATA_STAGES = (Stage.SYNTH, Stage.SHARD)  # the vltk artifacts that hold images with captions (a shards artifact is tars)
 KEY_LENGTH = 100  # characters; a longer key is cut and ends with a hash of the whole, so that it stays distinct
 # What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
 # separators, and U+FEFF (the byte-order mark an editor may put at the start of a .txt file).

@@ -35,11 +35,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vltk.artifacts import open_artifact
-from vltk.data.encoded import STAGE, Encoded, MixSel, encoded_paths, mixsel_split, unpack
+from vltk.data.encoded import Encoded, MixSel, encoded_paths, mixsel_split, unpack
 from vltk.data.loader import SplitStream, split_size
 from vltk.data.shards import raw_samples
 from vltk.errors import VltkError
+from vltk.records import EncodedContents
 from vltk.text.bpe import BPETokenizer, text_lengths
 
 Span = tuple[int, int]
@@ -129,15 +129,15 @@ class TokenBatches:
             raise ValueError(f"bpe_dropout must be in [0, 1), got {bpe_dropout}")
         if bpe_dropout > 0.0 and tokenizer is None:
             raise ValueError("BPE-dropout re-encodes the captions: pass the artifact's text tokenizer")
-        contents = open_artifact(encoded, STAGE)["contents"]
-        self.kind = contents["kind"]
+        contents = EncodedContents.read(encoded)
+        self.kind = contents.kind
         if mixsel and self.kind != "vq":
             raise VltkError(f"{encoded} holds continuous latents; MixSel pairs are read from VQ-encoded artifacts")
         self.classes, self.class_key = tuple(classes), class_key
-        self.image_tokens = int(contents["grid_size"]) ** 2
-        self.text_tokens = int(contents["context_length"])
-        self.codebook_size = int(contents.get("codebook_size", 0))  # 0 for latents
-        self.eos_id, self.sep_id = int(contents["eos_id"]), int(contents["sep_id"])
+        self.image_tokens = contents.grid_size ** 2
+        self.text_tokens = contents.context_length
+        self.codebook_size = contents.codebook_size or 0  # 0 for latents
+        self.eos_id, self.sep_id = contents.eos_id, contents.sep_id
         if tokenizer is not None and (tokenizer.eos_id, tokenizer.sep_id) != (self.eos_id, self.sep_id):
             raise VltkError(f"the text tokenizer's EOS / SEP ids ({tokenizer.eos_id}, {tokenizer.sep_id}) are not "
                             f"those {encoded} was encoded with ({self.eos_id}, {self.sep_id})")
@@ -147,7 +147,7 @@ class TokenBatches:
             return _slim(unpack(raw), keep=class_key if classes else None)
 
         def stream(name: str) -> SplitStream[dict[str, Any], Encoded | MixSel]:
-            return SplitStream(encoded_paths(encoded, name), split_size(contents, encoded, name), name=name,
+            return SplitStream(encoded_paths(encoded, name), split_size(contents.splits, encoded, name), name=name,
                                read=raw_samples, load=load, seed=seed, batch_size=batch_size, rank=rank,
                                world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer)
 
@@ -155,7 +155,7 @@ class TokenBatches:
         self.num_samples = self.plain.num_samples
         self.mix: SplitStream[dict[str, Any], Encoded | MixSel] | None = None
         if mixsel:
-            if mixsel_split(split) not in contents["splits"]:
+            if mixsel_split(split) not in contents.splits:
                 raise VltkError(f"{encoded} has no MixSel pairs of its '{split}' split: make them with `vltk encode` "
                                 f"with mixsel_pairs = 1 and '{split}' in mixsel_splits")
             self.mix = stream(mixsel_split(split))

@@ -25,10 +25,11 @@ from typing import Any, NamedTuple
 
 from vltk.artifacts import write_text_atomic
 from vltk.metrics.judge import Detection, Verdict, describe
+from vltk.records import Stage
 
 SHOWN = 48  # samples shown one by one (the grid holds them all)
-PICTURES = {"tokenize-image": ("recon.png", "image tokenizer: val originals (top) and reconstructions"),
-            "train-gen": ("loss.png", "generator training curves")}
+PICTURES = {Stage.TOKENIZE_IMAGE: ("recon.png", "image tokenizer: val originals (top) and reconstructions"),
+            Stage.TRAIN_GEN: ("loss.png", "generator training curves")}
 # The judge's accuracies charted, as metrics.json names them, and the prompt groups it reports them for.
 ATTRIBUTES = {"whole": "whole caption", "count": "count", "shape": "shape", "color": "colour", "size": "size",
               "position": "position"}

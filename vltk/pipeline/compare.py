@@ -20,8 +20,9 @@ from typing import Any
 from vltk import artifacts
 from vltk.errors import VltkError
 from vltk.metrics.report import flat, headline, headline_table, image_tag, page, table, value
+from vltk.records import GeneratorContents, SamplesContents, Stage
 
-STAGE = "compare"
+STAGE = Stage.COMPARE
 REPORT = "report.html"
 
 
@@ -32,28 +33,30 @@ class CompareConfig:
 
 def column(scores: Path) -> dict[str, Any]:
     """One scores artifact's column: its metrics and what made them (the generator's manifest, through the chain)."""
-    manifest = artifacts.open_artifact(scores, "score")
+    manifest = artifacts.open_artifact(scores, Stage.SCORE)
     chain = artifacts.provenance(scores)
-    samples, sampled = next(((p, m) for p, m in chain if m.get("stage") == "sample"), (None, None))
-    gen = next((m["contents"] for _, m in chain if m.get("stage") == "train-gen"), None)
-    if samples is None or gen is None:
+    samples, sampled = next(((p, m) for p, m in chain if m.get("stage") == Stage.SAMPLE), (None, None))
+    made = next(((p, m) for p, m in chain if m.get("stage") == Stage.TRAIN_GEN), None)
+    if samples is None or made is None:
         raise VltkError(f"{scores}: its samples or generator artifact is gone, so its column cannot be labelled")
+    gen = GeneratorContents.from_manifest(made[1], made[0])
     metrics = json.loads((scores / "metrics.json").read_text())
-    train = {"steps": gen["train"]["steps"], "seconds": gen["train"]["seconds"], "parameters": gen["parameters"]}
-    label = f"{metrics['task']}: {gen['generator']} {gen['model']['size']}, {train['steps']} steps"
-    if gen["generator"].startswith("givt"):  # GIVT's sampler settings tell its columns apart (a sweep)
+    train = {"steps": gen.extra["train"]["steps"], "seconds": gen.extra["train"]["seconds"],
+             "parameters": gen.extra["parameters"]}
+    label = f"{metrics['task']}: {gen.generator} {gen.model['size']}, {train['steps']} steps"
+    if gen.generator.startswith("givt"):  # GIVT's sampler settings tell its columns apart (a sweep)
         knobs = sampled["config"]["givt"]
         label += f", t = {knobs['temperature']}, w = {knobs['cfg_weight']}"
-        if "acceptance" in sampled["contents"]:
-            metrics = {**metrics, "dbcfg_acceptance": sampled["contents"]["acceptance"]}
-    elif "guidance" in sampled["config"].get(gen["generator"], {}):  # MAGVLT / ARGVLT classifier-free guidance
-        knobs = sampled["config"][gen["generator"]]
+        if (acceptance := SamplesContents.from_manifest(sampled, samples).acceptance) is not None:
+            metrics = {**metrics, "dbcfg_acceptance": acceptance}
+    elif "guidance" in sampled["config"].get(gen.generator, {}):  # MAGVLT / ARGVLT classifier-free guidance
+        knobs = sampled["config"][gen.generator]
         label += f", w = {knobs['guidance']}" + (" ramped" if knobs["guidance_schedule"] != "constant" else "")
     candidates = sampled["config"].get("candidates", 1)
     if candidates > 1:
         label += f", best of {candidates} by {sampled['config']['rerank']}"
     return {"label": label, "scores": str(scores), "samples": str(samples), "task": metrics["task"],
-            "generator": gen["generator"], "train": train, "metrics": metrics,
+            "generator": gen.generator, "train": train, "metrics": metrics,
             "summary": manifest["contents"].get("summary", "")}
 
 

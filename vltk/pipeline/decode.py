@@ -28,9 +28,10 @@ from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_positive
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
+from vltk.records import ImageTokenizerContents, Stage
 from vltk.ui import progress
 
-STAGE = "decode"
+STAGE = Stage.DECODE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,14 +91,14 @@ def run(cfg: DecodeConfig, source: Path, image_tok: Path, out: Path, *, force: b
     image_grid(np.stack(pictures), cfg.columns).save(job.work / "grid.png")
     size = pictures[0].shape[0]
     return job.publish({
-        "count": len(pictures), "kind": tok["kind"], "image_size": size, "grid": "grid.png",
+        "count": len(pictures), "kind": tok.kind, "image_size": size, "grid": "grid.png",
         "source": "encoded" if (source / artifacts.MANIFEST).is_file() else "npy",
-        "summary": f"{len(pictures)} images of {size} px decoded by the {tok['kind']} tokenizer",
+        "summary": f"{len(pictures)} images of {size} px decoded by the {tok.kind} tokenizer",
     })
 
 
 def _from_encoded(encoded: Path, image_tok: Path, split: str) -> Iterator[Item]:
-    manifest = artifacts.open_artifact(encoded, "encode")
+    manifest = artifacts.open_artifact(encoded, Stage.ENCODE)
     if manifest["inputs"]["image_tok"].get("hash") != artifacts.manifest_hash(image_tok):
         made_with = artifacts.input_path(encoded, manifest, "image_tok")
         raise VltkError(f"{encoded} was encoded with the image tokenizer {made_with}, not {image_tok}; "
@@ -110,11 +111,11 @@ def _from_encoded(encoded: Path, image_tok: Path, split: str) -> Iterator[Item]:
                                       "captions_a": list(record.a.captions), "captions_b": list(record.b.captions)})
 
 
-def _from_npy(path: Path, tok: dict[str, Any]) -> Iterator[Item]:
+def _from_npy(path: Path, tok: ImageTokenizerContents) -> Iterator[Item]:
     files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
     if not files:
         raise VltkError(f"{path} holds no .npy files")
-    single = 2 if tok["kind"] == "vqgan" else 3  # dims of one grid: (h, w) codes or (d, h, w) latents
+    single = 2 if tok.kind == "vqgan" else 3  # dims of one grid: (h, w) codes or (d, h, w) latents
     for file in files:
         try:
             array = np.load(file, allow_pickle=False)
@@ -123,26 +124,26 @@ def _from_npy(path: Path, tok: dict[str, Any]) -> Iterator[Item]:
         if array.ndim == single:
             array = array[None]
         for row, grid in enumerate(array):
-            image = {"codes": grid} if tok["kind"] == "vqgan" else {"z": grid}
+            image = {"codes": grid} if tok.kind == "vqgan" else {"z": grid}
             yield Item(image, {"file_source": file.name, "row": row})
 
 
-def check(image: dict[str, np.ndarray], tok: dict[str, Any]) -> None:
+def check(image: dict[str, np.ndarray], tok: ImageTokenizerContents) -> None:
     """An error naming both when an array does not fit the tokenizer (kind, grid, channels, code range)."""
-    grid = tok["grid_size"]
-    if tok["kind"] == "vqgan":
+    grid = tok.grid_size
+    if tok.kind == "vqgan":
         codes = image.get("codes")
         if codes is None:
             raise VltkError(f"the image tokenizer is a VQ-GAN, which decodes code ids, not latents {sorted(image)}")
         if codes.shape != (grid, grid) or not np.issubdtype(codes.dtype, np.integer):
             raise VltkError(f"code grids must be integer ({grid}, {grid}) for this tokenizer, got {codes.shape} "
                             f"{codes.dtype}")
-        if codes.min() < 0 or codes.max() >= tok["codebook_size"]:
-            raise VltkError(f"code ids must be in [0, {tok['codebook_size']}), got {codes.min()}..{codes.max()}")
+        if codes.min() < 0 or codes.max() >= tok.codebook_size:
+            raise VltkError(f"code ids must be in [0, {tok.codebook_size}), got {codes.min()}..{codes.max()}")
         return
     if "codes" in image:
         raise VltkError("the image tokenizer is a beta-VAE, which decodes latents, not code ids")
-    shape = (tok["latent_channels"], grid, grid)
+    shape = (tok.latent_channels, grid, grid)
     for name, array in image.items():
         if array.shape != shape:
             raise VltkError(f"latents must be (d, h, w) = {shape} for this tokenizer, got {name} {array.shape}")

@@ -38,11 +38,14 @@ from vltk.data.mixsel import direction_name, draw_directions, draw_partners, mix
 from vltk.data.shards import Sample, decode_image, read_tars
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
+from vltk.records import (
+    EncodedContents, ImageTokenizerContents, ShardsContents, Stage, TextTokenizerContents,
+)
 from vltk.text.bpe import BPETokenizer
 from vltk.train.launch import begin_shared, main_progress
 from vltk.ui import console
 
-STAGE = "encode"
+STAGE = Stage.ENCODE
 PROGRESS = "progress"  # in the work directory: one record per finished input tar
 # What a generator needs to know about the image tokenizer, copied from its manifest when present.
 TOKENIZER_FACTS = ("kind", "image_size", "grid_size", "downsample", "codebook_size", "latent_channels",
@@ -99,19 +102,19 @@ def run(
     """Build the encoded artifact at `out` (on every process of an `accelerate launch`) and return it."""
     shards, image_tok, text_tok, out = Path(shards), Path(image_tok), Path(text_tok), Path(out)
     state = PartialState(cpu=cpu)
-    shard_contents = artifacts.open_artifact(shards, "shard")["contents"]
-    text_contents = artifacts.open_artifact(text_tok, "tokenize-text")["contents"]
+    shard_contents = ShardsContents.read(shards)
+    text_contents = TextTokenizerContents.read(text_tok)
     model, tok_contents = load_image_tokenizer(image_tok)
-    if shard_contents["image_size"] != tok_contents["image_size"]:
+    if shard_contents.image_size != tok_contents.image_size:
         raise VltkError(
-            f"{shards} holds {shard_contents['image_size']} px images but the image tokenizer {image_tok} takes "
-            f"{tok_contents['image_size']} px ones; re-shard with --size {tok_contents['image_size']} or use a "
-            f"tokenizer trained at {shard_contents['image_size']} px"
+            f"{shards} holds {shard_contents.image_size} px images but the image tokenizer {image_tok} takes "
+            f"{tok_contents.image_size} px ones; re-shard with --size {tok_contents.image_size} or use a "
+            f"tokenizer trained at {shard_contents.image_size} px"
         )
-    missing = sorted(set(cfg.mixsel_splits) - set(shard_contents["splits"]))
+    missing = sorted(set(cfg.mixsel_splits) - set(shard_contents.splits))
     if missing:
         raise VltkError(f"mixsel_splits {missing} are not splits of {shards} (it has: "
-                        f"{', '.join(shard_contents['splits'])})")
+                        f"{', '.join(shard_contents.splits)})")
     job = begin_shared(state, out, stage=STAGE, config=cfg,
                        inputs={"shards": shards, "image_tok": image_tok, "text_tok": text_tok}, force=force, resume=True)
     if job is None:
@@ -119,14 +122,14 @@ def run(
     if state.is_main_process and job.resumed:
         console().print(f"[yellow]resuming[/] the unfinished encode in {job.work}")
     work = job.work
-    kind = "vq" if tok_contents["kind"] == "vqgan" else "vae"
+    kind = "vq" if tok_contents.kind == "vqgan" else "vae"
     encoder = _image_encoder(model.to(state.device), kind, tok_contents, cfg, state.device)
     tokenizers = Tokenizers(images=encoder, text=BPETokenizer.from_artifact(text_tok),
-                            image_size=tok_contents["image_size"])
-    tasks = [Task(split, i, shards / name) for split, info in shard_contents["splits"].items()
+                            image_size=tok_contents.image_size)
+    tasks = [Task(split, i, shards / name) for split, info in shard_contents.splits.items()
              for i, name in enumerate(info["shards"])]
     mine = tasks[state.process_index :: state.num_processes]
-    total = sum(info["samples"] for info in shard_contents["splits"].values()) if state.num_processes == 1 else None
+    total = sum(info["samples"] for info in shard_contents.splits.values()) if state.num_processes == 1 else None
     (work / PROGRESS).mkdir(exist_ok=True)
     with main_progress(state, f"encode ({kind}, {state.device})", total, "img") as advance:
         for task in mine:
@@ -148,10 +151,10 @@ def run(
     return out
 
 
-def _image_encoder(model: torch.nn.Module, kind: str, tok_contents: dict[str, Any], cfg: EncodeConfig,
+def _image_encoder(model: torch.nn.Module, kind: str, tok_contents: ImageTokenizerContents, cfg: EncodeConfig,
                    device: torch.device) -> Callable[[torch.Tensor], list[dict[str, np.ndarray]]]:
     """pixels (N, 3, H, W) in [-1, 1] -> one dict of stored arrays per image, encoded `cfg.batch_size` at a time."""
-    dtype = codes_dtype(tok_contents["codebook_size"]) if kind == "vq" else np.dtype(np.float16)
+    dtype = codes_dtype(tok_contents.codebook_size) if kind == "vq" else np.dtype(np.float16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     def encode(pixels: torch.Tensor) -> list[dict[str, np.ndarray]]:
@@ -248,11 +251,11 @@ def to_tensor(sample: Sample, size: int, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
-def _contents(cfg: EncodeConfig, kind: str, shard_contents: dict[str, Any], tok_contents: dict[str, Any],
-              text_contents: dict[str, Any], records: list[dict[str, Any]], device: str, processes: int,
+def _contents(cfg: EncodeConfig, kind: str, shard_contents: ShardsContents, tok_contents: ImageTokenizerContents,
+              text_contents: TextTokenizerContents, records: list[dict[str, Any]], device: str, processes: int,
               ) -> dict[str, Any]:
     splits: dict[str, dict[str, Any]] = {}
-    for split in shard_contents["splits"]:
+    for split in shard_contents.splits:
         names = [split, mixsel_split(split)] if split in cfg.mixsel_splits and cfg.mixsel_pairs else [split]
         for name in names:
             splits[name] = {"samples": 0, "captions": 0, "shards": []}
@@ -269,32 +272,25 @@ def _contents(cfg: EncodeConfig, kind: str, shard_contents: dict[str, Any], tok_
     seconds = sum(r["seconds"] for r in records)
     mixsel = {name: s["samples"] for name, s in splits.items() if name.startswith("mixsel-")}
     if kind == "vq":
-        size = tok_contents["codebook_size"]
-        image = {"codebook_size": size, "dtype": str(codes_dtype(size))}
+        size = tok_contents.codebook_size
+        image, dtype = {"codebook_size": size}, str(codes_dtype(size))
     else:
-        image = {"latent_channels": tok_contents["latent_channels"], "dtype": "float16"}
+        image, dtype = {"latent_channels": tok_contents.latent_channels}, "float16"
     plain = " / ".join(f"{s['samples']} {name}" for name, s in splits.items() if not name.startswith("mixsel-"))
     pairs = f", {sum(mixsel.values())} MixSel pairs" if mixsel else ""
-    grid = tok_contents["grid_size"]
-    return {
-        "kind": kind,
-        "splits": splits,
-        "image_size": tok_contents["image_size"],
-        "grid_size": grid,
-        **image,
-        "context_length": text_contents["context_length"],
-        "text_vocab_size": text_contents["vocab_size"],
-        "eos_id": text_contents["eos_id"],
-        "pad_id": text_contents["pad_id"],
-        "sep_id": text_contents["sep_id"],
-        "sot_id": text_contents["sot_id"],
-        "bpe_dropout": text_contents["bpe_dropout"],
-        "image_tokenizer": {k: tok_contents[k] for k in TOKENIZER_FACTS if k in tok_contents},
-        "mixsel": {"pairs_per_image": cfg.mixsel_pairs, "window": cfg.batch_size, "samples": mixsel},
-        # Per process: images (mixed ones included) over the encoding seconds summed over every input tar.
-        "throughput": {"images_per_s": round(images / seconds, 1) if seconds else None, "images": images,
-                       "seconds": round(seconds, 3), "processes": processes, "device": device,
-                       "precision": cfg.precision},
-        "summary": f"{plain} images as {grid}x{grid} {'tokens' if kind == 'vq' else 'latents'}{pairs}, "
-                   f"text context {text_contents['context_length']}",
-    }
+    grid, tok, text = tok_contents.grid_size, tok_contents.to_dict(), text_contents
+    return EncodedContents(
+        kind=kind, splits=splits, image_size=tok_contents.image_size, grid_size=grid, **image,
+        context_length=text.context_length, text_vocab_size=text.vocab_size, eos_id=text.eos_id, pad_id=text.pad_id,
+        sep_id=text.sep_id, sot_id=text.sot_id, bpe_dropout=text.bpe_dropout,
+        image_tokenizer={k: tok[k] for k in TOKENIZER_FACTS if k in tok},
+        extra={
+            "dtype": dtype,
+            "mixsel": {"pairs_per_image": cfg.mixsel_pairs, "window": cfg.batch_size, "samples": mixsel},
+            # Per process: images (mixed ones included) over the encoding seconds summed over every input tar.
+            "throughput": {"images_per_s": round(images / seconds, 1) if seconds else None, "images": images,
+                           "seconds": round(seconds, 3), "processes": processes, "device": device,
+                           "precision": cfg.precision},
+            "summary": f"{plain} images as {grid}x{grid} {'tokens' if kind == 'vq' else 'latents'}{pairs}, "
+                       f"text context {text.context_length}",
+        }).to_dict()

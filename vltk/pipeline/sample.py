@@ -70,6 +70,7 @@ from vltk.data.encoded import Encoded, iter_encoded
 from vltk.data.images import image_grid
 from vltk.data.token_batches import class_index, record_class
 from vltk.errors import VltkError
+from vltk.records import SamplesContents, Stage
 from vltk.sampling import rerank
 from vltk.sampling.generate import (
     IMAGE_TASKS, GenerateConfig, Query, check_prompts, check_task, draw_batches, givt_condition, long_rows, pictures,
@@ -79,7 +80,7 @@ from vltk.train import loop
 from vltk.train.launch import begin_shared, main_progress
 from vltk.ui import console
 
-STAGE = "sample"
+STAGE = Stage.SAMPLE
 BATCHES = "batches"  # in the work directory: each drawn batch, until the main process keeps the best
 Rerank = Literal["self", "clip"]
 RERANKERS: tuple[str, ...] = ("self", "clip")
@@ -210,11 +211,11 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     gen, out = Path(gen), Path(out)
     state = PartialState(cpu=cpu)
     device = state.device
-    bundle = cast(handles.Generator, handles.load(gen, "train-gen", device=device))
-    contents, kind, encoded = bundle.contents, bundle.kind, bundle.encoded
-    check_task(kind, cfg.task, contents["model"])
+    bundle = cast(handles.Generator, handles.load(gen, Stage.TRAIN_GEN, device=device))
+    contents, kind, encoded = bundle.record, bundle.kind, bundle.encoded
+    check_task(kind, cfg.task, contents.model)
     tokenizer, image_tok_artifact = bundle.text_tokenizer, bundle.image_tokenizer  # both must still be there
-    items = gather(cfg, encoded, tokenizer, tuple(contents.get("classes", ())), contents.get("class_key", "label"))
+    items = gather(cfg, encoded, tokenizer, tuple(contents.classes or ()), contents.class_key or "label")
     # Both models load (a damaged weights file is refused) before any work is begun.
     model, image_tok = bundle.model, image_tok_artifact.model
     use_clip = cfg.rerank == "clip"  # the config guarantees candidates > 1 and weights
@@ -228,15 +229,15 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     starts = range(0, len(draws), cfg.batch_size)
     (job.work / BATCHES).mkdir(exist_ok=True)
     mixed = loop.precision(cfg.mixed_precision, device.type == "cpu", key="mixed_precision")  # "no" or "bf16"
-    models = Models(model, kind, contents["model"]["size"], int(contents["grid_size"]), image_tok, tokenizer)
+    models = Models(model, kind, contents.model["size"], contents.grid_size, image_tok, tokenizer)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=mixed == "bf16")
     _draw_share(cfg, models, state, job.work / BATCHES, draws, starts[state.process_index::state.num_processes],
                 autocast)
     state.wait_for_everyone()
     if state.is_main_process:
         merged = _merge(cfg, models, job.work, items, starts, device, autocast)
-        job.publish({"task": cfg.task, "generator": kind, "processes": state.num_processes,
-                     "precision": mixed, **merged})
+        run_facts = {"processes": state.num_processes, "precision": mixed}
+        job.publish(dataclasses.replace(merged, extra={**merged.extra, **run_facts}).to_dict())
     state.wait_for_everyone()
     return out
 
@@ -297,7 +298,7 @@ def _draw_share(cfg: SampleConfig, models: Models, state: PartialState, folder: 
 
 
 def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Query], starts: Sequence[int],
-           device: torch.device, autocast: ContextManager) -> dict[str, Any]:
+           device: torch.device, autocast: ContextManager) -> SamplesContents:
     """Keep every item's best candidate from the batch files in draw order, decode the kept pictures (cfg.batch_size
     at a time), write them, samples.jsonl and grid.png, and return what the manifest's contents say of them."""
     n, folder = cfg.candidates, work / BATCHES
@@ -342,12 +343,14 @@ def _merge(cfg: SampleConfig, models: Models, work: Path, items: list[Query], st
         f.writelines(json.dumps(line) + "\n" for line in lines)
     image_grid(np.stack(kept), cfg.columns, min_side=64).save(work / "grid.png")
     best_of = f", each the best of {n} by {cfg.rerank}" if n > 1 else ""
-    guided = {}
+    acceptance = None
     if stats.get("guided_batches"):
         # DB-CFG's acceptance rate: the share of drawn values for which one of the (up to 1,000) proposals was
         # accepted, the rest falling back to the conditional Gaussian (the paper: ~0.1% fall back); a batch mean.
-        guided = {"acceptance": round(stats["acceptance"] / stats["guided_batches"], 6)}
-        best_of += f", DB-CFG: {1 - guided['acceptance']:.3%} of values fell back to the conditional"
-    return {"count": len(lines), "grid": "grid.png", "image_size": int(kept[0].shape[0]), "candidates": n,
-            "rerank": cfg.rerank if n > 1 else None, **guided,
-            "summary": f"{len(lines)} {cfg.task} samples from {models.kind} {models.size}{best_of}"}
+        acceptance = round(stats["acceptance"] / stats["guided_batches"], 6)
+        best_of += f", DB-CFG: {1 - acceptance:.3%} of values fell back to the conditional"
+    return SamplesContents(
+        task=cfg.task, generator=models.kind, count=len(lines), image_size=int(kept[0].shape[0]), candidates=n,
+        rerank=cfg.rerank if n > 1 else None, acceptance=acceptance,
+        extra={"grid": "grid.png",
+               "summary": f"{len(lines)} {cfg.task} samples from {models.kind} {models.size}{best_of}"})

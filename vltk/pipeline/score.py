@@ -60,9 +60,10 @@ from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import Verdict, check, detect, parse_caption, summarize
 from vltk.metrics.report import Reading, write_report
+from vltk.records import SamplesContents, Stage
 from vltk.train.launch import begin_shared, main_progress, share
 
-STAGE = "score"
+STAGE = Stage.SCORE
 REPORT = "report.html"
 CAPTION_TASKS = ("i2t", "infill")
 IMAGE_TASKS = ("t2i", "inpaint", "it2it")  # the tasks that generate images: FID and IS
@@ -165,13 +166,13 @@ class RealSet:
 def real_set(samples: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> RealSet | str:
     """The real images behind the samples (`manifest`: theirs), or why there are none: the records the rows name by key
     (t2i, inpaint), or the first as many records of the sampled split (it2it, whose rows name none)."""
-    task, split = manifest["contents"]["task"], manifest["config"]["split"]
+    task, split = SamplesContents.from_manifest(manifest, samples).task, manifest["config"]["split"]
     keyed = [row["key"] for row in rows if "key" in row]
     if task != "it2it" and len(keyed) < len(rows):
         return "unavailable: the prompts were given by hand, so there are no real images to compare with"
     try:
         shards = artifacts.upstream(samples, "generator", "encoded", "shards")
-        artifacts.open_artifact(shards, "shard")
+        artifacts.open_artifact(shards, Stage.SHARD)
     except VltkError as err:
         raise VltkError(f"FID needs the real images behind {samples}: {err}") from None
     keys = frozenset(keyed) if task != "it2it" else None
@@ -258,9 +259,9 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     Inception and CLIP passes are shared; caption metrics, the report and the artifact are the main process's)."""
     samples, out = Path(samples), Path(out)
     state = PartialState(cpu=cpu)
-    artifact = cast(handles.Samples, handles.load(samples, "sample"))
-    manifest, contents = artifact.manifest, artifact.contents
-    task = contents["task"]
+    artifact = cast(handles.Samples, handles.load(samples, Stage.SAMPLE))
+    manifest, contents = artifact.manifest, artifact.record
+    task = contents.task
     rows = read_rows(samples, task)
     if not rows:
         raise VltkError(f"{samples} holds no samples")
@@ -272,7 +273,7 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     job = begin_shared(state, out, stage=STAGE, config=cfg, inputs={"samples": samples, **weights}, force=force)
     if job is None:
         return out
-    metrics: dict[str, Any] = {"task": task, "generator": contents["generator"], "count": len(rows)}
+    metrics: dict[str, Any] = {"task": task, "generator": contents.generator, "count": len(rows)}
     field = "prompt" if task in ("t2i", "inpaint") else "caption"
     # Re-ranked samples: the judge and caption metrics also for candidate 0, the numbers without re-ranking.
     first = [{**r, "file": r.get("first_file", r["file"]), "caption": r.get("first_caption", r["caption"])}

@@ -40,9 +40,10 @@ from vltk.data.images import ImageSpec, Rejection, prepare_file
 from vltk.data.shards import Sample, SplitWriter
 from vltk.data.sources import Item, Record, Skip, Source, open_source
 from vltk.errors import VltkError
+from vltk.records import ShardsContents, Stage
 from vltk.ui import console, progress
 
-STAGE = "shard"
+STAGE = Stage.SHARD
 SKIPPED = "skipped.jsonl"
 SPLITS = ("train", "val", "test")  # train and val are always listed (maybe empty); test only when the source has one
 TASK = 8  # records per task handed to a worker process
@@ -229,15 +230,11 @@ def _reasons(skipped: collections.Counter[str]) -> str:
 
 def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: str = "") -> dict[str, Any]:
     skipped = sum(written.skipped.values())
-    return {
-        "splits": written.splits,
-        "image_size": cfg.size,
-        "image_format": cfg.image_format,
-        "source_format": source_format,
-        "skipped": dict(sorted(written.skipped.items())),
-        "summary": f"{prefix}{_images(written)} images, {skipped} skipped"
-                   + (f" ({_reasons(written.skipped)})" if skipped else ""),
-    }
+    summary = f"{prefix}{_images(written)} images, {skipped} skipped" + (
+        f" ({_reasons(written.skipped)})" if skipped else "")
+    return ShardsContents(splits=written.splits, image_size=cfg.size, skipped=dict(sorted(written.skipped.items())),
+                          extra={"image_format": cfg.image_format, "source_format": source_format,
+                                 "summary": summary}).to_dict()
 
 
 def _run_part(
@@ -259,7 +256,7 @@ def _run_part(
     if force or old is None or differences(old, ident):
         if old is not None:  # a previous run of this part: unlist it first, then drop its tars
             record.unlink()
-            for split in old["contents"]["splits"].values():
+            for split in ShardsContents.from_manifest(old, record).splits.values():
                 for tar in split["shards"]:
                     (out / tar).unlink(missing_ok=True)
         _build_part(cfg, source, out, index, count, ident, workers)
@@ -304,8 +301,9 @@ def _combine(cfg: ShardConfig, source: Source, out: Path, ident: dict[str, Any],
     splits: dict[str, dict[str, Any]] = {}
     skipped: collections.Counter[str] = collections.Counter()
     for rec in records:
-        skipped.update(rec["contents"]["skipped"])
-        for split, done in rec["contents"]["splits"].items():
+        part = ShardsContents.from_manifest(rec, parts)
+        skipped.update(part.skipped)
+        for split, done in part.splits.items():
             into = splits.setdefault(split, {"samples": 0, "captions": 0, "shards": []})
             into["samples"] += done["samples"]
             into["captions"] += done["captions"]

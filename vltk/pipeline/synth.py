@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vltk import artifacts
 from vltk.data import shapes
+from vltk.records import Stage
 from vltk.ui import progress
 
 HELDOUT_SHARE = 0.5  # of val scenes, made to contain a held-out combination (when there are any)
@@ -86,7 +87,7 @@ def make_example(cfg: SynthConfig, index: int) -> Example:
 
 def run(cfg: SynthConfig, out: Path, *, force: bool = False) -> Path:
     """Write the data set to `out` (a no-op when it already holds this config's output)."""
-    job = artifacts.begin(out, stage="synth", config=cfg, inputs={}, force=force)
+    job = artifacts.begin(out, stage=Stage.SYNTH, config=cfg, inputs={}, force=force)
     if job is None:
         return out
     (job.work / "images").mkdir()

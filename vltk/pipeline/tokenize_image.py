@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from vltk.artifacts import begin, open_artifact
+from vltk.artifacts import begin
 from vltk.config import config_to_dict
 from vltk.data.images import image_grid, to_uint8
 from vltk.data.loader import ImageBatches, to_tensor
@@ -44,6 +44,7 @@ from vltk.metrics.judge import ReconstructionJudge
 from vltk.objectives.imagetok import LossConfig, TokenizerTask, psnr
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.launch import begin_shared
+from vltk.records import ImageTokenizerContents, ShardsContents
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizeImageConfig:
@@ -65,7 +66,7 @@ class TokenizeImageConfig:
 def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     """Train the image tokenizer on `shards` into the artifact `out` (continuing a killed run of the same config)."""
     shards, out = Path(shards), Path(out)
-    size = int(open_artifact(shards, "shard")["contents"]["image_size"])
+    size = ShardsContents.read(shards).image_size
     try:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=size))
     except ValueError as err:
@@ -108,7 +109,7 @@ def import_taming(cfg: TokenizeImageConfig, checkpoint: Path, shards: Path, out:
     """The taming VQ-GAN at `checkpoint` as a tokenizer artifact `out` for the shards' images, evaluated on their val
     split. Of `cfg` only the evaluation keys count; the model is the checkpoint's and nothing is trained."""
     shards, out, checkpoint = Path(shards), Path(out), Path(checkpoint)
-    size = int(open_artifact(shards, "shard")["contents"]["image_size"])
+    size = ShardsContents.read(shards).image_size
     model_cfg, state = load_taming_checkpoint(checkpoint, image_size=size)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     job = begin(out, stage=STAGE, config=cfg, inputs={"shards": shards, "checkpoint": checkpoint}, force=force)
@@ -196,16 +197,8 @@ def _contents(cfg: TokenizeImageConfig, perceptual: bool, evaluation: dict[str, 
         judge = evaluation["judge"]
         summary += (f", judge {judge['reconstructions']['whole']:.1%} on reconstructions vs "
                     f"{judge['originals']['whole']:.1%} on originals")
-    return {
-        "kind": model.kind,
-        "image_size": model.image_size,
-        "grid_size": model.grid_size,
-        "downsample": model.downsample,
-        **size,
-        "normalization": "[-1, 1]",
-        "model": config_to_dict(model),
-        "perceptual": "lpips-vgg16" if perceptual else "off",
-        **evaluation,
-        "train": trained,
-        "summary": summary,
-    }
+    return ImageTokenizerContents(
+        kind=model.kind, image_size=model.image_size, grid_size=model.grid_size, model=config_to_dict(model), **size,
+        extra={"downsample": model.downsample, "normalization": "[-1, 1]",
+               "perceptual": "lpips-vgg16" if perceptual else "off", **evaluation, "train": trained, "summary": summary},
+    ).to_dict()

@@ -20,11 +20,12 @@ from typing import Any, Iterator
 from vltk import artifacts
 from vltk.data.shards import iter_samples
 from vltk.errors import VltkError
+from vltk.records import ShardsContents, Stage, TextTokenizerContents
 from vltk.text.bpe import BPETokenizer
 from vltk.text.train import BASE_VOCAB, count_words, learn_merges
 from vltk.ui import progress
 
-STAGE = "tokenize-text"
+STAGE = Stage.TOKENIZE_TEXT
 CLIP_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -68,7 +69,7 @@ def resolve_source(source: str) -> tuple[Path, str]:
             f"text tokenizer source not found: {path} (give a shards artifact, a CLIP {CLIP_FILE} or 'clip')"
         )
     if path.is_dir():
-        artifacts.open_artifact(path, "shard")
+        artifacts.open_artifact(path, Stage.SHARD)
         return path, "shards"
     if path.name.endswith(".gz"):
         return path, "clip"
@@ -83,7 +84,7 @@ def train_captions(shards: Path, limit: int | None) -> Iterator[str]:
 
 def train(cfg: TextTokenizerConfig, shards: Path) -> tuple[BPETokenizer, dict[str, Any]]:
     """A tokenizer trained on the shards' train captions, and the training statistics for the manifest."""
-    available = artifacts.open_artifact(shards, "shard")["contents"].get("splits", {}).get("train", {}).get("captions")
+    available = ShardsContents.read(shards).splits.get("train", {}).get("captions")
     limits = [n for n in (available, cfg.max_captions) if n is not None]
     with progress("counting words", min(limits) if limits else None, "captions") as advance:
         words, seen = count_words(train_captions(shards, cfg.max_captions), advance)
@@ -110,18 +111,8 @@ def run(cfg: TextTokenizerConfig, source: str, out: Path, *, force: bool = False
         summary = (f"BPE trained on {training['captions']} captions ({training['unique_words']} unique words): "
                    f"{tok.vocab_size} tokens{early}, context {cfg.context_length}")
     tok.save_merges(job.work / "merges.txt")
-    contents: dict[str, Any] = {
-        "kind": "bpe",
-        "source": "clip" if kind == "clip" else "trained",
-        "vocab_size": tok.vocab_size,
-        "num_merges": len(tok.merges),
-        "context_length": cfg.context_length,
-        "eos_id": tok.eos_id,
-        "pad_id": tok.pad_id,
-        "sot_id": tok.sot_id,
-        "sep_id": tok.sep_id,
-        "bpe_dropout": cfg.bpe_dropout,
-    }
-    if training is not None:
-        contents["training"] = training
-    return job.publish({**contents, "summary": summary})
+    about = {"kind": "bpe", "source": "clip" if kind == "clip" else "trained", "num_merges": len(tok.merges),
+             **({"training": training} if training is not None else {}), "summary": summary}
+    return job.publish(TextTokenizerContents(
+        vocab_size=tok.vocab_size, context_length=cfg.context_length, eos_id=tok.eos_id, pad_id=tok.pad_id,
+        sot_id=tok.sot_id, sep_id=tok.sep_id, bpe_dropout=cfg.bpe_dropout, extra=about).to_dict())

@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 import torch
 from accelerate import Accelerator
 
-from vltk.artifacts import open_artifact, upstream
+from vltk.artifacts import upstream
 from vltk.config import config_to_dict
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
@@ -36,6 +36,7 @@ from vltk.models.magvlt import MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
 from vltk.objectives.givt import GIVTObjective, GIVTTask
 from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
+from vltk.records import EncodedContents, GeneratorContents
 from vltk.text.bpe import BPETokenizer
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.loop import METRICS
@@ -148,30 +149,29 @@ CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image
          "t2i/image", "t2i/text", "i2t/image", "i2t/text", "nll_per_dim")
 
 
-def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, dict[str, Any]]:
-    """The config with the encoded artifact's sizes and the BPE-dropout rate filled in, and that artifact's manifest."""
-    manifest = open_artifact(encoded, "encode")
-    contents = manifest["contents"]
+def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, EncodedContents]:
+    """The config with the encoded artifact's sizes and the BPE-dropout rate filled in, and that artifact's record."""
+    contents = EncodedContents.read(encoded)
     givt = isinstance(cfg, _GIVTRun)
-    if contents["kind"] != ("vae" if givt else "vq"):
+    if contents.kind != ("vae" if givt else "vq"):
         need, tok = ("continuous latents", "vae") if givt else ("VQ codes", "vqgan")
         raise VltkError(f"{encoded} holds {'VQ codes' if givt else 'continuous latents'}; {cfg.generator.upper()} "
                         f"needs {need} (encode with a {tok} image tokenizer)")
-    if cfg.data.split not in contents["splits"]:
-        raise VltkError(f"{encoded} has no '{cfg.data.split}' split (it has {', '.join(contents['splits'])})")
-    grid, text = int(contents["grid_size"]) ** 2, (int(contents["text_vocab_size"]), int(contents["context_length"]))
+    if cfg.data.split not in contents.splits:
+        raise VltkError(f"{encoded} has no '{cfg.data.split}' split (it has {', '.join(contents.splits)})")
+    grid, text = contents.grid_size ** 2, (contents.text_vocab_size, contents.context_length)
     if givt:
         text = text if cfg.condition.text else (0, 0)
         sizes = {"image_tokens": grid, "text_vocab": text[0], "text_tokens": text[1],
                  "num_classes": cfg.condition.num_classes, "variant": cfg.generator.removeprefix("givt-"),
-                 "gmm": dataclasses.replace(cfg.model.gmm, channels=int(contents["latent_channels"]))}
+                 "gmm": dataclasses.replace(cfg.model.gmm, channels=contents.latent_channels)}
     else:
-        sizes = {"image_vocab": int(contents["codebook_size"]), "text_vocab": text[0], "image_tokens": grid,
+        sizes = {"image_vocab": contents.codebook_size, "text_vocab": text[0], "image_tokens": grid,
                  "text_tokens": text[1]}
-    dropout = cfg.data.bpe_dropout if cfg.data.bpe_dropout is not None else float(contents["bpe_dropout"])
+    dropout = cfg.data.bpe_dropout if cfg.data.bpe_dropout is not None else contents.bpe_dropout
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes),
                               data=dataclasses.replace(cfg.data, bpe_dropout=dropout))
-    return cfg, manifest
+    return cfg, contents
 
 
 def _tokenizer(encoded: Path, dropout: float) -> BPETokenizer | None:
@@ -198,8 +198,7 @@ def _task(cfg: RunConfig, parts: dict, accelerator: Accelerator, grid: int) -> M
 def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     """Train the generator of `cfg` on `encoded` into the artifact `out` (continuing a killed run of the same config)."""
     encoded, out = Path(encoded), Path(out)
-    cfg, manifest = resolve(cfg, encoded)
-    contents = manifest["contents"]
+    cfg, contents = resolve(cfg, encoded)
     mixsel = isinstance(cfg, MAGVLTRun) and cfg.objective.mixsel
     accelerator = make_accelerator(cfg.train, cpu=cpu, find_unused_parameters=isinstance(cfg, MAGVLTRun))
     job = begin_shared(accelerator, out, stage=STAGE, config=cfg, inputs={"encoded": encoded}, force=force, resume=True)
@@ -209,7 +208,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every process
     model = GENERATORS[cfg.generator][0](cfg.model)
     parts = prepare(accelerator, {"model": (model, cfg.optim)}, compile=cfg.train.compile)
-    task = _task(cfg, parts, accelerator, int(contents["grid_size"]))
+    task = _task(cfg, parts, accelerator, contents.grid_size)
     givt = isinstance(cfg, _GIVTRun)
     dropout = cfg.data.bpe_dropout if not givt or cfg.condition.text else 0.0
     classes = {"classes": cfg.condition.classes, "class_key": cfg.condition.class_key} if givt else {}
@@ -223,13 +222,13 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
         trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
         lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
         plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
-        job.publish(contents=_contents(cfg, manifest, trained, result, lines, accelerator.num_processes,
+        job.publish(contents=_contents(cfg, contents, trained, result, lines, accelerator.num_processes,
                                       accelerator.mixed_precision))
     accelerator.wait_for_everyone()
     return out
 
 
-def _contents(cfg: RunConfig, manifest: dict[str, Any], model: torch.nn.Module, result: Any,
+def _contents(cfg: RunConfig, encoded: EncodedContents, model: torch.nn.Module, result: Any,
               lines: list[dict[str, float]], processes: int, precision: str) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
@@ -244,23 +243,18 @@ def _contents(cfg: RunConfig, manifest: dict[str, Any], model: torch.nn.Module, 
     if "t2i/image_acc" in curve:
         kind = "masked" if cfg.generator == "magvlt" else "next"
         summary += f", T2I {kind}-token accuracy {curve['t2i/image_acc']['last']:.1%}"
-    return {
-        "generator": cfg.generator,
-        "model": config_to_dict(cfg.model),
-        "parameters": params,
-        **({"latent_channels": cfg.model.latent_channels, "classes": list(cfg.condition.classes),
-            "class_key": cfg.condition.class_key} if isinstance(cfg, _GIVTRun)
-           else {"image_vocab": cfg.model.image_vocab}),
-        "text_vocab": cfg.model.text_vocab,
-        "image_tokens": cfg.model.image_tokens,
-        "text_tokens": cfg.model.text_tokens,
-        "grid_size": manifest["contents"]["grid_size"],
-        "image_size": manifest["contents"]["image_size"],
-        "ids": {k: manifest["contents"][k] for k in ("eos_id", "pad_id", "sep_id", "sot_id")},
-        "train": {"steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
-                  "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
-                  "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "precision": precision,
-                  "final": final},
-        "curve": curve,
-        "summary": summary,
-    }
+    kind = ({"latent_channels": cfg.model.latent_channels, "classes": list(cfg.condition.classes),
+             "class_key": cfg.condition.class_key} if isinstance(cfg, _GIVTRun)
+            else {"image_vocab": cfg.model.image_vocab})
+    return GeneratorContents(
+        generator=cfg.generator, model=config_to_dict(cfg.model), **kind, text_vocab=cfg.model.text_vocab,
+        image_tokens=cfg.model.image_tokens, text_tokens=cfg.model.text_tokens, grid_size=encoded.grid_size,
+        image_size=encoded.image_size,
+        ids={"eos_id": encoded.eos_id, "pad_id": encoded.pad_id, "sep_id": encoded.sep_id, "sot_id": encoded.sot_id},
+        extra={"parameters": params,
+               "train": {"steps": result.steps, "resumed_from": result.resumed_from,
+                         "seconds": round(result.seconds, 1), "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
+                         "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "precision": precision,
+                         "final": final},
+               "curve": curve, "summary": summary},
+    ).to_dict()

@@ -25,8 +25,8 @@ import ftfy
 import numpy as np
 import regex
 
-from vltk.artifacts import open_artifact
 from vltk.errors import VltkError
+from vltk.records import TextTokenizerContents
 
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
@@ -266,11 +266,11 @@ class BPETokenizer:
     @classmethod
     def from_artifact(cls, path: Path) -> BPETokenizer:
         """The tokenizer a `vltk tokenize text` artifact holds (its context length comes from the manifest)."""
-        contents = open_artifact(path, "tokenize-text")["contents"]
-        tok = cls.from_merges_file(Path(path) / "merges.txt", contents["context_length"])
-        if tok.vocab_size != contents["vocab_size"]:
+        contents = TextTokenizerContents.read(Path(path))
+        tok = cls.from_merges_file(Path(path) / "merges.txt", contents.context_length)
+        if tok.vocab_size != contents.vocab_size:
             raise VltkError(
-                f"{path}: merges.txt gives {tok.vocab_size} tokens, the manifest says {contents['vocab_size']}"
+                f"{path}: merges.txt gives {tok.vocab_size} tokens, the manifest says {contents.vocab_size}"
             )
         return tok
 
