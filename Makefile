@@ -147,7 +147,7 @@ $(RUN)/guidance-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/guidance-
 $(RUN)/compare-guidance/manifest.json: $(addsuffix /manifest.json,$(GUIDANCE_SCORES)) | $(INSTALLED)
 	$(VLTK) compare $(GUIDANCE_SCORES) $(@D) --title "Classifier-free guidance: MAGVLT vs ARGVLT at equal training steps, one sample per prompt, against w" $(FORCE)
 
-# ---- make paper: MAGVLT-base on COCO-format data on GPUs, evaluated as the paper does (REFERENCE.md §6.1) ----------
+# ---- make paper: MAGVLT-base on COCO-format data on GPUs, evaluated as the paper does (MAGVLT §4.1-4.3) -------------
 #   make paper DATA=coco/dataset_coco.json [IMAGES=coco/images] [VQGAN=vqgan_imagenet_f16_16384/checkpoints/last.ckpt]
 #              [CLIP=open_clip_model.safetensors] [INCEPTION=weights-inception-2015-12-05-6726825d.pth]
 #              [LAUNCH="$(BIN)/accelerate launch --num_processes 8 -m vltk"] [PAPER_RUN=build/paper] [PAPER_CFG=stages/paper]
@@ -165,7 +165,7 @@ PAPER_WORKERS ?= 8
 LAUNCH ?= $(VLTK)
 # Per task: with CLIP (open_clip weights of OpenAI's ViT-B/32, the default clip_arch ViT-B-32-quickgelu; another
 # arch goes in PAPER_SAMPLE_FLAGS and PAPER_SCORE_FLAGS as --set clip_arch=...), CLIP re-ranking of 32 (T2I) /
-# 64 (I2T) candidates (§1.13.6) and the CLIP score; with INCEPTION, FID / IS of the T2I samples against their real
+# 64 (I2T) candidates (MAGVLT §4.1) and the CLIP score; with INCEPTION, FID / IS of the T2I samples against their real
 # images.
 PAPER_SAMPLE_t2i = $(if $(CLIP),--set candidates=32 --set rerank=clip --set clip_weights=$(CLIP))
 PAPER_SAMPLE_i2t = $(if $(CLIP),--set candidates=64 --set rerank=clip --set clip_weights=$(CLIP))
@@ -221,7 +221,7 @@ $(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/ge
 $(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
 	$(LAUNCH) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
 
-# ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (REFERENCE.md §3) --------------------
+# ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (GIVT §4.1, App. B) ----------------
 #   make paper-givt DATA=imagenet.jsonl [IMAGES=...] [GIVT=causal|maskgit] [GIVT_RUN=build/givt] [LAUNCH=...]
 # Every record needs its class in a "label" column / field (an id 0..999) and a caption (e.g. the class name: vltk's
 # sources skip records without one). shard (256 px) -> the beta-VAE (f16, d = 16) -> encode (no MixSel) -> GIVT-Causal

@@ -2,8 +2,8 @@
 
     python -m benchmarks.run --out build/bench/results.json --only givt
 
-Causal: the condition prefix fills a KV cache, then L sequential one-token steps (REFERENCE.md §3.4); MaskGIT: S = 16
-full passes over [prefix, L tokens], each drawing every still-unknown token (§3.6). Both models are built from one
+Causal: the condition prefix fills a KV cache, then L sequential one-token steps (GIVT §3.2); MaskGIT: S = 16
+full passes over [prefix, L tokens], each drawing every still-unknown token (GIVT §4.1). Both models are built from one
 GIVTConfig (same trunk width / depth / heads / MLP, same GMM: k = 16 diagonal components of d = 16, same
 conditioning), dropout 0, and differ only in `variant` (MaskGIT's label table has three more rows). Each is timed
 without guidance (w = 0) and with DB-CFG (w = 0.4): guidance doubles the rows of every forward pass (the conditional
@@ -45,7 +45,7 @@ from vltk.sampling.givt import GIVTSampling, maskgit_mask_counts, sample
 VARIANTS = ("causal", "maskgit")
 CFG_WEIGHTS = (0.0, 0.4)  # no guidance; DB-CFG at the paper's causal 256 px weight
 # A size is the GIVTConfig both variants are built from (bench_generators' Size describes VQ vocabularies, which a
-# GIVT has none of) and a batch. d = 16, k = 16 diagonal: the paper's Default (REFERENCE.md §3.2-3.3).
+# GIVT has none of) and a batch. d = 16, k = 16 diagonal: the paper's Default (GIVT §4.1, §5.1).
 GMM = GMMConfig(kind="diagonal", mixtures=16, channels=16)
 DEMO = GIVTConfig(size="tiny", image_tokens=64, text_vocab=1024, text_tokens=32, gmm=GMM, dropout=0.0,
                   attn_dropout=0.0)

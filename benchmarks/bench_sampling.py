@@ -3,13 +3,14 @@ and with classifier-free guidance.
 
     python -m benchmarks.run --out build/bench/results.json --only sampling
 
-T2I: MAGVLT runs T = 10 full forward passes (REFERENCE.md §1.13.1), ARGVLT N sequential steps through its KV cache
-(§2); the paper reports MAGVLT 8.12x faster at 256 image tokens on a GPU. I2T: MAGVLT runs a length pass and T = 12
-iterations (§1.13.2); ARGVLT is forced to its worst case of C steps (an EOS id no token equals, so no row stops; an
-untrained model rarely draws its EOS anyway). Both models are untrained and built from the same config (dropout 0):
-speed does not depend on the weights. Rates are images or captions per second; `magvlt_over_argvlt` above 1 means
-MAGVLT is faster. The four samplers of a task (MAGVLT and ARGVLT, plain and guided) are timed in interleaved rounds
-(the median round each; `round_spread` says how much the rounds disagreed), after one untimed warm-up call.
+T2I: MAGVLT runs T = 10 full forward passes (MAGVLT §4.1), ARGVLT N sequential steps through its KV cache (the official
+feat/eval sampling.py); the paper reports MAGVLT 8.12x faster at 256 image tokens on a GPU (MAGVLT Tab. 9). I2T:
+MAGVLT runs a length pass and T = 12 iterations (MAGVLT §4.1); ARGVLT is forced to its worst case of C steps (an EOS id
+no token equals, so no row stops; an untrained model rarely draws its EOS anyway). Both models are untrained and built
+from the same config (dropout 0): speed does not depend on the weights. Rates are images or captions per second;
+`magvlt_over_argvlt` above 1 means MAGVLT is faster. The four samplers of a task (MAGVLT and ARGVLT, plain and guided)
+are timed in interleaved rounds (the median round each; `round_spread` says how much the rounds disagreed), after one
+untimed warm-up call.
 
 On a CPU the demo's size and the paper's sequence length (a one-layer trunk of the base width) run in fp32 at batch 1
 and 16, with caption-like text lengths. `trunk_token_positions` gives each sampler's work per sample (I2T: an upper

@@ -1,4 +1,4 @@
-"""Mask schedules and mask counts: pure functions of a ratio (REFERENCE.md §1.7, §1.10, §8 items 1–3).
+"""Mask schedules and mask counts: pure functions of a ratio (MAGVLT §3.1-3.3; magvlt maskgit.py).
 
     fraction = mask_fraction(r, "cosine")                 # r = progress in [0, 1]: 1 at r = 0, 0 at r = 1
     count = mask_count(fraction, n, rounding="ceil")      # clamp(ceil(fraction * n), 1, n)
@@ -39,7 +39,7 @@ def mask_count(fraction: torch.Tensor, n: torch.Tensor | int, rounding: Rounding
     """(B,) long: clamp(round(fraction * n), 1, n) with `rounding` ceil or floor; n is a count per row or one int.
 
     Computed in float32 as the official code does: cos(pi/2) is -4.4e-8 there, so r = 1 gives a fraction <= 0 and the
-    clamp makes it 1 (pitfall 2).
+    clamp makes it 1 (the minimum of 1 is the official `_get_t2i_mask`'s).
     """
     n = torch.as_tensor(n, device=fraction.device).expand_as(fraction)
     scaled = fraction.float() * n.float()

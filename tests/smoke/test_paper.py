@@ -2,8 +2,9 @@
 chain runs end to end on a tiny COCO-format data set (Karpathy's dataset_coco.json layout, images rendered by synth).
 
 The tiny run uses the real stages/paper/*.toml files; only sizes are shrunk, with the recipe's PAPER_<STAGE>_FLAGS, so
-the recipe and its configs cannot drift from what this test runs. Expected values come from REFERENCE.md (§1.14-1.15,
-§5, §6.1) and from the fixture's own captions and splits, never from the run's output.
+the recipe and its configs cannot drift from what this test runs. Expected values come from the MAGVLT paper
+(§4.1, App. A, Tab. 8), its official eval code, CLIP's tokenizer, and the fixture's own captions and splits, never
+from the run's output.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ ROOT = Path(__file__).parents[2]
 PAPER = ROOT / "stages" / "paper"
 BIN = Path(sys.executable).parent  # the venv running the tests; its vltk is the one under test
 STAGES = ("shard", "tokenize text", "tokenize image", "encode", "train-gen", "sample", "score")
-# Karpathy's split names of the fixture's images, in order; restval trains (§6.1: the test split is captioning's).
+# Karpathy's split names of the fixture's images, in order; restval trains (the test split is captioning's: MAGVLT's
+# feat/eval eval_i2t.py).
 KARPATHY = ["train"] * 10 + ["restval"] * 2 + ["val"] * 4 + ["test"] * 4
 TINY = {  # shrinks the heavy stages; everything else is stages/paper's
     "PAPER_SHARD_FLAGS": "--size 32",
@@ -76,20 +78,20 @@ def test_every_paper_config_loads_and_holds_the_papers_settings():
         cls = train_gen.RUNS[read_toml(file)["generator"]] if file.stem.startswith("train_gen") else classes[file.stem]
         cfgs[file.stem] = load_config(cls, file)
     assert set(classes) | {"train_gen_magvlt", "train_gen_argvlt"} <= set(cfgs)
-    # §6.1: resize 256 + centre crop; §1.14 / §5: CLIP BPE with a 64-token context, BPE-dropout 0.1.
+    # MAGVLT App. F: resize 256 + centre crop; §4.1 / App. A: CLIP BPE with a 64-token context, BPE-dropout 0.1.
     assert (cfgs["shard"].size, cfgs["shard"].resize) == (256, "center-crop")
     assert (cfgs["tokenize_text"].context_length, cfgs["tokenize_text"].bpe_dropout) == (64, 0.1)
-    # §4.1: f16 (5 levels), 16,384 codes, taming's 128-wide encoder with attention at 16 px.
+    # taming's f16-16384 VQ-GAN: f16 (5 levels), 16,384 codes, a 128-wide encoder with attention at 16 px.
     image = cfgs["tokenize_image"].model
     assert (image.grid_size, image.quantizer.codebook_size, image.encoder.channels) == (16, 16384, 128)
     assert image.encoder.attn_resolutions == (16,)
-    # §1.14-1.15: base = 24 x 1024, 8 heads; batch 4,096 for 40K updates; label smoothing 0.1; clipping at 4.
+    # MAGVLT App. A, Tab. 8: base = 24 x 1024, 8 heads; batch 4,096 for 40K updates; label smoothing 0.1; clipping at 4.
     for name in ("train_gen_magvlt", "train_gen_argvlt"):
         run = cfgs[name]
         assert (run.model.depth, run.model.width, run.model.heads) == (24, 1024, 8)
         assert (run.train.batch_size, run.train.steps, run.optim.grad_clip) == (4096, 40_000, 4.0)
         assert run.objective.label_smoothing == 0.1
-    # §6.1: T2I on 30k val captions, I2T on the Karpathy test split (5,000 images).
+    # feat/eval eval_t2i.py / eval_i2t.py: T2I on 30k val captions, I2T on the Karpathy test split (5,000 images).
     t2i, i2t = cfgs["sample_t2i"], cfgs["sample_i2t"]
     assert (t2i.task, t2i.split, t2i.count) == ("t2i", "val", 30_000)
     assert (i2t.task, i2t.split, i2t.count) == ("i2t", "test", 5000)
@@ -110,7 +112,7 @@ def test_make_paper_dry_runs_every_stage_and_needs_data():
     assert given.returncode == 0, given.stderr
     assert "tokenize image build/paper-dry/shards build/paper-dry/image-tok --from-taming last.ckpt" in given.stdout
     t2i = next(line for line in given.stdout.splitlines() if "samples-t2i --config" in line)
-    assert "--set candidates=32 --set rerank=clip --set clip_weights=clip.pt" in t2i  # §1.13.6: 32 per caption
+    assert "--set candidates=32 --set rerank=clip --set clip_weights=clip.pt" in t2i  # MAGVLT §4.1: 32 per caption
     scores = [line for line in given.stdout.splitlines() if "vltk score" in line]
     assert ["inception_weights=inception.pth" in line for line in scores] == ["scores-t2i" in line for line in scores]
     assert all("--set clip_weights=clip.pt" in line for line in scores)  # the CLIP score, both tasks
@@ -135,9 +137,9 @@ def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
     assert [s.captions for s in iter_samples(run / "shards", "test", images=False)] == [
         tuple(x["raw"] for x in img["sentences"]) for img in by_split["test"]]
     text = contents("text-tok")
-    assert (text["vocab_size"], text["context_length"]) == (49408, 64)  # CLIP's BPE (§5), MAGVLT's context (§1.14)
+    assert (text["vocab_size"], text["context_length"]) == (49408, 64)  # CLIP's BPE, MAGVLT's context (MAGVLT §4.1)
 
-    # T2I: the first caption of each val image, in order (§6.1); I2T: the test images against all their captions.
+    # T2I: the first caption of each val image, in order (eval_t2i.py); I2T: the test images against all their captions.
     t2i = [json.loads(line) for line in (run / "samples-t2i" / "samples.jsonl").read_text().splitlines()]
     assert [row["prompt"] for row in t2i] == [img["sentences"][0]["raw"] for img in by_split["val"]]
     i2t = [json.loads(line) for line in (run / "samples-i2t" / "samples.jsonl").read_text().splitlines()]

@@ -124,7 +124,7 @@ def test_maskgit_with_classes_and_adapter(encoded, tmp_path):
                            "model.adapter.blocks=2"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["optim"]["weight_decay"] == 0.0  # MaskGIT: no decay (REFERENCE.md §3.4)
+    assert manifest["config"]["optim"]["weight_decay"] == 0.0  # MaskGIT: no decay (big_vision configs/proj/givt)
     assert manifest["contents"]["classes"] == ["False", "True"]
     model, _ = load_generator(out)
     assert model.cfg.variant == "maskgit" and model.cfg.num_classes == 2 and model.cfg.text_tokens == 0

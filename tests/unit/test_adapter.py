@@ -1,4 +1,4 @@
-"""GIVT's iRevNet adapter (REFERENCE.md §3.5): exact inverse, unit Jacobian determinant, and the paper's ~112k
+"""GIVT's iRevNet adapter (GIVT §3.3, App. B): exact inverse, unit Jacobian determinant, and the paper's ~112k
 parameters for d = 16 with bottleneck 64."""
 
 from __future__ import annotations

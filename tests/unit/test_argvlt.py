@@ -1,5 +1,5 @@
 """ARGVLT: the two orders position by position, shift-by-one and causality, KV-cache decoding, the 0.9 / 0.1 loss
-(REFERENCE.md §2), the order draw, the size against MAGVLT, a few training steps, and condition dropout (the null
+(MAGVLT App. A), the order draw, the size against MAGVLT, a few training steps, and condition dropout (the null
 caption and image, rate 0 and 1, keyed draws: one process = two)."""
 
 from __future__ import annotations

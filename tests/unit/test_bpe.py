@@ -1,4 +1,4 @@
-"""The CLIP BPE tokenizer: parity with open_clip, the ids of REFERENCE.md §1.2 and §5, MAGVLT rows, BPE-dropout."""
+"""The CLIP BPE tokenizer: parity with open_clip, the ids of open_clip and MAGVLT's code, MAGVLT rows, BPE-dropout."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def _assert_parity(tok, open_clip, texts, context_length):
 
 
 def test_vocabulary_matches_reference(tok):
-    # REFERENCE.md §1.2 and §5: 49,408 ids; SEP is the non-word-final "|" (91), not "|</w>" (347); EOS = PAD = 49407.
+    # open_clip's tokenizer.py and kakaobrain/magvlt's maskgit.py / tokenizers.py: 49,408 ids; SEP is the
+    # non-word-final "|" (91), not "|</w>" (347); EOS = PAD = 49407.
     assert tok.vocab_size == 49408
     assert len(tok.merges) == 48894
     assert tok.sep_id == 91 and tok.tokens[91] == "|"
@@ -117,7 +118,7 @@ def test_normalize_matches_open_clip_cleaning(open_clip_tokenizer):
 
 
 def test_magvlt_short_caption(tok, open_clip_tokenizer):
-    # MAGVLT: no SOT, the text ids, one EOS, EOS padding; n_txt counts the EOS (REFERENCE.md §1.2).
+    # MAGVLT: no SOT, the text ids, one EOS, EOS padding; n_txt counts the EOS (magvlt tokenizers.py).
     clip_row = open_clip_tokenizer.tokenize(["A red circle above a blue square."]).numpy()[0]
     ids = clip_row[1 : list(clip_row).index(49407)]
     row = tok.encode_batch(["A red circle above a blue square."], 64)

@@ -12,7 +12,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 
-REFERENCES = {
+GROUND_TRUTH = {
     "a": ["A red circle above a blue square.", "a blue square below a red circle"],
     "b": ["a small green triangle", "there is a small green triangle in the top left"],
     "c": ["two large purple squares", "a large purple square next to another"],
@@ -21,9 +21,9 @@ CANDIDATES = {"a": "a red circle above a square", "b": "a small green triangle",
 
 
 def test_parity_with_pycocoevalcap_called_directly():
-    ours = caption_metrics(REFERENCES, CANDIDATES)
+    ours = caption_metrics(GROUND_TRUTH, CANDIDATES)
     tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in REFERENCES.items()})
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in GROUND_TRUTH.items()})
     res = tokenizer.tokenize({k: [{"caption": c}] for k, c in CANDIDATES.items()})
     bleu = Bleu(4).compute_score(gts, res)[0]
     assert [ours[f"BLEU-{n}"] for n in range(1, 5)] == pytest.approx(bleu, abs=1e-4)
@@ -34,9 +34,9 @@ def test_parity_with_pycocoevalcap_called_directly():
 
 
 def test_a_perfect_caption_scores_higher_and_errors_are_clear():
-    perfect = caption_metrics(REFERENCES, {k: v[0] for k, v in REFERENCES.items()}, meteor=False)
-    assert perfect["BLEU-1"] > caption_metrics(REFERENCES, CANDIDATES, meteor=False)["BLEU-1"]
+    perfect = caption_metrics(GROUND_TRUTH, {k: v[0] for k, v in GROUND_TRUTH.items()}, meteor=False)
+    assert perfect["BLEU-1"] > caption_metrics(GROUND_TRUTH, CANDIDATES, meteor=False)["BLEU-1"]
     with pytest.raises(VltkError, match="no references"):
-        caption_metrics(REFERENCES, {"z": "a red circle"}, meteor=False)
+        caption_metrics(GROUND_TRUTH, {"z": "a red circle"}, meteor=False)
     with pytest.raises(VltkError, match="no captions"):
-        caption_metrics(REFERENCES, {}, meteor=False)
+        caption_metrics(GROUND_TRUTH, {}, meteor=False)

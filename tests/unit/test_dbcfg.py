@@ -1,4 +1,4 @@
-"""DB-CFG (REFERENCE.md §3.6) against closed forms: the guided target of two Gaussians is a Gaussian (precision
+"""DB-CFG (GIVT §3.4, App. D) against closed forms: the guided target of two Gaussians is a Gaussian (precision
 (1+w)/s_c^2 - w/s_u^2, mean by completing the square), checked with a hand-computed Kolmogorov-Smirnov statistic."""
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_the_mode_envelope_is_the_grid_s_where_the_grid_finds_the_peak():
 
 def test_the_mode_envelope_finds_a_peak_the_grid_misses():
     # sigma = 0.004 << the grid step 0.02: the guided mode mu_c + 0.011 lies 0.009 from the nearest grid point, 2.25
-    # std away, so the grid's M is e^(2.25^2 / 2) = 12.6x too small (REFERENCE.md §8 item 21); the mode's is exact.
+    # std away, so the grid's M is e^(2.25^2 / 2) = 12.6x too small (big_vision's grid rule); the mode's is exact.
     mu_c, s, w = 0.0, 0.004, 1.0
     mean, _ = guided_gaussian(mu_c, s, mu_c - 0.011, s, w)
     assert math.isclose(mean, 0.011)

@@ -1,5 +1,5 @@
-"""GIVT (REFERENCE.md §3.2-3.4): N(0, I) at init, causality and the KV cache, caption pads and CFG dropping, MaskGIT's
-concat fusion, the training mask's ratios, and the paper's model sizes."""
+"""GIVT (GIVT §3.2, App. B; big_vision givt.py): N(0, I) at init, causality and the KV cache, caption pads and CFG
+dropping, MaskGIT's concat fusion, the training mask's ratios, and the paper's model sizes."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_config_round_trips_through_a_manifest_dict():
 
 
 def test_blocks_have_givts_switches():
-    # REFERENCE.md §3.2: LayerNorms and self-attention without bias, the MLP with biases, a tanh GELU.
+    # big_vision givt.py: LayerNorms and self-attention without bias, the MLP with biases, a tanh GELU.
     block = tiny().transformer.blocks[0]
     assert block.norm1.bias is None and block.attn.qkv.bias is None and block.attn.proj.bias is None
     assert block.mlp.fc.bias is not None and block.mlp.fc.out_features == 64 and block.mlp.gelu == "tanh"

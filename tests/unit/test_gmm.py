@@ -1,5 +1,6 @@
-"""GIVT's GMM head: the raw-output layouts and scale maps of REFERENCE.md §3.3, the NLL against torch.distributions and a
-hand-written float64 density, the sampler's moments against the mixture's analytic ones, and the temperatures (§3.6)."""
+"""GIVT's GMM head: the raw-output layouts and scale maps of big_vision givt.py, the NLL against torch.distributions and
+a hand-written float64 density, the sampler's moments against the mixture's analytic ones, and the temperatures
+(GIVT §3.4)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def squareplus_by_hand(x: float) -> float:
 
 
 def test_logit_counts_follow_big_vision():
-    # k + 2kd, 3kd and d^2 + d (REFERENCE.md §3.3): 16 + 512 = 528 for the released k = d = 16.
+    # k + 2kd, 3kd and d^2 + d (big_vision givt.py `get_pdf`): 16 + 512 = 528 for the released k = d = 16.
     assert GMMConfig(kind="diagonal", mixtures=16, channels=16).num_logits == 528
     assert GMMConfig(kind="per_channel", mixtures=4, channels=16).num_logits == 192
     assert GMMConfig(kind="full", mixtures=1, channels=16).num_logits == 272

@@ -1,4 +1,4 @@
-"""Tokenizer losses against hand-computed values and REFERENCE.md §4.3/§4.4/§8 #16: pixel, GAN losses, the adaptive
+"""Tokenizer losses against hand-computed values and taming's vqperceptual.py: pixel, GAN losses, the adaptive
 weight, the GAN ramp, the PatchGAN's shapes, and LPIPS from a VGG16 state-dict file (random weights, saved to disk)."""
 
 from __future__ import annotations

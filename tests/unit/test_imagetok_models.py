@@ -1,5 +1,5 @@
-"""The tokenizer models: CNN blocks against taming's definitions (REFERENCE.md §4.1), encode/decode shapes and dtypes
-for f = 4, 8, 16, and the beta-VAE's KL, clipping and sampling against §3.1."""
+"""The tokenizer models: CNN blocks against taming's definitions (taming's model.py), encode/decode shapes and dtypes
+for f = 4, 8, 16, and the beta-VAE's KL, clipping and sampling against GIVT §3.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MAGVLT's training objective against REFERENCE.md §1.7–1.12: tasks, masks, losses, UnrollMask and MixSel."""
+"""MAGVLT's training objective against MAGVLT §3.1-3.5 and maskgit.py: tasks, masks, losses, UnrollMask and MixSel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MixSel's pixel-space mixing (REFERENCE.md §1.11): geometry against PIL's resize, directions 50/50, partners."""
+"""MixSel's pixel-space mixing (MAGVLT §3.4): geometry against PIL's resize, directions 50/50, partners."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The paper's GIVT configs (stages/paper/) against GIVT's published operating points (REFERENCE.md §3): each loads into
+"""The paper's GIVT configs (stages/paper/) against GIVT's published operating points (GIVT §4.1): each loads into
 its stage's config class, the Default trunk sized by train-gen for ImageNet 256 has Tab. 5's 304M parameters, the
 optimiser is big_vision's (wd 1e-4 at lr 1e-3 = AdamW 0.1 on kernels; none for MaskGIT) over 500 epochs with 10%
 warm-up, and sampling is at t = 0.95, w = 0.4 (causal) with MaskGIT's 16 steps and t_C = 35."""

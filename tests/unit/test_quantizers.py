@@ -1,5 +1,5 @@
 """The vector quantizer against hand-computed cases: straight-through gradients, legacy vs non-legacy loss weights,
-EMA maths (REFERENCE.md §4.2), k-means init, dead-code restart, usage/perplexity, cosine lookup, distributed sync."""
+EMA maths (taming's EMA VQ), k-means init, dead-code restart, usage/perplexity, cosine lookup, distributed sync."""
 
 from __future__ import annotations
 

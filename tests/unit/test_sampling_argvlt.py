@@ -1,4 +1,4 @@
-"""ARGVLT's KV-cache samplers: the default filters (REFERENCE.md §2), shapes and ranges, determinism, the number of
+"""ARGVLT's KV-cache samplers: the default filters (magvlt feat/eval), shapes and ranges, determinism, the number of
 model steps, early stop on EOS, greedy decoding against a full (uncached) forward, AR inpainting's permutation, and
 classifier-free guidance through one cache of 2B rows (w = 0 bitwise unguided; every step's logits against full
 forwards of the 2B rows and of c and u apart)."""

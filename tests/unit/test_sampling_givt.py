@@ -1,4 +1,4 @@
-"""GIVT's samplers (REFERENCE.md §3.6): the MaskGIT mask counts, the KV-cache decoder against a full-forward reference
+"""GIVT's samplers (GIVT §3.4, §4.1): the MaskGIT mask counts, the KV-cache decoder against a full-forward reference
 loop (with and without DB-CFG), variance scaling on a zero head, beam search against ancestral sampling, guidance
 whose two passes agree, MaskGIT never re-masking a decoded position, and the invalid combinations."""
 

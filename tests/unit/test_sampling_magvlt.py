@@ -1,4 +1,4 @@
-"""MAGVLT's samplers against REFERENCE.md §1.13 and hand-computed cases; stub models make the rules observable."""
+"""MAGVLT's samplers against kakaobrain/magvlt's and hand-computed cases; stub models make the rules observable."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class Stub(nn.Module):
 
 def test_unmask_counts_match_the_reference_table():
     counts = unmask_counts(256, 10, "cosine")
-    assert counts == [3, 9, 15, 21, 26, 31, 34, 37, 39, 41]  # REFERENCE.md §1.13.1
+    assert counts == [3, 9, 15, 21, 26, 31, 34, 37, 39, 41]  # kakaobrain/magvlt `sample_t2i`
     remaining = [256 - sum(counts[: t + 1]) for t in range(10)]
     assert remaining == [253, 244, 229, 208, 182, 151, 117, 80, 41, 0]
 
@@ -108,7 +108,7 @@ def test_infill_span_and_center_box_hand_cases():
     assert infill_span(7) == (2, 3)
     assert infill_span(1) == (0, 0)
     box = center_box(16).view(16, 16)
-    assert box.sum() == 64  # 25% of the tokens (REFERENCE.md §1.13.4)
+    assert box.sum() == 64  # 25% of the tokens (MAGVLT §4.2: the central 8 x 8)
     rows, cols = box.nonzero(as_tuple=True)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 11, 4, 11)
 

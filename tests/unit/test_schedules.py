@@ -1,4 +1,4 @@
-"""Mask schedules, counts and subset masks against REFERENCE.md §1.7 / §1.10 and hand-computed cases."""
+"""Mask schedules, counts and subset masks against MAGVLT §3.1 / §3.3, magvlt maskgit.py and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from vltk.schedules import mask_count, mask_fraction
 
 
 def test_image_counts_match_the_reference_table():
-    # REFERENCE.md §1.7: r = 0 -> 256, 0.25 -> 237, 0.5 -> 182, 0.75 -> 98, 0.99 -> 5 (cosine, ceil, N = 256).
+    # magvlt `_get_t2i_mask`: r = 0 -> 256, 0.25 -> 237, 0.5 -> 182, 0.75 -> 98, 0.99 -> 5 (cosine, ceil, N = 256).
     r = torch.tensor([0.0, 0.25, 0.5, 0.75, 0.99])
     counts = mask_count(mask_fraction(r, "cosine"), 256, "ceil")
     assert counts.tolist() == [256, 237, 182, 98, 5]
 
 
 def test_r_one_still_masks_one_token():
-    # cos(pi/2) is -4.4e-8 in float32: the clamp keeps at least one masked token (pitfall 2).
+    # cos(pi/2) is -4.4e-8 in float32: the clamp keeps at least one masked token (as `_get_t2i_mask`).
     assert mask_count(mask_fraction(torch.tensor([1.0]), "cosine"), 256, "ceil").item() == 1
 
 

@@ -1,7 +1,7 @@
 """The taming checkpoint loader: a random state dict in taming's own key layout (written out below from taming's
 module structure, `taming/modules/diffusionmodules/model.py` and `taming/models/vqgan.py`), saved as a Lightning
 checkpoint, must land tensor for tensor in `VQGAN` with strict loading; the released f16-16384 layout must read back
-as REFERENCE.md §4.1's config and size."""
+as taming's f16-16384 config and size."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_the_released_layout_reads_as_the_f16_16384_config():
     assert {rename(k) for k in state} | {"quantizer.ema_count", "quantizer.initialized"} == set(model.state_dict())
     codebook = 16384 * 256
     params = sum(p.numel() for p in model.parameters()) - codebook
-    assert 70e6 < params < 74e6 and codebook == pytest.approx(4.2e6, rel=0.01)  # §4.1: ~72M + a 4.2M codebook
+    assert 70e6 < params < 74e6 and codebook == pytest.approx(4.2e6, rel=0.01)  # taming: ~72M + a 4.2M codebook
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(taming_file, tmp_path):

@@ -1,4 +1,4 @@
-"""MixSel's mixed images (REFERENCE.md §1.11): two images squashed into halves of one, in pixel space.
+"""MixSel's mixed images (MAGVLT §3.4; magvlt `HalfTransform`): two images squashed into halves of one, in pixel space.
 
     directions = draw_directions(len(a), generator)            # (B,) bool: True = vertical (A top, B bottom)
     mixed = mix(a, b, directions)                              # (B, 3, H, W), then encoded like any image
@@ -7,8 +7,8 @@
 MAGVLT's `HalfTransform` resizes (squashes, never crops) each image to half width for a left/right mix or half height
 for a top/bottom mix and concatenates the halves, so the mixed image holds both images whole at half resolution; the
 tokenizer then encodes it like any other image. Splicing the token grids of two full images would be a different task
-(pitfall 13). Horizontal: A on the left, B on the right; vertical: A on top, B below. The selection token a generator
-uses (LEFT/RIGHT or TOP/BOTTOM) follows from the direction and which of A and B is the target.
+(the official code mixes pixels). Horizontal: A on the left, B on the right; vertical: A on top, B below. The selection
+token a generator uses (LEFT/RIGHT or TOP/BOTTOM) follows from the direction and which of A and B is the target.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The taming-style convolutional encoder and decoder shared by the VQ-GAN and the beta-VAE (REFERENCE.md §4.1).
+"""The taming-style convolutional encoder and decoder shared by the VQ-GAN and the beta-VAE (taming's model.py).
 
     enc = Encoder(CNNConfig(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=()),
                   image_size=32, out_channels=64)
@@ -47,7 +47,7 @@ class ResnetBlock(nn.Module):
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        # A 1x1 projection of the *input* when the width changes (taming's nin_shortcut; not MaskGIT's quirk, §8 #18).
+        # A 1x1 projection of the *input* when the width changes (taming's nin_shortcut; MaskGIT's acts on the output).
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
     cfg = load_config(ImageTokenizerConfig, Path("stages/demo/tokenizer.toml"), ["encoder.channels=64"])
     cfg.downsample, cfg.grid_size          # 2**(len(channel_mult) - 1), image_size // downsample
 
-The defaults are the released taming VQ-GAN f16 architecture (REFERENCE.md §4.1) with a quantizer set up for new
-training (`legacy=False`) and GIVT's beta-VAE posterior (§3.1: d = 16, beta = 5e-5, log-variance clipped to [-30, 20]).
+The defaults are the released taming VQ-GAN f16 architecture (vqgan_imagenet_f16_16384) with a quantizer set up for
+new training (`legacy=False`) and GIVT's beta-VAE posterior (GIVT §4.1: d = 16, beta = 5e-5; log-variance clipped to
+[-30, 20] as in big_vision's givt/cnn.py).
 Both `quantizer` and `vae` are always present; `kind` says which one the model uses.
 """
 
@@ -45,7 +46,7 @@ class CNNConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class QuantizerConfig:
-    """Straight-through VQ (REFERENCE.md §4.2) with the options against codebook collapse (§8 item 15)."""
+    """Straight-through VQ (taming/modules/vqvae/quantize.py) with the usual options against codebook collapse."""
 
     codebook_size: int = 16384
     code_dim: int = 256  # the codes' width; quant_conv projects z_channels to it (small + l2_norm = factorised codes)
@@ -77,7 +78,7 @@ class QuantizerConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VAEConfig:
-    """GIVT's Gaussian posterior (REFERENCE.md §3.1)."""
+    """GIVT's Gaussian posterior (GIVT §3.1)."""
 
     latent_channels: int = 16  # d
     kl_weight: float = 5e-5  # beta

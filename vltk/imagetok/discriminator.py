@@ -1,4 +1,4 @@
-"""The PatchGAN discriminator of taming / pix2pix (`NLayerDiscriminator`, REFERENCE.md §4.3).
+"""The PatchGAN discriminator of taming / pix2pix (`NLayerDiscriminator`, taming/modules/discriminator/model.py).
 
     disc = PatchDiscriminator(ndf=64, n_layers=3)     # norm="batch" as taming; "group" for small or sharded batches
     disc(torch.randn(8, 3, 256, 256)).shape           # (8, 1, 30, 30): one real/fake logit per overlapping patch

@@ -1,6 +1,6 @@
-"""The tokenizers' training losses: pixel, LPIPS perceptual, adversarial, and the GAN weighting (REFERENCE.md §4.3).
+"""The tokenizers' training losses: pixel, LPIPS perceptual, adversarial, and the GAN weighting (taming's vqperceptual).
 
-    perceptual = build_perceptual(vgg_path)       # None without a path: the perceptual term is off (§4.4)
+    perceptual = build_perceptual(vgg_path)       # None without a path: the perceptual term is off (vltk's choice)
     rec = pixel_loss(x, out.recon, "l1") + (perceptual(x, out.recon).mean() if perceptual else 0)
     g = generator_loss("hinge", disc(out.recon))
     weight = adaptive_weight(rec, g, model.last_layer) * disc_weight * gan_factor(step, start, ramp_steps)
@@ -111,7 +111,7 @@ def gan_factor(step: int, start: int, ramp_steps: int) -> float:
     """The generator's GAN-weight factor: 0 before `start`, then linear from 0 to 1 over `ramp_steps` steps.
 
     The discriminator trains from `start` on, so during the ramp it warms up against a generator that barely feels it;
-    switching the adversarial term on at full weight degrades reconstructions (REFERENCE.md §8 #16).
+    switching the adversarial term on at full weight degrades reconstructions (CompVis/taming-transformers#44).
     """
     if step < start:
         return 0.0

@@ -1,4 +1,4 @@
-"""Straight-through vector quantisation with the usual remedies for codebook collapse (REFERENCE.md §4.2, §8 #15).
+"""Straight-through vector quantisation with the usual remedies for codebook collapse (taming's quantize.py).
 
     vq = VectorQuantizer(QuantizerConfig(codebook_size=512, code_dim=8, l2_norm=True, ema=True, init="kmeans",
                                          dead_code_threshold=1.0))

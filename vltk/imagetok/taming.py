@@ -4,7 +4,7 @@
     model = VQGAN(cfg); model.load_state_dict(state)           # strict: every tensor has its place
 
 The file is a Lightning checkpoint read with `weights_only=True`; its `state_dict` keys follow taming's modules, which
-`vltk.imagetok.cnn` mirrors name for name except for this table (REFERENCE.md §4.1):
+`vltk.imagetok.cnn` mirrors name for name except for this table (taming/models/vqgan.py):
 
     taming                        vltk
     quantize.embedding.weight  -> quantizer.codebook

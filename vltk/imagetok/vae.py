@@ -1,4 +1,4 @@
-"""GIVT's beta-VAE tokenizer: the same CNN with a Gaussian posterior of d channels per position (REFERENCE.md §3.1).
+"""GIVT's beta-VAE tokenizer: the same CNN with a Gaussian posterior of d channels per position (GIVT §3.1).
 
     model = BetaVAE(ImageTokenizerConfig(kind="vae", image_size=32, encoder=CNNConfig(channels=64,
                     channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=()), vae=VAEConfig(latent_channels=16)))
@@ -6,7 +6,7 @@
     z = model.sample(mean, logvar, generator)               # mean + exp(logvar / 2) * eps
     recon = model.decode(z)                                 # (B, 3, 32, 32), clipped to [-1, 1] in eval mode
 
-forward samples z in training mode (GIVT trains on samples, §8 #23) and uses the mean in eval mode, so evaluation is
+forward samples z in training mode (GIVT trains on samples, GIVT §4.1) and uses the mean in eval mode, so evaluation is
 deterministic. The KL term is -1/2 sum(1 + logvar - mean^2 - exp(logvar)) summed over each image's latent, averaged
 over the batch, times `kl_weight` (beta). As in the VQ-GAN, 1x1 convs sit between the CNN's z_channels and the latent:
 quant_conv makes the 2d channels of (mean, logvar), post_quant_conv widens z back. The decoder's output is clipped

@@ -1,4 +1,4 @@
-"""The VQ-GAN tokenizer: encoder -> quant_conv -> quantizer -> post_quant_conv -> decoder (REFERENCE.md §4.1).
+"""The VQ-GAN tokenizer: encoder -> quant_conv -> quantizer -> post_quant_conv -> decoder (taming/models/vqgan.py).
 
     model = VQGAN(ImageTokenizerConfig(kind="vqgan", image_size=32, encoder=CNNConfig(channels=64,
                   channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=()),

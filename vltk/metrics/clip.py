@@ -5,10 +5,10 @@
     clip_score(similarity)                       # {"cosine": 0.3176, "clipscore": 31.76}
 
 The image goes through open_clip's own validation transform for the architecture (ViT-B-32: bicubic resize to 224,
-centre crop, CLIP's mean and std) and the text through its tokenizer (CLIP's BPE, 77 tokens), as REFERENCE.md §8.25
-asks of re-ranking. The weights file is an open_clip state dict (`.safetensors`, or a torch file read with
-`weights_only=True`; open_clip's loader also takes a `{"state_dict": ...}` training checkpoint); nothing is downloaded.
-MAGVLT re-ranks and scores with OpenAI's CLIP ViT-B/32, which uses QuickGELU: with OpenAI's weights (e.g.
+centre crop, CLIP's mean and std) and the text through its tokenizer (CLIP's BPE, 77 tokens), as openai/CLIP's
+clip/clip.py prepares them for the model. The weights file is an open_clip state dict (`.safetensors`, or a torch file
+read with `weights_only=True`; open_clip's loader also takes a `{"state_dict": ...}` training checkpoint); nothing is
+downloaded. MAGVLT re-ranks and scores with OpenAI's CLIP ViT-B/32, which uses QuickGELU: with OpenAI's weights (e.g.
 `open_clip_model.safetensors` of timm/vit_base_patch32_clip_224.openai) pass `ViT-B-32-quickgelu`; plain `ViT-B-32` is
 for weights trained with GELU (LAION's). The activation has no weights, so a mismatch cannot be detected from the file.
 The TorchScript `ViT-B-32.pt` that OpenAI's package downloads is not a state dict and is refused.
@@ -77,7 +77,7 @@ def clip_similarity(clip: Clip, images: Sequence[Image.Image], texts: Sequence[s
 
 
 def clip_score(similarity: torch.Tensor) -> dict[str, float]:
-    """{"cosine": the mean cosine (MAGVLT's convention, REFERENCE.md §6.1), "clipscore": torchmetrics' CLIPScore}.
+    """{"cosine": the mean cosine (MAGVLT's convention, §4.4), "clipscore": torchmetrics' CLIPScore}.
 
     torchmetrics' CLIPScore.compute() is max(mean(100 cos), 0): it clamps the mean, not each pair's score.
     """

@@ -5,12 +5,12 @@
     real = inception_features(net, real_images)
     fid(fake.pool, real.pool), inception_score(fake.logits, splits=10)     # a float, {"mean": ..., "std": ...}
 
-The network is torch-fidelity's `inception-v3-compat`, the one torchmetrics' FrechetInceptionDistance and
-InceptionScore wrap and MAGVLT's evaluation used (REFERENCE.md §6.1). Torchvision's Inception-v3 has other weights and
-another resize and gives other numbers: never mix the two. Images of any size go in as uint8 and the extractor itself
-resizes them to 299 x 299 with its TF-1-compatible bilinear interpolation, as for the published numbers. FID takes the
-2048-d pool features; IS the 1008 logits without the bias (`logits_unbiased`, the default of both libraries), over
-`splits` chunks of a fixed shuffle (torch-fidelity's seed).
+The network is torch-fidelity's `inception-v3-compat`, the one torchmetrics' FrechetInceptionDistance and InceptionScore
+wrap and MAGVLT's evaluation used (kakaobrain/magvlt feat/eval eval_t2i.py). Torchvision's Inception-v3 has other
+weights and another resize and gives other numbers: never mix the two. Images of any size go in as uint8 and the
+extractor itself resizes them to 299 x 299 with its TF-1-compatible bilinear interpolation, as for the published
+numbers. FID takes the 2048-d pool features; IS the 1008 logits without the bias (`logits_unbiased`, the default of both
+libraries), over `splits` chunks of a fixed shuffle (torch-fidelity's seed).
 
 Nothing is downloaded: the user gives the released `weights-inception-2015-12-05-6726825d.pth` (a torch-saved state
 dict; a `.safetensors` copy of it works too). It is read with `weights_only=True`, so no pickled code from disk runs.

@@ -1,4 +1,4 @@
-"""GIVT's invertible adapter ("+A"): a stack of iRevNet blocks on the VAE's latent grid (REFERENCE.md §3.5).
+"""GIVT's invertible adapter ("+A"): a stack of iRevNet blocks on the VAE's latent grid (GIVT §3.3, App. B).
 
     adapter = Adapter(AdapterConfig(), channels=16)     # 8 blocks, bottleneck 4d = 64: 111,728 parameters
     y = adapter(z)                                      # z (B, 16, h, w) -> y (B, 16, h, w); GIVT is fit to y

@@ -1,4 +1,4 @@
-"""ARGVLT: MAGVLT's autoregressive twin, one causal transformer over text and image tokens (REFERENCE.md §2).
+"""ARGVLT: MAGVLT's autoregressive twin, one causal transformer over text and image tokens (MAGVLT §4.1, App. A).
 
     model = ARGVLT(ARGVLTConfig(size="tiny", image_vocab=512, text_vocab=1024, image_tokens=64, text_tokens=24))
     out = model("t2i", codes, ids, image_query=torch.ones_like(codes, dtype=torch.bool))
@@ -169,7 +169,7 @@ class ARGVLT(nn.Module):
         The output at image slot i has seen the codes and position ids of slots 0..i only: it predicts the code of
         slot i + 1 without being told where that code goes (it learns where once the code is fed, with its id). In
         raster order (training) the place is implied; in any other order a model trained in raster order must infer
-        it, which the AR inpainting of REFERENCE.md §2 relies on."""
+        it, which AR inpainting (feat/eval `sample_1d_fast_it2i`) relies on."""
         cfg = self.cfg
         s = slots(order, cfg.image_tokens, cfg.text_tokens)
         ids = sequence(order, image, text)[:, :-1]  # (B, L - 1): the last token predicts nothing

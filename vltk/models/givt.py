@@ -1,4 +1,4 @@
-"""GIVT: a transformer over continuous soft tokens with a Gaussian-mixture output per token (REFERENCE.md §3.2-3.4).
+"""GIVT: a transformer over continuous soft tokens with a Gaussian-mixture output per token (GIVT §3.2 and App. B).
 
     cfg = GIVTConfig(size="tiny", image_tokens=64, num_classes=10, gmm=GMMConfig(channels=16))
     model = GIVT(cfg)
@@ -132,7 +132,7 @@ class GIVTConfig:
 
 def maskgit_mask(batch: int, length: int, generator: torch.Generator | None = None, min_masking_rate: float = 0.3,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, L) bool, True = masked: GIVT-MaskGIT's training mask (REFERENCE.md §3.4). u ~ U(0, 1 - min_masking_rate),
+    """(B, L) bool, True = masked: GIVT-MaskGIT's training mask (big_vision givt.py). u ~ U(0, 1 - min_masking_rate),
     rho = clip(cos(pi u / 2), 1e-6, 1), ceil(rho L) positions masked, uniformly at random: at least ~45% with 0.3."""
     u = torch.rand(batch, generator=generator, device=device) * (1 - min_masking_rate)
     counts = mask_count(mask_fraction(u, "cosine").clamp(1e-6, 1), length, "ceil")  # (B,)

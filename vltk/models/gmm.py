@@ -1,4 +1,4 @@
-"""GIVT's output distribution: a Gaussian mixture per soft token, read from the head's raw outputs (REFERENCE.md §3.3).
+"""GIVT's output distribution: a Gaussian mixture per soft token, read from the head's raw outputs (GIVT §3.2).
 
     cfg = GMMConfig(kind="diagonal", mixtures=16, channels=16)
     gmm = GMM.from_logits(raw, cfg, scale_temperature=0.95)   # raw (..., cfg.num_logits) from the GIVT head
@@ -76,7 +76,7 @@ class GMM:
     def from_logits(raw: torch.Tensor, cfg: GMMConfig, scale_temperature: float = 1.0,
                     mixture_temperature: float = 1.0) -> GMM:
         """The mixture of (..., num_logits) raw head outputs. scale_temperature t multiplies the standard deviations
-        (the covariance by t^2, REFERENCE.md §3.6); mixture_temperature multiplies the mixture logits."""
+        (the covariance by t^2, GIVT §3.4's variance scaling); mixture_temperature multiplies the mixture logits."""
         if raw.shape[-1] != cfg.num_logits:
             raise ValueError(f"expected {cfg.num_logits} raw outputs per token for {cfg}, got {raw.shape[-1]}")
         raw = raw.float()
@@ -126,5 +126,5 @@ def log_density(gmm: GMM, z: torch.Tensor) -> torch.Tensor:
 
 
 def nll(gmm: GMM, z: torch.Tensor) -> torch.Tensor:
-    """(...,) negative log-likelihood of each token z (..., d) (REFERENCE.md §3.3 eq. 2)."""
+    """(...,) negative log-likelihood of each token z (..., d) (GIVT App. C.1, eq. 2)."""
     return -log_density(gmm, z)

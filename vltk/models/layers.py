@@ -6,10 +6,11 @@
     cache = trunk.new_cache(batch=4, max_length=324)
     h = trunk(x_new, cache=cache)             # causal decoding: appends the new keys / values, attends to the prefix
 
-The blocks follow MAGVLT's `Transformer1d` (REFERENCE.md §1.6): LayerNorm before attention and before the MLP, q/k/v
-and output projections with biases, attention and residual dropout, an MLP d -> 4d -> d with exact GELU. The q, k and
-v projections are one fused Linear (the same function; one matmul instead of three). GIVT's blocks (§3.2) are the same
-with three switches: no biases in the attention and the block LayerNorms, a tanh GELU, and an explicit MLP width.
+The blocks follow MAGVLT's `Transformer1d` (kakaobrain/magvlt magvlt/models/stage2/layers.py): LayerNorm before
+attention and before the MLP, q/k/v and output projections with biases, attention and residual dropout, an MLP
+d -> 4d -> d with exact GELU. The q, k and v projections are one fused Linear (the same function; one matmul instead of
+three). GIVT's blocks (big_vision givt.py) are the same with three switches: no biases in the attention and the block
+LayerNorms, a tanh GELU, and an explicit MLP width.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ class MLMHead(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0) (REFERENCE.md §1.6). Use with `apply`."""
+    """Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0) (kakaobrain/magvlt transformers.py).
+    Use with `apply`."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:

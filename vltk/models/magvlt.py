@@ -1,4 +1,4 @@
-"""MAGVLT: one bidirectional transformer over image tokens and text tokens (REFERENCE.md §1.2–1.6, §1.9).
+"""MAGVLT: one bidirectional transformer over image tokens and text tokens (MAGVLT §3.1-3.2; magvlt maskgit.py).
 
     model = MAGVLT(MAGVLTConfig(size="tiny", image_vocab=512, text_vocab=1024, image_tokens=64, text_tokens=24))
     out = model(Inputs(layout="t2i", image=codes, image_masked=m_img, text=ids, text_masked=m_txt, text_len=n_txt),
@@ -44,7 +44,7 @@ from torch import nn
 from vltk.models.layers import GeneratorConfig, MLMHead, Transformer, init_weights
 
 Layout = Literal["t2i", "i2t"]
-# The special-token table (REFERENCE.md §1.2): the basic six, then MixSel's four selection tokens.
+# The special-token table (kakaobrain/magvlt models/utils.py): the basic six, then MixSel's four selection tokens.
 BOI, BOT, BOC, BOG, MASK_IMAGE, MASK_TEXT, LEFT, RIGHT, TOP, BOTTOM = range(10)
 BASIC_SPECIALS, MIXSEL_SPECIALS = 6, 10
 

@@ -1,4 +1,4 @@
-"""ARGVLT's training objective (REFERENCE.md §2): one order per step, next-token losses on the whole sequence.
+"""ARGVLT's training objective (MAGVLT App. A): one order per step, next-token losses on the whole sequence.
 
     objective = ARGVLTObjective(order_weights=(1.0, 1.0), generation_weight=0.9, condition_weight=0.1)
     task = ARGVLTTask(parts, objective, accelerator, global_batch=256, seed=0)
@@ -44,7 +44,7 @@ ORDERS: tuple[Order, Order] = ("t2i", "i2t")
 class ARGVLTObjective:
     order_weights: tuple[float, float] = (1.0, 1.0)  # (t2i, i2t); the paper's "T2I & I2T" model trains both
     order_draw: Literal["global", "rank"] = "global"  # one order per step for all processes, or one per process
-    generation_weight: float = 0.9  # the modality that comes second (REFERENCE.md §2)
+    generation_weight: float = 0.9  # the modality that comes second (MAGVLT App. A)
     condition_weight: float = 0.1  # the modality that comes first
     label_smoothing: float = 0.1
     cond_dropout: float = 0.0  # P(t2i caption -> empty caption, i2t image -> null image); the paper: 0, Muse: 0.1

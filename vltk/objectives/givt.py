@@ -1,10 +1,10 @@
-"""GIVT's training objective (REFERENCE.md §3.3-3.5): the GMM negative log-likelihood of VAE latents.
+"""GIVT's training objective (GIVT §3.2-3.3, App. C.1): the GMM negative log-likelihood of VAE latents.
 
     task = GIVTTask(parts, GIVTObjective(), accelerator, global_batch=256, seed=0)
     metrics = task.train_step(batch, step)      # batch: vltk.data.token_batches' dict of a VAE-encoded artifact
 
 Each step samples z = mean + exp(logvar / 2) eps from the stored posterior (GIVT is trained on sampled latents, not the
-means: REFERENCE.md §8 item 23), maps it through the adapter when the model has one (trained jointly, no log-det term:
+means: GIVT §4.1), maps it through the adapter when the model has one (trained jointly, no log-det term:
 the flow is volume-preserving), drops the condition of each sample with p = label_dropout (CFG), and takes the NLL of
 every token under the GMM the model predicts for it:
 - causal: the mean over all B x L tokens (teacher forcing; output i is p(z_i | z_<i, c));

@@ -1,4 +1,4 @@
-"""MAGVLT's training objective (REFERENCE.md §1.7–1.12): three masked tasks, the length loss, UnrollMask and MixSel.
+"""MAGVLT's training objective (MAGVLT §3.1-3.5): three masked tasks, the length loss, UnrollMask and MixSel.
 
     task = MAGVLTTask(parts, MAGVLTObjective(), accelerator, global_batch=256, seed=0)
     metrics = task.train_step(batch, step)      # batch: the dict of vltk.data.token_batches, one micro-batch
@@ -66,7 +66,7 @@ class MAGVLTObjective:
     label_smoothing: float = 0.1
     length_weight: float = 0.01
     unroll: bool = True
-    unroll_weight: float = 1.0  # unknown in the paper and code (REFERENCE §9): 1.0
+    unroll_weight: float = 1.0  # neither the paper nor its code gives it: vltk uses 1.0
     unroll_prediction: Literal["sample", "argmax"] = "sample"
     unroll_temperature: float = 1.0
     mixsel: bool = True

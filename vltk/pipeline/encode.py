@@ -1,5 +1,5 @@
 """Stage `encode`: every image once through the image tokenizer and every caption through the text tokenizer, into
-shards a generator trains on without ever running the tokenizer (plus MixSel's mixed pairs, REFERENCE.md §1.11).
+shards a generator trains on without ever running the tokenizer (plus MixSel's mixed pairs, MAGVLT §3.4).
 
     vltk encode build/demo/shards build/demo/image-tok build/demo/text-tok build/demo/encoded \
         --config stages/demo/encode.toml

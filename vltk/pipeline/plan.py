@@ -56,7 +56,7 @@ class PlanConfig:
     captions: int = 5  # per image (COCO: 5; one is drawn per sample)
     text_vocab: int = 49_408  # CLIP's BPE (make paper's default text tokenizer)
     taming: bool = False  # the released VQ-GAN is imported (VQGAN=...): no tokenizer to train
-    t2i_candidates: int = 32  # make paper with CLIP re-ranks 32 images per caption and 64 captions per image (§4.1)
+    t2i_candidates: int = 32  # make paper with CLIP re-ranks 32 images per caption, 64 captions per image (MAGVLT §4.1)
     i2t_candidates: int = 64
     gpu: str = "h100"
     gpus: int = 8

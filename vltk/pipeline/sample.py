@@ -20,7 +20,7 @@ MaskGIT steps) does `t2i` when it was trained on captions and `class` when on cl
 names, else the classes of the split's records); its latents are inverted through the adapter and decoded by the
 beta-VAE, and with DB-CFG the manifest records the rejection sampler's acceptance rate.
 
-Candidates (REFERENCE.md §1.13.6): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image
+Candidates (MAGVLT §4.1): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image
 (i2t, infill) are drawn and the one with the best score is kept (ties: the first). `rerank` "self" scores a pair by the
 generator's own mean log p(caption | image) per caption token (`vltk.sampling.rerank`, no external weights); "clip"
 by the cosine similarity of open_clip's embeddings (`clip_weights`, `clip_arch`; CLIP's own preprocessing and

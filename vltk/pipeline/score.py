@@ -20,11 +20,11 @@ With `inception_weights` (torch-fidelity's Inception-v3, `vltk.metrics.fid`), th
 inpaint, it2it) get "images": FID against the real images behind the samples and IS (`is_splits` chunks), with the
 sample count, the reference set and the extractor (which resizes every image to 299 px itself, as for published
 numbers). The real set is read from the shards that the generator's encoded data was made from, in the sampled split:
-the records of the samples' keys (t2i on the val captions is the COCO-30k protocol of REFERENCE.md §6.1: N generated
-images against those N real images), or for it2it the split's first records, as many as there are samples.
+the records of the samples' keys (t2i on the val captions is the COCO-30k protocol of kakaobrain/magvlt's eval_t2i.py:
+N generated images against those N real images), or for it2it the split's first records, as many as there are samples.
 Hand-written prompts (`vltk sample --prompt`) have no real images: FID is unavailable there, IS is not. Re-ranked
 samples (rows with "first_file") get "images" for the kept images and "images_first" for candidate 0's, the numbers
-without re-ranking (§6.1 reports both).
+without re-ranking (the official eval_t2i.py reports both).
 
 With `clip_weights` (an open_clip state dict of `clip_arch`, `vltk.metrics.clip`) every task gets "CLIP score": the
 mean cosine (MAGVLT's convention) and torchmetrics' CLIPScore of each image with a text (`CLIP_PAIRS`): the prompt

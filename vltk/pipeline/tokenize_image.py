@@ -3,10 +3,11 @@
     vltk tokenize image build/demo/shards build/demo/image-tok --kind vqgan --config stages/demo/tokenize_image.toml
     vltk tokenize image build/paper/shards build/paper/image-tok --from-taming vqgan_imagenet_f16_16384/last.ckpt
 
-The image size comes from the shards' manifest. Training follows taming's VQLPIPSWithDiscriminator (REFERENCE.md §4.3):
+The image size comes from the shards' manifest. Training follows taming's VQLPIPSWithDiscriminator (vqperceptual.py):
 pixel L1 (or L2) + an optional LPIPS term (only from a VGG16 file the user gives; otherwise off, and the manifest says
 so) + the model's own term (VQ commitment/codebook, or beta * KL) + a PatchGAN hinge loss with the adaptive weight.
-The discriminator is neither trained nor applied before `disc_start`, then its weight ramps up (§8 item 16).
+The discriminator is neither trained nor applied before `disc_start`, then its weight ramps up (vltk's addition:
+taming switches it on at once).
 
 The artifact holds `model.safetensors` (EMA weights when EMA is on), `recon.png` (val originals above their
 reconstructions), `metrics.jsonl`, `checkpoints/`, and a manifest with what `vltk encode` needs (kind, image and grid
@@ -14,9 +15,9 @@ size, codebook size or latent channels, normalisation, the model config) plus PS
 val and, for shapes data, the judge's accuracy on the originals and on their reconstructions. A killed run continues
 from its last checkpoint when re-run with the same config and inputs.
 
-`import_taming` writes the same artifact from a released taming VQ-GAN checkpoint (MAGVLT's f16-16384, REFERENCE.md
-§4.1) instead of training one: the architecture is read off the weights, the image size is the shards', and it is
-evaluated on the shards' val split like a trained one, so `vltk encode` cannot tell the two apart.
+`import_taming` writes the same artifact from a released taming VQ-GAN checkpoint (MAGVLT's
+vqgan_imagenet_f16_16384) instead of training one: the architecture is read off the weights, the image size is the
+shards', and it is evaluated on the shards' val split like a trained one, so `vltk encode` cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def import_taming(cfg: TokenizeImageConfig, checkpoint: Path, shards: Path, out:
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     evaluation = evaluate(model.to(device).eval(), shards, cfg, job.work / "recon.png", device)
     imported = {"imported": "taming", "checkpoint": str(checkpoint)}
-    return job.publish(contents=_contents(cfg, True, evaluation, imported))  # taming trained with LPIPS (§4.3)
+    return job.publish(contents=_contents(cfg, True, evaluation, imported))  # taming trained with LPIPS
 
 
 def _val_batches(shards: Path, split: str, size: int) -> Iterator[tuple[torch.Tensor, list[np.ndarray], list]]:

@@ -48,7 +48,7 @@ Generator = Literal["magvlt", "argvlt", "givt-causal", "givt-maskgit"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GeneratorOptim(OptimConfig):
-    """The paper's optimiser where it is known (REFERENCE.md §1.14, §9): AdamW (0.9, 0.95), clipping at norm 4,
+    """The paper's optimiser where it is known (MAGVLT App. A): AdamW (0.9, 0.95), clipping at norm 4,
     cosine annealing; the peak lr and weight decay were lost, the defaults are the Kakao siblings' values."""
 
     lr: float = 5e-4
@@ -90,9 +90,10 @@ class ARGVLTRun(_Run):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GIVTOptim(OptimConfig):
-    """GIVT's optimiser (REFERENCE.md §3.4): Adam (0.9, 0.95), lr 1e-3, clipping at norm 1, cosine to 0 after a
-    warm-up. big_vision's weight decay 1e-4 is not scaled by the base lr and hits Dense / conv kernels only: as AdamW
-    (which scales it by the lr) that is wd / lr = 1e-4 / 1e-3 = 0.1 on kernels (§8 item 20). MaskGIT: no decay."""
+    """GIVT's optimiser (GIVT §4.1; big_vision configs/proj/givt): Adam (0.9, 0.95), lr 1e-3, clipping at norm 1,
+    cosine to 0 after a warm-up. big_vision's weight decay 1e-4 is not scaled by the base lr and hits Dense / conv
+    kernels only (big_vision/optax.py): as AdamW (which scales it by the lr) that is wd / lr = 1e-4 / 1e-3 = 0.1 on
+    kernels. MaskGIT: no decay."""
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.95)

@@ -1,4 +1,4 @@
-"""ARGVLT's samplers: token-by-token decoding through the KV cache (REFERENCE.md §2).
+"""ARGVLT's samplers: token-by-token decoding through the KV cache (kakaobrain/magvlt feat/eval utils/sampling.py).
 
     cfg = ARGVLTSampling()                                            # image tau 1 / top-k 256, text tau 0.5 / top-k 32
     g = torch.Generator().manual_seed(0)
@@ -37,7 +37,7 @@ from vltk.sampling.common import GuidanceSchedule, check_guidance, filter_logits
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ARGVLTSampling:
     """Per-modality filters. Image: tau 1.0 and top-k 256, the minDALL-E defaults the official AR sampler helper
-    uses; text: the eval config's tau 0.5 and top-k 32 (REFERENCE.md §2). None turns a filter off."""
+    uses; text: the eval config's tau 0.5 and top-k 32 (kakaobrain/magvlt feat/eval). None turns a filter off."""
 
     image_temperature: float = 1.0
     image_top_k: int | None = 256
@@ -106,7 +106,7 @@ def known_first(masked: torch.Tensor) -> torch.Tensor:
 def inpaint(model: ARGVLT, image: torch.Tensor, masked: torch.Tensor, text: torch.Tensor, cfg: ARGVLTSampling,
             generator: torch.Generator | None) -> torch.Tensor:
     """Fill the (B, N) codes where `masked` (B, N) bool is True, given the rest and the (B, C) EOS-padded text
-    (REFERENCE.md §2: the official `sample_1d_fast_it2i`, 'cm').
+    (kakaobrain/magvlt feat/eval magvlt/utils/sampling.py: `sample_1d_fast_it2i`, 'cm').
 
     In t2i order [BOT, text, BOI, image slots], each row's image slots are permuted by `known_first`: its known codes
     first, in raster order and with their true position ids, then its masked positions in raster order, each fed

@@ -1,4 +1,4 @@
-"""Beam search with fans, model-agnostic (GIVT, REFERENCE.md §3.6; big_vision's `givt/decode.py`).
+"""Beam search with fans, model-agnostic (GIVT §3.4; big_vision's `givt/decode.py`).
 
     def step(cache, last):               # last: (R, d) the tokens just chosen, None at the first step
         logits = model.step(cache, ...)  # feeds `last` (or nothing: the prefix is in the cache) -> (R, num_logits)

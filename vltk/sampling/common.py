@@ -5,7 +5,7 @@
     logits = guide(cond, uncond, w)                  # classifier-free guidance: c + w (c - u), float32
 
 Sampling math runs in float32 even when the model ran under bf16 / fp16 autocast: temperatures of 0.1-0.6 amplify
-half-precision error (REFERENCE.md §8 item 27).
+half-precision error (vltk's choice; neither paper says).
 """
 
 from __future__ import annotations

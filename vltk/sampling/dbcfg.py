@@ -1,4 +1,4 @@
-"""GIVT's density-based CFG (DB-CFG): rejection sampling from p~ = p_c^(1+w) p_u^(-w) (REFERENCE.md §3.6).
+"""GIVT's density-based CFG (DB-CFG): rejection sampling from p~ = p_c^(1+w) p_u^(-w) (GIVT §3.4, App. D).
 
     g = torch.Generator().manual_seed(0)
     x, accepted, rate = sample_guided(logits_c, means_c, scales_c, means_u, scales_u, w=0.4, generator=g)
@@ -26,7 +26,7 @@ The envelope constant M has three rules (`envelope`):
 - "grid": the reference's, max p~ over the grid above.
 - "mode" (the default): the same rule, M = max p~ / q(mu_c), with max p~ taken at the guided Gaussian's analytic mode
   m = ((1+w) mu_c / sigma_c^2 - w mu_u / sigma_u^2) / a, a = (1+w) / sigma_c^2 - w / sigma_u^2 > 0: no grid to miss a
-  narrow peak (REFERENCE.md §8 item 21) and no 1001-point search. The draws are the reference's wherever its grid finds
+  narrow peak (see above) and no 1001-point search. The draws are the reference's wherever its grid finds
   the peak.
 - "exact": M = max_x p~(x) / q(x), a valid envelope, so the accepted draws follow p~ exactly; the log-ratio is a
   quadratic with precision a - 1/s^2 (s the proposal's std), maximised in closed form.

@@ -1,5 +1,5 @@
 """GIVT's samplers: causal decoding through the KV cache (ancestral or beam search with fans) and MaskGIT decoding,
-both with optional density-based CFG (REFERENCE.md §3.6, §8 items 20-24).
+both with optional density-based CFG (GIVT §3.4; big_vision givt/decode.py).
 
     cfg = GIVTSampling(temperature=0.95, cfg_weight=0.4)             # variance scaling t, DB-CFG w
     g = torch.Generator().manual_seed(0)
@@ -24,7 +24,7 @@ least confident still-unknown positions stay masked and are zeroed. Confidence i
 choice_temperature (1 - r) Gumbel noise; known positions are never re-masked. Only unknown positions are drawn: the
 reference draws every position and keeps the known values, which is the same law for less work.
 
-The samplers assume model.eval(). All sampling math runs in float32 (pitfall 27); randomness comes only from the
+The samplers assume model.eval(). All sampling math runs in float32 (vltk's choice); randomness comes only from the
 explicit generator.
 """
 
@@ -50,7 +50,7 @@ from vltk.schedules import mask_fraction
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GIVTSampling:
-    """The sampler's knobs; defaults are the reference's 256 px settings (REFERENCE.md §3.6)."""
+    """The sampler's knobs; defaults are big_vision's 256 px settings (configs/proj/givt)."""
 
     temperature: float = 0.95  # variance scaling: multiplies every sigma (256 px causal; 0.9 at 512 px)
     mixture_temperature: float = 1.0  # multiplies the mixture logits (the reference's temp_probs)

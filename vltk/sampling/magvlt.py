@@ -1,6 +1,6 @@
 """MAGVLT's samplers: iterative parallel decoding of images (MaskGIT-style) and text (Mask-Predict-style).
 
-    cfg = MAGVLTSampling()                                             # the paper's defaults (REFERENCE.md §1.13)
+    cfg = MAGVLTSampling()                                             # the paper's defaults (MAGVLT §4.1)
     g = torch.Generator().manual_seed(0)
     codes = generate_images(model, text, text_len, cfg, g)             # T2I: (B, N) codes, no mask left
     codes = generate_images(model, text, text_len, cfg, g, image=codes, masked=center_box(16).expand(B, -1))
@@ -9,13 +9,13 @@
     codes, caps = generate_pairs(model, 8, cfg, g, eos_id=tok.eos_id)  # unconditional image + text
     pixels = blend(decoded, source, center_box(16).expand(B, -1), grid=16)
 
-Images (§1.13.1, §1.13.4; t2i layout): every step samples all still-masked tokens at the annealed temperature and
-unmasks the n_t most confident (log of the tempered probability of the sampled token + annealed Gumbel noise); fixed
-image tokens are never re-masked and the last step fills everything. n_t follows `unmask_counts`: r_t = t / T for
-t = 1..T after the forward pass, ceil in float32, at least one per step, and the last step unmasks all that is left
-(pitfall 2: the float32 cosine is slightly negative at r = 1).
+Images (magvlt `sample_t2i`, `sample_it2i`; t2i layout): every step samples all still-masked tokens at the annealed
+temperature and unmasks the n_t most confident (log of the tempered probability of the sampled token + annealed Gumbel
+noise); fixed image tokens are never re-masked and the last step fills everything. n_t follows `unmask_counts`:
+r_t = t / T for t = 1..T after the forward pass, ceil in float32, at least one per step, and the last step unmasks all
+that is left (the float32 cosine is slightly negative at r = 1).
 
-Text (§1.13.2, §1.13.5; image-first layout): a length pass reads N = argmax(length head at BOT) + 1; then each of T
+Text (magvlt `sample_i2t`; image-first layout): a length pass reads N = argmax(length head at BOT) + 1; then each of T
 iterations re-masks n_t = max(1, floor(N (T - t) / T)) of the first N positions, chosen from the running per-position
 log-probs (already generated text can be re-masked), and re-samples them at temperature tau after top-k / top-p.
 Output rows follow the data contract (BPE ids, EOS, EOS padding): positions >= N and everything after the first EOS
@@ -32,7 +32,7 @@ sampler, bitwise. The I2T length pass reads the conditional length head only (th
 an alternative to push away from), and unconditional pairs have no condition to guide by. Self re-ranking
 (`vltk.sampling.rerank`) scores a guided sample with the conditional pass only: log p(caption | image) unguided.
 
-All sampling math runs in float32 (pitfall 27). Randomness comes only from the explicit generator.
+All sampling math runs in float32 (vltk's choice). Randomness comes only from the explicit generator.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ _EPS = 1e-20  # floor on a confidence before its log: an underflowed probability
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MAGVLTSampling:
-    """The sampler's knobs; defaults are the released sampling configs (REFERENCE.md §1.13.1-1.13.2)."""
+    """The sampler's knobs; defaults are the released sampling configs (magvlt configs/)."""
 
     image_steps: int = 10
     image_temperature: tuple[float, float] = (1.4, 0.6)  # linear anneal over the steps, first to last
@@ -276,7 +276,8 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
     """Captions for (B, N) codes (I2T), or infilling of the (B, C) bool `masked` span of (B, C) `text` rows.
 
     length (B,) long sets N (EOS included) instead of the length head; infilling defaults it to the true length of
-    `text` (REFERENCE.md §1.13.5), and every iteration's re-mask is intersected with the span.
+    `text` (vltk's choice: the official code keeps the length head's N), and every iteration's re-mask is intersected
+    with the span.
     """
     model.eval()
     b, c = image.shape[0], model.cfg.text_tokens
@@ -312,7 +313,7 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
 @torch.no_grad()
 def generate_pairs(model: MAGVLT, batch: int, cfg: MAGVLTSampling, generator: torch.Generator | None, *,
                    eos_id: int, length_range: tuple[int, int] = (8, 16)) -> tuple[torch.Tensor, TextResult]:
-    """Unconditional image + text pairs: (B, N) codes and their captions (REFERENCE.md §1.13.3, recommended form).
+    """Unconditional image + text pairs: (B, N) codes and their captions (MAGVLT App. D; vltk's form: no official code).
 
     Both modalities start masked in the image-first layout and run T = max(image_steps, text_steps) joint steps: the
     image rule with its schedule and anneals stretched over T, the text rule inside the current window N. N starts

@@ -5,7 +5,7 @@
 
 The score is log p(caption | image) per caption token, over the caption's n_txt tokens (EOS included, pads never):
 - MAGVLT, image-first layout with text_len = n_txt: by default one pass with every caption token masked, summing
-  log p(t_k | image, all n_txt masked), the fully masked case of the I2T objective (REFERENCE.md §1.8). `passes` P > 1
+  log p(t_k | image, all n_txt masked), the fully masked case of the I2T objective (MAGVLT §3.1, eq. 1). `passes` P > 1
   gives a pseudo-log-likelihood instead: the n_txt positions are split at random into P disjoint groups of near-equal
   size, pass p masks group p and shows the rest of the caption, and each token's log-prob is read in the one pass that
   masked it (P >= n_txt: every token given all the others). P forward passes.
@@ -16,7 +16,7 @@ The score is log p(caption | image) per caption token, over the caption's n_txt 
   token masked, so each term is log p(z_i | c) of the all-masked step, the model's first guess at every position.
 The sum is divided by n_txt: for i2t the candidates are captions of different lengths, and a sum would favour the short
 ones; for t2i / inpainting the candidates share one caption, so the sum and the mean rank them the same. Log-softmax
-runs in float32 whatever precision the model ran in (pitfall 27).
+runs in float32 whatever precision the model ran in (vltk's choice).
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
     ids = tok.encode_batch(["a red circle above a blue square"])           # (1, 64) int32: ids, EOS, EOS-padding
     n_txt = text_lengths(ids, tok.eos_id)                                    # (1,): tokens before the first EOS + 1
 
-The pipeline (REFERENCE.md §5): normalise (ftfy, HTML-unescape twice, collapse whitespace, lowercase), pre-split with
-CLIP's regex, map each piece's UTF-8 bytes to printable characters, then merge adjacent symbols lowest rank first with
-`</w>` on the last one. Vocabulary layout: 256 byte characters, the same 256 with `</w>`, one token per merge in rank
-order, then `<|startoftext|>` and `<|endoftext|>`; with CLIP's 48,894 merges that is 49,408 ids, EOS = 49,407.
+The pipeline (CLIP's SimpleTokenizer, mlfoundations/open_clip src/open_clip/tokenizer.py): normalise (ftfy,
+HTML-unescape twice, collapse whitespace, lowercase), pre-split with CLIP's regex, map each piece's UTF-8 bytes to
+printable characters, then merge adjacent symbols lowest rank first with `</w>` on the last one. Vocabulary layout: 256
+byte characters, the same 256 with `</w>`, one token per merge in rank order, then `<|startoftext|>` and
+`<|endoftext|>`; with CLIP's 48,894 merges that is 49,408 ids, EOS = 49,407.
 `encode_batch` follows MAGVLT (no SOT; EOS after the text when it fits; EOS = PAD); `clip_tokenize` follows CLIP
 (SOT + ids + EOT in 77, truncated with EOT last, padded with 0) and equals `open_clip.tokenize`.
 """
@@ -31,7 +32,7 @@ from vltk.records import TextTokenizerContents
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
 WORD_END = "</w>"
-SEP = "|"  # MAGVLT's SEP is this ordinary, non-word-final piece (REFERENCE.md §1.2), not a new token
+SEP = "|"  # MAGVLT's SEP is this ordinary, non-word-final piece (kakaobrain/magvlt maskgit.py), not a new token
 CLIP_NUM_MERGES = 49152 - 256 - 2  # CLIP keeps merges lines[1 : 49152-256-2+1] of its vocabulary file
 MERGES_HEADER = "#version: 0.2"
 MAX_CACHE = 1 << 20  # words; cleared when full so that an endless stream of new words cannot grow memory forever

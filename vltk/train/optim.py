@@ -25,7 +25,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0  # decoupled (AdamW), scaled by the scheduled lr as torch does
     # What decays: "matrices" = every parameter of rank >= 2 (nanoGPT); "kernels" = the weights of Linear and Conv
-    # layers only, not embedding or position tables (big_vision's default `wd_mults`, REFERENCE.md §3.4).
+    # layers only, not embedding or position tables (big_vision's default `wd_mults`, big_vision/optax.py).
     decay: Literal["matrices", "kernels"] = "matrices"
     eps: float = 1e-8
     warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
