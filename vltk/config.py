@@ -158,9 +158,11 @@ def load_config(
     return from_dict(cls, data)
 
 
-def require_positive(cfg: Any, *names: str) -> None:
-    """A config's __post_init__ check: each named field must be >= 1."""
+def require_range(cfg: Any, *names: str, low: float = 1, strict: bool = False, prefix: str = "") -> None:
+    """A config's __post_init__ check, the one every config uses: each named field must be >= `low` (> `low` when
+    `strict`); NaN fails too. `prefix` names the config's table in the error ("loss." -> "loss.disc_weight")."""
     for name in names:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        value = getattr(cfg, name)
+        if not (value > low if strict else value >= low):
+            raise ValueError(f"{prefix}{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 

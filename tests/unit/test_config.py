@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from vltk.config import config_to_dict, load_config, parse_override
+from vltk.config import config_to_dict, load_config, parse_override, require_range
 from vltk.errors import VltkError
 
 
@@ -105,3 +105,23 @@ def test_a_partial_table_keeps_its_field_s_own_defaults():
 
     assert from_dict(Outer, {"inner": {"b": 3}}).inner == Inner(a=5, b=3)
     assert from_dict(Outer, {"inner": {"a": 7}}).inner == Inner(a=7, b=2)
+
+
+def test_require_range_is_the_one_range_check_and_catches_nan():
+    @dataclasses.dataclass(frozen=True)
+    class Knobs:
+        steps: int = 1
+        weight: float = 0.0
+        temperature: float = 1.0
+
+        def __post_init__(self) -> None:
+            require_range(self, "steps")
+            require_range(self, "weight", low=0, prefix="loss.")
+            require_range(self, "temperature", low=0, strict=True)
+
+    Knobs()
+    for bad, message in (({"steps": 0}, "steps must be >= 1, got 0"), ({"weight": -0.5}, r"loss.weight must be >= 0"),
+                         ({"temperature": 0.0}, "temperature must be > 0"),
+                         ({"weight": float("nan")}, "loss.weight must be >= 0, got nan")):
+        with pytest.raises(ValueError, match=message):
+            Knobs(**bad)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from vltk.config import require_range
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CNNConfig:
@@ -28,14 +30,9 @@ class CNNConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.channels < 1:
-            raise ValueError(f"encoder.channels must be >= 1, got {self.channels}")
+        require_range(self, "channels", "num_res_blocks", "z_channels", prefix="encoder.")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"encoder.channel_mult must be a non-empty list of ints >= 1, got {self.channel_mult}")
-        if self.num_res_blocks < 1:
-            raise ValueError(f"encoder.num_res_blocks must be >= 1, got {self.num_res_blocks}")
-        if self.z_channels < 1:
-            raise ValueError(f"encoder.z_channels must be >= 1, got {self.z_channels}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"encoder.dropout must be in [0, 1), got {self.dropout}")
 
@@ -60,20 +57,13 @@ class QuantizerConfig:
     dead_code_threshold: float = 0.0  # restart codes whose EMA count of vectors per batch falls below this (0 = off)
 
     def __post_init__(self) -> None:
-        if self.codebook_size < 2:
-            raise ValueError(f"quantizer.codebook_size must be >= 2, got {self.codebook_size}")
-        if self.code_dim < 1:
-            raise ValueError(f"quantizer.code_dim must be >= 1, got {self.code_dim}")
-        if self.beta < 0:
-            raise ValueError(f"quantizer.beta must be >= 0, got {self.beta}")
+        require_range(self, "codebook_size", low=2, prefix="quantizer.")
+        require_range(self, "code_dim", "kmeans_iters", prefix="quantizer.")
+        require_range(self, "beta", "dead_code_threshold", low=0, prefix="quantizer.")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"quantizer.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.ema and self.legacy:
             raise ValueError("quantizer.legacy moves beta onto the codebook loss, which ema=true replaces; set one")
-        if self.kmeans_iters < 1:
-            raise ValueError(f"quantizer.kmeans_iters must be >= 1, got {self.kmeans_iters}")
-        if self.dead_code_threshold < 0:
-            raise ValueError(f"quantizer.dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,10 +76,8 @@ class VAEConfig:
     logvar_max: float = 20.0
 
     def __post_init__(self) -> None:
-        if self.latent_channels < 1:
-            raise ValueError(f"vae.latent_channels must be >= 1, got {self.latent_channels}")
-        if self.kl_weight < 0:
-            raise ValueError(f"vae.kl_weight must be >= 0, got {self.kl_weight}")
+        require_range(self, "latent_channels", prefix="vae.")
+        require_range(self, "kl_weight", low=0, prefix="vae.")
         if not self.logvar_min < self.logvar_max:
             raise ValueError(f"vae.logvar_min must be < vae.logvar_max, got {self.logvar_min}, {self.logvar_max}")
 

@@ -19,7 +19,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from vltk.config import require_positive
+from vltk.config import require_range
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,7 +29,7 @@ class AdapterConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        require_positive(self, "blocks")
+        require_range(self, "blocks")
         if self.bottleneck < 0 or not 0 <= self.dropout < 1:
             raise ValueError("bottleneck must be >= 0 and dropout in [0, 1)")
 

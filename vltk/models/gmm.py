@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vltk.config import require_positive
+from vltk.config import require_range
 
 Kind = Literal["diagonal", "per_channel", "full"]
 KINDS: tuple[str, ...] = ("diagonal", "per_channel", "full")
@@ -45,7 +45,7 @@ class GMMConfig:
     scale_floor: float = 1e-6
 
     def __post_init__(self) -> None:
-        require_positive(self, "mixtures", "channels")
+        require_range(self, "mixtures", "channels")
         if self.kind not in KINDS:
             raise ValueError(f"unknown GMM kind {self.kind!r}; choose from {', '.join(KINDS)}")
         if self.kind == "full" and self.mixtures != 1:

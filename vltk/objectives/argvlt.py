@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from accelerate import Accelerator
 
+from vltk.config import require_range
 from vltk.models.argvlt import Order, drop_condition
 from vltk.objectives.common import Draws, GlobalMean, batch_offsets, token_ce
 from vltk.train.loop import TOKENS, Part, unwrap
@@ -54,8 +55,7 @@ class ARGVLTObjective:
             raise ValueError(f"order_weights must be two weights >= 0 (t2i, i2t), not both 0; got {self.order_weights}")
         if self.order_draw not in ("global", "rank"):
             raise ValueError(f"order_draw must be 'global' or 'rank', got {self.order_draw!r}")
-        if min(self.generation_weight, self.condition_weight) < 0:
-            raise ValueError("generation_weight and condition_weight must be >= 0")
+        require_range(self, "generation_weight", "condition_weight", low=0)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0 <= self.cond_dropout <= 1:

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 
+from vltk.config import require_range
 from vltk.imagetok.losses import (
     Perceptual, adaptive_weight, discriminator_loss, gan_factor, generator_loss, pixel_loss,
 )
@@ -37,11 +38,9 @@ class LossConfig:
     disc_betas: tuple[float, float] = (0.5, 0.9)
 
     def __post_init__(self) -> None:
-        for name in ("pixel_weight", "perceptual_weight", "disc_weight", "disc_start", "disc_ramp_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.adaptive_clamp <= 0:
-            raise ValueError(f"loss.adaptive_clamp must be > 0, got {self.adaptive_clamp!r}")
+        require_range(self, "pixel_weight", "perceptual_weight", "disc_weight", "disc_start", "disc_ramp_steps",
+                      low=0, prefix="loss.")
+        require_range(self, "adaptive_clamp", low=0, strict=True, prefix="loss.")
 
     def disc_optim(self, optim: OptimConfig) -> OptimConfig:
         """The discriminator's optimiser: its own lr and betas, a constant schedule, the generator's clipping."""

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from vltk.config import require_range
 from vltk.masking import prefix_mask, random_subset, span_mask
 from vltk.models.magvlt import BOG, BOTTOM, LEFT, RIGHT, TOP, Inputs, Outputs, drop_condition
 from vltk.objectives.common import Draws, batch_offsets, token_ce
@@ -78,15 +79,12 @@ class MAGVLTObjective:
         if len(self.task_weights) != 3 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
             raise ValueError(f"task_weights must be three non-negative numbers (t2i, i2t, it2it), "
                              f"got {self.task_weights!r}")
-        for name in ("length_weight", "unroll_weight", "mixsel_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        require_range(self, "length_weight", "unroll_weight", "mixsel_weight", low=0)
         if not 0 <= self.cond_dropout <= 1:
             raise ValueError(f"cond_dropout must be in [0, 1], got {self.cond_dropout!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.unroll_temperature <= 0:
-            raise ValueError(f"unroll_temperature must be > 0, got {self.unroll_temperature!r}")
+        require_range(self, "unroll_temperature", low=0, strict=True)
 
 
 @dataclasses.dataclass

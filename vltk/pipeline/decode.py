@@ -25,7 +25,7 @@ from PIL import Image
 from vltk import artifacts
 from vltk.data.encoded import Encoded, iter_encoded
 from vltk.data.images import image_grid, to_uint8
-from vltk.config import require_positive
+from vltk.config import require_range
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.records import ImageTokenizerContents, Stage
@@ -44,7 +44,7 @@ class DecodeConfig:
     columns: int = 8  # of grid.png
 
     def __post_init__(self) -> None:
-        require_positive(self, "count", "batch_size", "columns")
+        require_range(self, "count", "batch_size", "columns")
 
 
 @dataclasses.dataclass(frozen=True)

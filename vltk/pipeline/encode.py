@@ -33,6 +33,7 @@ import torch
 from accelerate import PartialState
 
 from vltk import artifacts
+from vltk.config import require_range
 from vltk.data.encoded import Encoded, MixSel, RecordWriter, codes_dtype, mixsel_split
 from vltk.data.mixsel import direction_name, draw_directions, draw_partners, mix
 from vltk.data.shards import Sample, decode_image, read_tars
@@ -62,15 +63,11 @@ class EncodeConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast speeds up GPUs; VQ codes near a tie may then differ
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.mixsel_pairs < 0:
-            raise ValueError(f"mixsel_pairs must be >= 0, got {self.mixsel_pairs}")
+        require_range(self, "batch_size", "shard_size")
+        require_range(self, "mixsel_pairs", low=0)
         if self.mixsel_pairs and self.mixsel_pairs >= self.batch_size:
             raise ValueError(f"mixsel_pairs ({self.mixsel_pairs}) must be below batch_size ({self.batch_size}): "
                              "partners are distinct images of the same batch window")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torchvision
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-from vltk.config import load_config, read_toml, require_positive
+from vltk.config import load_config, read_toml, require_range
 from vltk.errors import VltkError
 from vltk.imagetok import build_image_tokenizer
 from vltk.imagetok.discriminator import PatchDiscriminator
@@ -63,7 +63,7 @@ class PlanConfig:
     mfu: float = 0.4
 
     def __post_init__(self) -> None:
-        require_positive(self, "images", "captions", "text_vocab", "t2i_candidates", "i2t_candidates", "gpus")
+        require_range(self, "images", "captions", "text_vocab", "t2i_candidates", "i2t_candidates", "gpus")
         if self.gpu not in PEAK:
             raise ValueError(f"gpu must be one of {', '.join(PEAK)}, got {self.gpu!r}")
         if not 0 < self.mfu <= 1:

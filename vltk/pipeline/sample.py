@@ -65,7 +65,7 @@ from accelerate import PartialState
 from PIL import Image
 
 from vltk import artifacts, handles
-from vltk.config import require_positive
+from vltk.config import require_range
 from vltk.data.encoded import Encoded, iter_encoded
 from vltk.data.images import image_grid
 from vltk.data.token_batches import class_index, record_class
@@ -106,7 +106,7 @@ class SampleConfig(GenerateConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive(self, "count", "columns", "candidates", "self_passes")
+        require_range(self, "count", "columns", "candidates", "self_passes")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
         check_prompts(self.prompts)

@@ -52,7 +52,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from vltk import artifacts, handles
-from vltk.config import require_positive
+from vltk.config import require_range
 from vltk.data.images import read_rgb
 from vltk.data.schema import Shape, read_jsonl
 from vltk.data.shards import decode_image, iter_samples
@@ -94,7 +94,7 @@ class ScoreConfig:
     batch_size: int = 50  # images per Inception or CLIP forward pass
 
     def __post_init__(self) -> None:
-        require_positive(self, "is_splits", "batch_size")
+        require_range(self, "is_splits", "batch_size")
 
 
 def judge_each(rows: list[dict[str, Any]], root: Path, caption_field: str,

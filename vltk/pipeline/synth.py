@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 
 from vltk import artifacts
+from vltk.config import require_range
 from vltk.data import shapes
 from vltk.records import Stage
 from vltk.ui import progress
@@ -41,8 +42,7 @@ class SynthConfig:
     heldout: tuple[str, ...] = ("red triangle", "blue circle")  # "colour shape": never in train
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ValueError(f"count must be >= 1, got {self.count}")
+        require_range(self, "count", "captions_per_image")
         if self.size < 16:
             raise ValueError(f"size must be >= 16 pixels (shapes must stay recognisable), got {self.size}")
         if not 1 <= self.min_objects <= self.max_objects <= 3:
@@ -50,8 +50,6 @@ class SynthConfig:
                 f"need 1 <= min_objects <= max_objects <= 3, got min_objects={self.min_objects}, "
                 f"max_objects={self.max_objects}"
             )
-        if self.captions_per_image < 1:
-            raise ValueError(f"captions_per_image must be >= 1, got {self.captions_per_image}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         pairs = shapes.parse_pairs(self.heldout)

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from vltk.artifacts import begin
-from vltk.config import config_to_dict
+from vltk.config import config_to_dict, require_range
 from vltk.data.images import image_grid, to_uint8
 from vltk.data.loader import ImageBatches, to_tensor
 from vltk.data.shards import decode_image, iter_samples
@@ -60,8 +60,7 @@ class TokenizeImageConfig:
     eval_batch_size: int = 128
 
     def __post_init__(self) -> None:
-        if self.recon_images < 1 or self.eval_batch_size < 1:
-            raise ValueError("recon_images and eval_batch_size must be >= 1")
+        require_range(self, "recon_images", "eval_batch_size")
 
 
 def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vltk import artifacts
+from vltk.config import require_range
 from vltk.data.shards import iter_samples
 from vltk.errors import VltkError
 from vltk.records import ShardsContents, Stage, TextTokenizerContents
@@ -42,12 +43,8 @@ class TextTokenizerConfig:
             raise ValueError(
                 f"vocab_size must be at least {BASE_VOCAB} (512 byte tokens + 2 specials), got {self.vocab_size}"
             )
-        if self.context_length < 2:
-            raise ValueError(f"context_length must be at least 2, got {self.context_length}")
-        if self.min_frequency < 1:
-            raise ValueError(f"min_frequency must be at least 1, got {self.min_frequency}")
-        if self.max_captions is not None and self.max_captions < 1:
-            raise ValueError(f"max_captions must be at least 1 or unset, got {self.max_captions}")
+        require_range(self, "context_length", low=2)
+        require_range(self, "min_frequency", *(("max_captions",) if self.max_captions is not None else ()))
         if not 0.0 <= self.bpe_dropout < 1.0:
             raise ValueError(f"bpe_dropout must be in [0, 1), got {self.bpe_dropout}")
 

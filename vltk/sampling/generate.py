@@ -18,7 +18,7 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-from vltk.config import require_positive
+from vltk.config import require_range
 from vltk.data.images import to_uint8
 from vltk.data.sources import clean_caption
 from vltk.errors import VltkError
@@ -50,7 +50,7 @@ class GenerateConfig:
     givt: gv.GIVTSampling = dataclasses.field(default_factory=gv.GIVTSampling)
 
     def __post_init__(self) -> None:
-        require_positive(self, "batch_size")
+        require_range(self, "batch_size")
         if self.magvlt.guidance > 0 and self.task == "it2it":
             raise ValueError("it2it pairs are unconditional: there is no condition to guide by (magvlt.guidance = 0)")
 

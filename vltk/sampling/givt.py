@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from vltk.config import require_positive
+from vltk.config import require_range
 from vltk.masking import top_n
 from vltk.models.givt import GIVT, GIVTCache
 from vltk.models.gmm import GMM
@@ -67,7 +67,7 @@ class GIVTSampling:
     envelope: Envelope = "mode"
 
     def __post_init__(self) -> None:
-        require_positive(self, "beams", "fans", "steps", "proposals")
+        require_range(self, "beams", "fans", "steps", "proposals")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not self.mixture_temperature > 0:
