@@ -36,6 +36,7 @@ from vltk.sampling.generate import (
     GenerateConfig, Query, check_prompts, check_task, generate, pictures, to_grid,
 )
 from vltk.text.bpe import BPETokenizer
+from vltk.train.launch import local_device
 
 PathLike = str | Path
 SAMPLE_ROW = Shape({"index": int, "file": str})  # what every samples.jsonl row holds (sample and decode)
@@ -289,5 +290,5 @@ def load(path: PathLike, stage: str | tuple[str, ...] | None = None, *,
     elif path.is_file():
         raise VltkError(f"{path} is a file; an artifact is a directory holding {MANIFEST}")
     manifest = read_manifest(path) if stage is None else open_artifact(path, stage)  # well-formed, or one line
-    chosen = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device) if device is not None else local_device()
     return HANDLES.get(manifest["stage"], Artifact)(path=path, manifest=manifest, device=chosen)

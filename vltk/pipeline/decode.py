@@ -29,6 +29,7 @@ from vltk.config import require_range
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.records import ImageTokenizerContents, Stage
+from vltk.train.launch import local_device
 from vltk.ui import progress
 
 STAGE = Stage.DECODE
@@ -73,7 +74,7 @@ def run(cfg: DecodeConfig, source: Path, image_tok: Path, out: Path, *, force: b
         return Path(out)
     for item in items:
         check(item.image, tok)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = local_device()
     model = model.to(device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     (job.work / "images").mkdir()

@@ -44,7 +44,7 @@ from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.metrics.judge import ReconstructionJudge
 from vltk.objectives.imagetok import LossConfig, TokenizerTask, psnr
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
-from vltk.train.launch import begin_shared
+from vltk.train.launch import begin_shared, local_device
 from vltk.records import ImageTokenizerContents, ShardsContents
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,7 +118,7 @@ def import_taming(cfg: TokenizeImageConfig, checkpoint: Path, shards: Path, out:
     model = build_image_tokenizer(model_cfg)
     model.load_state_dict(state)  # strict: load_taming_checkpoint already matched every key and shape
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, job.work / WEIGHTS)
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    device = local_device(cpu)
     evaluation = evaluate(model.to(device).eval(), shards, cfg, job.work / "recon.png", device)
     imported = {"imported": "taming", "checkpoint": str(checkpoint)}
     return job.publish(contents=_contents(cfg, True, evaluation, imported))  # taming trained with LPIPS

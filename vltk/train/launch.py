@@ -3,7 +3,8 @@
 Only the main process may take the output's lock and decide whether there is work (a second writer would be refused,
 and two processes clearing one `.partial/` would race). It tells the others what it decided, error included, so that
 no process waits at a barrier for one that has already failed. Beside it, what the distributed stages share: the main
-process's progress bar (`main_progress`) and each process's contiguous part of a list of work (`share`).
+process's progress bar (`main_progress`), each process's contiguous part of a list of work (`share`), and the one
+rule for the device of a process (`local_device`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import contextlib
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
 from vltk import artifacts
 from vltk.errors import VltkError
 from vltk.ui import progress
+
+
+def local_device(cpu: bool = False) -> torch.device:
+    """Where a one-process stage, the training loop and the Python API run: the GPU when there is one, unless `cpu`
+    (the choice accelerate's PartialState makes for each process of the distributed stages)."""
+    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
 
 
 def begin_shared(state: PartialState, out: Path, *, stage: str, config: Any, inputs: dict[str, Path],

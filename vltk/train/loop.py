@@ -39,6 +39,7 @@ from torch import nn
 from vltk.data import loader
 from vltk.train.checkpoint import begin_checkpoint, commit_checkpoint, restore_checkpoint, save_rng, save_training_state
 from vltk.train.ema import EMA, ema_decay_at
+from vltk.train.launch import local_device
 from vltk.train.optim import OptimConfig, build_optimizer, lr_at
 from vltk.ui import console, progress
 
@@ -130,7 +131,7 @@ def make_accelerator(cfg: TrainConfig, cpu: bool = False, find_unused_parameters
     `find_unused_parameters` is for models whose passes use different parameters (MAGVLT's length head is idle in a
     T2I step): DDP then marks the idle ones ready instead of waiting for their gradients forever.
     """
-    on_cpu = cpu or not torch.cuda.is_available()
+    on_cpu = local_device(cpu).type == "cpu"
     mixed = precision(cfg.mixed_precision, on_cpu)
     if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
         # accelerate keeps one precision per process and refuses another; a run in a new precision in the same Python
