@@ -69,7 +69,7 @@ def h100_consumption() -> dict[str, float]:
 
 
 def demo_steps_per_s(root: Path, workers: int) -> float:
-    cfg = load_config(train_gen.MAGVLTRun, ROOT / "stages/demo/train_gen.toml",
+    cfg = load_config(train_gen.MAGVLTTrainConfig, ROOT / "stages/demo/train_gen.toml",
                       ["train.steps=200", "train.checkpoint_every=1000", f"train.loader_workers={workers}"])
     out = train_gen.run(cfg, ROOT / "build/demo/encoded", root / f"demo-{workers}", cpu=True)
     return read_manifest(out)["contents"]["train"]["steps_per_s"]

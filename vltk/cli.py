@@ -268,10 +268,10 @@ def train_gen(
     from vltk.pipeline import train_gen as stage
 
     kind = model or (read_toml(config).get("generator") if config else None) or "magvlt"
-    if kind not in stage.RUNS:
-        raise VltkError(f"--model must be one of {', '.join(stage.RUNS)}, got {kind!r}")
+    if kind not in stage.CONFIGS:
+        raise VltkError(f"--model must be one of {', '.join(stage.CONFIGS)}, got {kind!r}")
     flags = {"generator": kind, "model.size": size, "train.steps": steps, "train.batch_size": batch_size}
-    cfg = load_config(stage.RUNS[kind], config, set_ or (), flags)
+    cfg = load_config(stage.CONFIGS[kind], config, set_ or (), flags)
     done(stage.run(cfg, encoded, out, force=force, cpu=cpu))
 
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from vltk import artifacts
 from vltk.artifacts import MANIFEST, open_artifact, read_manifest
-from vltk.data.encoded import Encoded as EncodedRecord
+from vltk.data.encoded import EncodedSample
 from vltk.data.encoded import MixSel, iter_encoded
 from vltk.data.images import center_crop, pad, read_rgb, to_rgb, to_uint8
 from vltk.data.loader import to_tensor
@@ -128,7 +128,7 @@ class ImageTokenizer(Artifact):
 class Encoded(Artifact):
     """A `vltk encode` artifact: token grids (or latents) and text ids per split."""
 
-    def records(self, split: str = "val") -> Iterator[EncodedRecord | MixSel]:
+    def records(self, split: str = "val") -> Iterator[EncodedSample | MixSel]:
         """The records of `split` in order (MixSel pairs for a `mixsel-*` split)."""
         return iter_encoded(self.path, split)
 

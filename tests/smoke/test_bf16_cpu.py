@@ -39,13 +39,13 @@ GENERATOR = ["model.width=32", "model.depth=2", "model.heads=2", "model.dropout=
 GIVT = ["model.mlp_width=64", "model.gmm.mixtures=2"]
 TRAIN = ["train.steps=3", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=3",
          "optim.warmup_steps=1"]
-RUNS = {
+CONFIGS = {
     "vqgan": (tokenize_image.TokenizeImageConfig, [*TOKENIZER, "model.kind=vqgan"]),
     "vae": (tokenize_image.TokenizeImageConfig, [*TOKENIZER, "model.kind=vae"]),
-    "magvlt": (train_gen.MAGVLTRun, [*GENERATOR, "objective.cond_dropout=0.2"]),
-    "argvlt": (train_gen.ARGVLTRun, GENERATOR),
-    "givt-causal": (train_gen.GIVTCausalRun, [*GENERATOR, *GIVT]),
-    "givt-maskgit": (train_gen.GIVTMaskGITRun, [*GENERATOR, *GIVT]),
+    "magvlt": (train_gen.MAGVLTTrainConfig, [*GENERATOR, "objective.cond_dropout=0.2"]),
+    "argvlt": (train_gen.ARGVLTTrainConfig, GENERATOR),
+    "givt-causal": (train_gen.GIVTCausalTrainConfig, [*GENERATOR, *GIVT]),
+    "givt-maskgit": (train_gen.GIVTMaskGITTrainConfig, [*GENERATOR, *GIVT]),
 }
 
 
@@ -62,7 +62,7 @@ def data(tmp_path_factory):
 
 
 def train(name: str, precision: str, data) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    cls, sets = RUNS[name]
+    cls, sets = CONFIGS[name]
     cfg = load_config(cls, None, [*sets, *TRAIN, f"train.mixed_precision={precision}"])
     out = data["root"] / f"{name}-{precision}"
     if cls is tokenize_image.TokenizeImageConfig:
@@ -74,7 +74,7 @@ def train(name: str, precision: str, data) -> tuple[list[dict], dict[str, torch.
     return lines, load_file(str(out / "model.safetensors"))
 
 
-@pytest.mark.parametrize("name", RUNS)
+@pytest.mark.parametrize("name", CONFIGS)
 def test_bf16_trains_every_stage_close_to_fp32(name, data):
     (fp32, _), (bf16, weights) = train(name, "no", data), train(name, "bf16", data)
     losses = [line["loss"] for line in bf16]

@@ -16,7 +16,7 @@ from PIL import Image
 from factories import make_image_tok  # tests/smoke
 
 from vltk import artifacts
-from vltk.data.encoded import Encoded, MixSel, iter_encoded
+from vltk.data.encoded import EncodedSample, MixSel, iter_encoded
 from vltk.data.mixsel import mix
 from vltk.data.shards import iter_samples
 from vltk.errors import VltkError
@@ -72,7 +72,7 @@ def test_vq_encode_stores_every_image_and_caption_once(data, vq_encoded):
         assert contents["splits"][split]["samples"] == shard_splits[split]["samples"] == len(records)
         assert [r.key for r in records] == [s.key for s in samples]  # each image once, in shard order
         for sample, record in zip(samples, records):
-            assert isinstance(record, Encoded) and record.captions == sample.captions
+            assert isinstance(record, EncodedSample) and record.captions == sample.captions
             codes = record.image["codes"]
             assert codes.dtype == np.uint16 and codes.shape == (SIZE // 2, SIZE // 2)
             with torch.no_grad():

@@ -67,7 +67,7 @@ def test_python_api(tmp_path):
     encoded = tiny_encoded(tmp_path)
     settings = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
                 "data.bpe_dropout=0.0"]
-    train_gen.run(load_config(train_gen.MAGVLTRun, None, settings), encoded, tmp_path / "gen", cpu=True)
+    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, settings), encoded, tmp_path / "gen", cpu=True)
     out = tmp_path / "api"
     printed = run(sys.executable, EXAMPLES / "python_api.py", tmp_path, "--out", out, "--count", 3, "--cpu")
     assert sorted(p.name for p in out.glob("t2i-*.png")) == ["t2i-0.png", "t2i-1.png", "t2i-2.png"]

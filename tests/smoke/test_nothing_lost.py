@@ -127,7 +127,7 @@ def test_a_moved_build_folder_samples_and_scores_from_any_directory(tmp_path, mo
     build = tmp_path / "build"
     monkeypatch.chdir(tmp_path)
     encoded = tiny_encoded(Path("build"))  # relative paths, as `make demo` types them
-    train_gen.run(load_config(train_gen.MAGVLTRun, None, TINY), encoded, Path("build/gen"), cpu=True)
+    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), encoded, Path("build/gen"), cpu=True)
     moved = tmp_path / "elsewhere" / "copy"
     moved.parent.mkdir()
     shutil.copytree(build, moved)
@@ -146,7 +146,7 @@ def test_a_moved_build_folder_samples_and_scores_from_any_directory(tmp_path, mo
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
-    train_gen.run(load_config(train_gen.MAGVLTRun, None, TINY), tiny_encoded(root), root / "gen", cpu=True)
+    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), tiny_encoded(root), root / "gen", cpu=True)
     return root / "gen"
 
 

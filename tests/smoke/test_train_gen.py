@@ -103,7 +103,7 @@ KILLED_RUN = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return step_once(self, batch, step)
     magvlt.MAGVLTTask.train_step = die_in_step_5
-    cfg = load_config(stage.MAGVLTRun, None, sys.argv[3:])
+    cfg = load_config(stage.MAGVLTTrainConfig, None, sys.argv[3:])
     stage.run(cfg, Path(sys.argv[1]), Path(sys.argv[2]), cpu=True)
 """)
 
@@ -114,7 +114,7 @@ def test_a_killed_run_resumes_to_bitwise_the_same_weights(magvlt, encoded, tmp_p
     assert proc.returncode == -9, proc.stderr
     assert not out.exists() and latest_checkpoint(out.with_name("gen.partial") / "checkpoints").name.endswith("4")
 
-    stage.run(load_config(stage.MAGVLTRun, None, TINY), encoded, out, cpu=True)
+    stage.run(load_config(stage.MAGVLTTrainConfig, None, TINY), encoded, out, cpu=True)
     assert json.loads((out / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 4
     resumed, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)

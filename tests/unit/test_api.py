@@ -36,7 +36,7 @@ PROMPTS = ["a red circle", "a small blue square above a green triangle", "a yell
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     encoded = tiny_encoded(root)
-    train_gen.run(load_config(train_gen.MAGVLTRun, None, TINY), encoded, root / "gen", cpu=True)
+    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), encoded, root / "gen", cpu=True)
     return root
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vltk.data.encoded import Encoded, MixSel, RecordWriter, codes_dtype, read_records
+from vltk.data.encoded import EncodedSample, MixSel, RecordWriter, codes_dtype, read_records
 
 
 def _text(n, context=8):
@@ -12,7 +12,7 @@ def _text(n, context=8):
 
 def _vq(key, dtype, seed, high):
     codes = np.random.default_rng(seed).integers(0, high, (4, 4)).astype(dtype)
-    return Encoded(key=key, image={"codes": codes}, text=_text(2), captions=("one", "two"), source="s.json",
+    return EncodedSample(key=key, image={"codes": codes}, text=_text(2), captions=("one", "two"), source="s.json",
                    meta={"objects": [{"shape": "circle"}]})
 
 
@@ -20,7 +20,7 @@ def _vae(key, seed):
     rng = np.random.default_rng(seed)
     image = {"mean": rng.normal(size=(3, 4, 4)).astype(np.float16),
              "logvar": rng.uniform(-30, 20, (3, 4, 4)).astype(np.float16)}
-    return Encoded(key=key, image=image, text=_text(1), captions=("only",))
+    return EncodedSample(key=key, image=image, text=_text(1), captions=("only",))
 
 
 def _same(got, want):
@@ -52,7 +52,7 @@ def test_round_trip_keeps_dtypes_shapes_and_splits_tars(tmp_path, make):
     got = list(read_records([tmp_path / n for n in names]))
     assert len(got) == 5
     for g, want in zip(got, records):
-        assert isinstance(g, Encoded)
+        assert isinstance(g, EncodedSample)
         _same(g, want)
 
 
@@ -86,4 +86,4 @@ def test_an_empty_writer_makes_no_file(tmp_path):
 def test_writer_refuses_arrays_of_the_wrong_dtype_or_shape(tmp_path, image, text, match):
     writer = RecordWriter(str(tmp_path / "x-%03d.tar"), 4)
     with pytest.raises(ValueError, match=match):
-        writer.write(Encoded(key="k", image=image, text=text, captions=("c",)))
+        writer.write(EncodedSample(key="k", image=image, text=text, captions=("c",)))

@@ -13,7 +13,7 @@ from vltk.config import load_config
 from vltk.models.givt import GIVT
 from vltk.pipeline.sample import SampleConfig
 from vltk.pipeline.tokenize_image import TokenizeImageConfig
-from vltk.pipeline.train_gen import RUNS, resolve
+from vltk.pipeline.train_gen import CONFIGS, resolve
 from vltk.records import EncodedContents, Stage
 from vltk.train.optim import build_optimizer
 
@@ -23,7 +23,7 @@ IMAGENET_TRAIN = 1_281_167  # ImageNet-1k train images
 
 
 def run_config(kind: str):
-    return load_config(RUNS[kind], PAPER / f"train_gen_{kind.replace('-', '_')}.toml")
+    return load_config(CONFIGS[kind], PAPER / f"train_gen_{kind.replace('-', '_')}.toml")
 
 
 def imagenet_vae_encoded(root: Path) -> Path:

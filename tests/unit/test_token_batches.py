@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vltk import artifacts
-from vltk.data.encoded import Encoded, MixSel, RecordWriter, mixsel_split
+from vltk.data.encoded import EncodedSample, MixSel, RecordWriter, mixsel_split
 from vltk.data.loader import batches
 from vltk.data.token_batches import TokenBatches, caption_ids, join_captions
 from vltk.errors import VltkError
@@ -39,10 +39,10 @@ def tok() -> BPETokenizer:
     return BPETokenizer(learn_merges(words, 200), context_length=CONTEXT)
 
 
-def encoded_record(i: int, tok: BPETokenizer) -> Encoded:
+def encoded_record(i: int, tok: BPETokenizer) -> EncodedSample:
     codes = (np.arange(N) + N * i).astype(np.uint16).reshape(GRID, GRID)  # unique per record: tells records apart
     captions = captions_of(i)
-    return Encoded(key=f"r{i}", image={"codes": codes}, text=tok.encode_batch(list(captions)), captions=captions,
+    return EncodedSample(key=f"r{i}", image={"codes": codes}, text=tok.encode_batch(list(captions)), captions=captions,
                    source="synthetic", meta={"i": i})
 
 
@@ -59,7 +59,7 @@ def make_artifact(out, tok: BPETokenizer, *, mixsel: bool = True, kind: str = "v
     records = [encoded_record(i, tok) for i in range(RECORDS)]
     if kind == "vae":
         latent = np.zeros((2, GRID, GRID), np.float16)
-        records = [Encoded(key=r.key, image={"mean": latent, "logvar": latent}, text=r.text, captions=r.captions)
+        records = [EncodedSample(key=r.key, image={"mean": latent, "logvar": latent}, text=r.text, captions=r.captions)
                    for r in records]
     splits = {"train": write_split(job.work, "train", records)}
     if mixsel:

@@ -59,7 +59,7 @@ def mixsel_split(split: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoded:
+class EncodedSample:
     """One image with its captions, encoded."""
 
     key: str
@@ -76,9 +76,9 @@ class MixSel:
 
     key: str
     direction: Literal["horizontal", "vertical"]
-    image: dict[str, np.ndarray]  # the mixed image, same fields as Encoded.image
-    a: Encoded  # left (horizontal) or top (vertical) half
-    b: Encoded
+    image: dict[str, np.ndarray]  # the mixed image, same fields as EncodedSample.image
+    a: EncodedSample  # left (horizontal) or top (vertical) half
+    b: EncodedSample
 
 
 def image_kind(image: dict[str, np.ndarray]) -> Kind:
@@ -117,7 +117,7 @@ def npy_array(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def _entries(record: Encoded, prefix: str = "") -> dict[str, bytes]:
+def _entries(record: EncodedSample, prefix: str = "") -> dict[str, bytes]:
     check_image(record.image)
     check_text(record.text, record.captions)
     entries = {f"{prefix}{name}.npy": npy_bytes(array) for name, array in record.image.items()}
@@ -125,13 +125,13 @@ def _entries(record: Encoded, prefix: str = "") -> dict[str, bytes]:
     return entries
 
 
-def _about(record: Encoded) -> dict[str, Any]:
+def _about(record: EncodedSample) -> dict[str, Any]:
     return {"captions": list(record.captions), "source": record.source, "meta": record.meta}
 
 
-def pack(record: Encoded | MixSel) -> dict[str, Any]:
+def pack(record: EncodedSample | MixSel) -> dict[str, Any]:
     """A record as a WebDataset sample: {"__key__": key, "<field>.npy": bytes, ..., "json": bytes}."""
-    if isinstance(record, Encoded):
+    if isinstance(record, EncodedSample):
         return {"__key__": record.key, **_entries(record), "json": json.dumps(_about(record)).encode()}
     check_image(record.image)
     shapes = {name: array.shape for name, array in record.image.items()}
@@ -153,8 +153,8 @@ def _image(raw: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     return {name: member(raw, f"{prefix}{name}.npy", npy_array) for name in IMAGE_FIELDS[kind]}
 
 
-def _encoded(raw: dict[str, Any], about: dict[str, Any], key: str, prefix: str = "") -> Encoded:
-    return Encoded(key=key, image=_image(raw, prefix), text=member(raw, f"{prefix}text.npy", npy_array),
+def _encoded(raw: dict[str, Any], about: dict[str, Any], key: str, prefix: str = "") -> EncodedSample:
+    return EncodedSample(key=key, image=_image(raw, prefix), text=member(raw, f"{prefix}text.npy", npy_array),
                    captions=tuple(about["captions"]), source=about.get("source", ""), meta=about.get("meta", {}))
 
 
@@ -164,9 +164,9 @@ def _parse_about(data: bytes) -> dict[str, Any]:
     return (PAIR if isinstance(about, dict) and "direction" in about else ABOUT).check(about)
 
 
-def unpack(raw: dict[str, Any]) -> Encoded | MixSel:
-    """The inverse of `pack`: a MixSel when the sample has a direction, else an Encoded; a missing or damaged member
-    is a VltkError naming the tar and the member."""
+def unpack(raw: dict[str, Any]) -> EncodedSample | MixSel:
+    """The inverse of `pack`: a MixSel when the sample has a direction, else an EncodedSample; a missing or damaged
+    member is a VltkError naming the tar and the member."""
     about = member(raw, "json", _parse_about)
     if "direction" not in about:
         return _encoded(raw, about, raw["__key__"])
@@ -178,13 +178,13 @@ def unpack(raw: dict[str, Any]) -> Encoded | MixSel:
 class RecordWriter(TarSetWriter):
     """Writes encoded (or MixSel) records into tars named `pattern % k`."""
 
-    def write(self, record: Encoded | MixSel) -> None:
+    def write(self, record: EncodedSample | MixSel) -> None:
         self.write_sample(pack(record))
-        parts = (record,) if isinstance(record, Encoded) else (record.a, record.b)
+        parts = (record,) if isinstance(record, EncodedSample) else (record.a, record.b)
         self.captions += sum(len(part.captions) for part in parts)
 
 
-def read_records(paths: list[Path]) -> Iterator[Encoded | MixSel]:
+def read_records(paths: list[Path]) -> Iterator[EncodedSample | MixSel]:
     """Records from tar files, in order."""
     return map(unpack, raw_samples(paths))
 
@@ -194,6 +194,6 @@ def encoded_paths(encoded: Path, split: str) -> list[Path]:
     return split_paths(encoded, STAGE, split)
 
 
-def iter_encoded(encoded: Path, split: str) -> Iterator[Encoded | MixSel]:
-    """Every record of `split` (Encoded for a plain split, MixSel for a `mixsel-*` split), in shard order."""
+def iter_encoded(encoded: Path, split: str) -> Iterator[EncodedSample | MixSel]:
+    """Every record of `split` (EncodedSample for a plain split, MixSel for a `mixsel-*` split), in shard order."""
     return read_records(encoded_paths(encoded, split))

@@ -36,7 +36,7 @@ from vltk.errors import VltkError
 from vltk.records import ShardsContents
 
 Raw = TypeVar("Raw")  # what reading the tars gives, cheap to make (bytes, parsed JSON)
-Item = TypeVar("Item")  # what a batch is built from (decoded arrays)
+Example = TypeVar("Example")  # what a batch is built from (decoded arrays)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -60,7 +60,7 @@ def _key(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-class SplitStream(Generic[Raw, Item]):
+class SplitStream(Generic[Raw, Example]):
     """This process's share of each global batch of one split, as (stream position, item) pairs (module docstring).
 
     `read(paths)` yields the raw samples of tars in order; `load(raw)` turns one into the item a batch needs, and is
@@ -69,7 +69,7 @@ class SplitStream(Generic[Raw, Item]):
 
     def __init__(
         self, paths: list[Path], num_samples: int, *, name: str, read: Callable[[list[Path]], Iterator[Raw]],
-        load: Callable[[Raw], Item], seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
+        load: Callable[[Raw], Example], seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
         in_memory_max: int = 100_000, shuffle_buffer: int = 2_000, keyed_by_name: bool = True,
     ):
         if batch_size % world_size:
@@ -84,7 +84,7 @@ class SplitStream(Generic[Raw, Item]):
         self.batch_size, self.local = batch_size, batch_size // world_size
         self.slice = range(rank * self.local, (rank + 1) * self.local)  # offsets within a global batch
         self.shuffle_buffer = shuffle_buffer
-        self.items: list[Item] | None = None
+        self.items: list[Example] | None = None
         if num_samples <= in_memory_max:
             self.items = [load(raw) for raw in read(paths)]
             self._check_count(len(self.items))
@@ -103,7 +103,7 @@ class SplitStream(Generic[Raw, Item]):
             raise VltkError(f"the tars of the '{self.name}' split hold {count} samples but its manifest says "
                             f"{self.num_samples}: the artifact is damaged; rebuild it")
 
-    def _epoch(self, epoch: int) -> Iterator[Item | Raw]:
+    def _epoch(self, epoch: int) -> Iterator[Example | Raw]:
         """The epoch's items (in memory) or raw samples (streamed), in the epoch's order."""
         rng = self.epoch_rng(epoch, "order")
         if self.items is not None:
@@ -121,13 +121,13 @@ class SplitStream(Generic[Raw, Item]):
             yield buffer.pop(int(rng.integers(len(buffer))))
         self._check_count(count)
 
-    def __call__(self, position: int = 0, worker: int = 0, workers: int = 1) -> Iterator[list[tuple[int, Item]]]:
+    def __call__(self, position: int = 0, worker: int = 0, workers: int = 1) -> Iterator[list[tuple[int, Example]]]:
         """Lists of batch_size / world_size (stream position, item), starting `position` samples into the stream: the
         global batches k = worker, worker + workers, ... of them (`Workers`; all of them by default). The others are
         read past (their positions count) but not loaded."""
         n = self.num_samples
         epoch, offset = divmod(position, n)
-        batch: list[tuple[int, Item]] = []
+        batch: list[tuple[int, Example]] = []
         while True:
             for i, sample in enumerate(self._epoch(epoch)):
                 q = epoch * n + i

@@ -37,7 +37,7 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
-DATA_STAGES = (Stage.SYNTH, Stage.SHARD)  # the vltk artifacts that hold images with captions (a shards artifact is tars)
+DATA_STAGES = (Stage.SYNTH, Stage.SHARD)  # the artifacts that hold images with captions (a shards artifact is tars)
 KEY_LENGTH = 100  # characters; a longer key is cut and ends with a hash of the whole, so that it stays distinct
 # What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
 # separators, and U+FEFF (the byte-order mark an editor may put at the start of a .txt file).
@@ -62,7 +62,7 @@ class Skip:
     detail: str = ""
 
 
-Item = Record | Skip
+Entry = Record | Skip  # what a source reads for one input: a record to shard, or why it is skipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +70,9 @@ class Source:
     format: str
     inputs: dict[str, Path]  # files and folders the output depends on (fingerprinted in the manifest)
     total: int | None  # number of items, when known without reading the whole source
-    read: Callable[[], Iterator[Item]]  # the raw items, before keys are made unique
+    read: Callable[[], Iterator[Entry]]  # the raw items, before keys are made unique
 
-    def items(self) -> Iterator[Item]:
+    def items(self) -> Iterator[Entry]:
         """Every item in a deterministic order, with unique keys, clean captions and normalised splits."""
         return _finish(self.read())
 
@@ -172,7 +172,7 @@ def clean_caption(text: str) -> str:
     return " ".join(CONTROL.sub(" ", text).split())
 
 
-def _finish(items: Iterable[Item]) -> Iterator[Item]:
+def _finish(items: Iterable[Entry]) -> Iterator[Entry]:
     """Unique keys (a repeat gets the first free suffix -1, -2, ...), stripped captions, our split names."""
     seen: set[str] = set()
     for item in items:
@@ -210,7 +210,7 @@ def _folder(root: Path) -> Source:
                 if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
                     yield Path(directory) / name
 
-    def read() -> Iterator[Item]:
+    def read() -> Iterator[Entry]:
         for path in images():
             rel = path.relative_to(root).as_posix()
             key = sanitize_key(rel.rsplit(".", 1)[0])
@@ -244,7 +244,7 @@ def _coco(file: Path, images: Path | None) -> Source:
     first = [row.image for row in rows[:1] if row is not None]
     root = Path(images) if images else _find_image_root(file, first)
 
-    def read() -> Iterator[Item]:
+    def read() -> Iterator[Entry]:
         for n, row in enumerate(rows):
             if row is None:
                 yield Skip(f"image{n}", f"{file.name}:images[{n}]", "bad_row", "no file name")
@@ -307,7 +307,7 @@ def _record(row: _Row, root: Path) -> Record:
                   row.meta, row.image)
 
 
-def _merge_rows(rows: Iterable[_Row | Skip], root: Path) -> Iterator[Item]:
+def _merge_rows(rows: Iterable[_Row | Skip], root: Path) -> Iterator[Entry]:
     """Rows -> records; consecutive rows naming the same image (Flickr-style, one caption a row) become one record."""
     pending: _Row | None = None
     for row in rows:
@@ -431,7 +431,7 @@ def _tar_paths(src: Path) -> list[Path]:
 def _wds(src: Path) -> Source:
     paths = _tar_paths(src)
 
-    def read() -> Iterator[Item]:
+    def read() -> Iterator[Entry]:
         import webdataset as wds
 
         for path in paths:
@@ -446,7 +446,7 @@ def _wds(src: Path) -> Source:
     return Source("wds", inputs, None, read)
 
 
-def _wds_item(tar: str, sample: dict[str, Any]) -> Item:
+def _wds_item(tar: str, sample: dict[str, Any]) -> Entry:
     key = sanitize_key(sample["__key__"])
     where = f"{tar}:{sample['__key__']}"
     ext = next((e for e in ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif") if e in sample), None)

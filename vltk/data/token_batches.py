@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vltk.data.encoded import Encoded, MixSel, encoded_paths, mixsel_split, unpack
+from vltk.data.encoded import EncodedSample, MixSel, encoded_paths, mixsel_split, unpack
 from vltk.data.loader import SplitStream, split_size
 from vltk.data.shards import raw_samples
 from vltk.errors import VltkError
@@ -69,21 +69,21 @@ def join_captions(a_ids: list[int], b_ids: list[int], *, sep_id: int, eos_id: in
     return row, (0, keep_a), (keep_a + 1, keep_a + 1 + keep_b)
 
 
-def _slim(record: Encoded | MixSel, keep: str | None = None) -> Encoded | MixSel:
+def _slim(record: EncodedSample | MixSel, keep: str | None = None) -> EncodedSample | MixSel:
     """The record without what batches never read (source, and meta but its `keep` field), so that an in-memory split
     stays small."""
-    if isinstance(record, Encoded):
+    if isinstance(record, EncodedSample):
         meta = {keep: record.meta[keep]} if keep in record.meta else {}
         return dataclasses.replace(record, source="", meta=meta)
     return dataclasses.replace(record, a=_slim(record.a), b=_slim(record.b))
 
 
-def _images(records: list[Encoded] | list[MixSel]) -> torch.Tensor:
+def _images(records: list[EncodedSample] | list[MixSel]) -> torch.Tensor:
     """(b, N) long: each record's (h, w) code grid in raster order."""
     return _long(np.stack([record.image["codes"].reshape(-1) for record in records]))
 
 
-def _latents(records: list[Encoded], field: str) -> torch.Tensor:
+def _latents(records: list[EncodedSample], field: str) -> torch.Tensor:
     """(b, N, d) float32: each record's (d, h, w) posterior `field` as N = h w tokens in raster order."""
     stacked = np.stack([record.image[field] for record in records]).astype(np.float32)  # (b, d, h, w)
     return torch.from_numpy(stacked).flatten(2).transpose(1, 2).contiguous()
@@ -105,7 +105,7 @@ def _long(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
-def record_class(record: Encoded, classes: tuple[str, ...], key: str) -> int:
+def record_class(record: EncodedSample, classes: tuple[str, ...], key: str) -> int:
     """The class id of a record: its meta field `key`, by `class_index`; a record without one is an error."""
     if key not in record.meta:
         raise VltkError(f"record {record.key} has no class: its meta has no {key!r} field")
@@ -143,24 +143,24 @@ class TokenBatches:
                             f"those {encoded} was encoded with ({self.eos_id}, {self.sep_id})")
         self.bpe_dropout, self.tokenizer = bpe_dropout, tokenizer
 
-        def load(raw: dict[str, Any]) -> Encoded | MixSel:
+        def load(raw: dict[str, Any]) -> EncodedSample | MixSel:
             return _slim(unpack(raw), keep=class_key if classes else None)
 
-        def stream(name: str) -> SplitStream[dict[str, Any], Encoded | MixSel]:
+        def stream(name: str) -> SplitStream[dict[str, Any], EncodedSample | MixSel]:
             return SplitStream(encoded_paths(encoded, name), split_size(contents.splits, encoded, name), name=name,
                                read=raw_samples, load=load, seed=seed, batch_size=batch_size, rank=rank,
                                world_size=world_size, in_memory_max=in_memory_max, shuffle_buffer=shuffle_buffer)
 
         self.plain = stream(split)
         self.num_samples = self.plain.num_samples
-        self.mix: SplitStream[dict[str, Any], Encoded | MixSel] | None = None
+        self.mix: SplitStream[dict[str, Any], EncodedSample | MixSel] | None = None
         if mixsel:
             if mixsel_split(split) not in contents.splits:
                 raise VltkError(f"{encoded} has no MixSel pairs of its '{split}' split: make them with `vltk encode` "
                                 f"with mixsel_pairs = 1 and '{split}' in mixsel_splits")
             self.mix = stream(mixsel_split(split))
 
-    def _caption(self, stream: SplitStream, position: int, record: Encoded, purpose: str) -> np.ndarray:
+    def _caption(self, stream: SplitStream, position: int, record: EncodedSample, purpose: str) -> np.ndarray:
         """(C,) one of the record's captions as a MAGVLT row, drawn (and BPE-dropped out) for this position."""
         rng = stream.sample_rng(position, purpose)
         choice = int(rng.integers(len(record.text)))
@@ -169,7 +169,7 @@ class TokenBatches:
         # encode_batch lays the row out (truncation, EOS, EOS padding) exactly as the stored rows were.
         return self.tokenizer.encode_batch([record.captions[choice]], self.text_tokens, self.bpe_dropout, rng)[0]
 
-    def _plain(self, items: list[tuple[int, Encoded]]) -> dict[str, torch.Tensor]:
+    def _plain(self, items: list[tuple[int, EncodedSample]]) -> dict[str, torch.Tensor]:
         text = np.stack([self._caption(self.plain, q, record, "caption") for q, record in items])  # (b, C)
         records = [record for _, record in items]
         if self.kind == "vq":

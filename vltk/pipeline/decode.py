@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from vltk import artifacts
-from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.encoded import EncodedSample, iter_encoded
 from vltk.data.images import image_grid, to_uint8
 from vltk.config import require_range
 from vltk.errors import VltkError
@@ -49,7 +49,7 @@ class DecodeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Item:
+class CodeGrid:
     """One picture to decode: {"codes"} | {"mean", "logvar"} | {"z"}, and what to list beside it."""
 
     image: dict[str, np.ndarray]
@@ -98,21 +98,21 @@ def run(cfg: DecodeConfig, source: Path, image_tok: Path, out: Path, *, force: b
     })
 
 
-def _from_encoded(encoded: Path, image_tok: Path, split: str) -> Iterator[Item]:
+def _from_encoded(encoded: Path, image_tok: Path, split: str) -> Iterator[CodeGrid]:
     manifest = artifacts.open_artifact(encoded, Stage.ENCODE)
     if manifest["inputs"]["image_tok"].get("hash") != artifacts.manifest_hash(image_tok):
         made_with = artifacts.input_path(encoded, manifest, "image_tok")
         raise VltkError(f"{encoded} was encoded with the image tokenizer {made_with}, not {image_tok}; "
                         "decode it with the tokenizer that made it")
     for record in iter_encoded(encoded, split):
-        if isinstance(record, Encoded):
-            yield Item(record.image, {"key": record.key, "captions": list(record.captions)})
+        if isinstance(record, EncodedSample):
+            yield CodeGrid(record.image, {"key": record.key, "captions": list(record.captions)})
         else:  # a MixSel pair: its mixed image
-            yield Item(record.image, {"key": record.key, "direction": record.direction,
+            yield CodeGrid(record.image, {"key": record.key, "direction": record.direction,
                                       "captions_a": list(record.a.captions), "captions_b": list(record.b.captions)})
 
 
-def _from_npy(path: Path, tok: ImageTokenizerContents) -> Iterator[Item]:
+def _from_npy(path: Path, tok: ImageTokenizerContents) -> Iterator[CodeGrid]:
     files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
     if not files:
         raise VltkError(f"{path} holds no .npy files")
@@ -126,7 +126,7 @@ def _from_npy(path: Path, tok: ImageTokenizerContents) -> Iterator[Item]:
             array = array[None]
         for row, grid in enumerate(array):
             image = {"codes": grid} if tok.kind == "vqgan" else {"z": grid}
-            yield Item(image, {"file_source": file.name, "row": row})
+            yield CodeGrid(image, {"file_source": file.name, "row": row})
 
 
 def check(image: dict[str, np.ndarray], tok: ImageTokenizerContents) -> None:

@@ -34,7 +34,7 @@ from accelerate import PartialState
 
 from vltk import artifacts
 from vltk.config import require_range
-from vltk.data.encoded import Encoded, MixSel, RecordWriter, codes_dtype, mixsel_split
+from vltk.data.encoded import EncodedSample, MixSel, RecordWriter, codes_dtype, mixsel_split
 from vltk.data.mixsel import direction_name, draw_directions, draw_partners, mix
 from vltk.data.shards import Sample, decode_image, read_tars
 from vltk.errors import VltkError
@@ -71,7 +71,7 @@ class EncodeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class InputTar:
     """One input tar: the `index`-th tar of `split`."""
 
     split: str
@@ -123,7 +123,7 @@ def run(
     encoder = _image_encoder(model.to(state.device), kind, tok_contents, cfg, state.device)
     tokenizers = Tokenizers(images=encoder, text=BPETokenizer.from_artifact(text_tok),
                             image_size=tok_contents.image_size)
-    tasks = [Task(split, i, shards / name) for split, info in shard_contents.splits.items()
+    tasks = [InputTar(split, i, shards / name) for split, info in shard_contents.splits.items()
              for i, name in enumerate(info["shards"])]
     mine = tasks[state.process_index :: state.num_processes]
     total = sum(info["samples"] for info in shard_contents.splits.values()) if state.num_processes == 1 else None
@@ -170,7 +170,7 @@ def _image_encoder(model: torch.nn.Module, kind: str, tok_contents: ImageTokeniz
     return encode
 
 
-def encode_tar(cfg: EncodeConfig, task: Task, tokenizers: Tokenizers, work: Path,
+def encode_tar(cfg: EncodeConfig, task: InputTar, tokenizers: Tokenizers, work: Path,
                advance: Callable[..., None]) -> dict[str, Any]:
     """Encode one input tar into its output tars in `work`; the record of what was written."""
     started = time.perf_counter()
@@ -184,8 +184,8 @@ def encode_tar(cfg: EncodeConfig, task: Task, tokenizers: Tokenizers, work: Path
     for w, window in enumerate(windows(read_tars([task.path]), cfg.batch_size)):
         pixels = torch.stack([to_tensor(sample, tokenizers.image_size, task.path) for sample in window])
         records = [
-            Encoded(key=s.key, image=image, text=tokenizers.text.encode_batch(list(s.captions)), captions=s.captions,
-                    source=s.source, meta=s.meta)
+            EncodedSample(key=s.key, image=image, text=tokenizers.text.encode_batch(list(s.captions)),
+                          captions=s.captions, source=s.source, meta=s.meta)
             for s, image in zip(window, tokenizers.images(pixels))
         ]
         for record in records:
@@ -203,7 +203,7 @@ def encode_tar(cfg: EncodeConfig, task: Task, tokenizers: Tokenizers, work: Path
     return record
 
 
-def mixsel_records(records: list[Encoded], pixels: torch.Tensor, pairs: int, generator: torch.Generator,
+def mixsel_records(records: list[EncodedSample], pixels: torch.Tensor, pairs: int, generator: torch.Generator,
                    encode: Callable[[torch.Tensor], list[dict[str, np.ndarray]]]) -> list[MixSel]:
     """MixSel pairs of one window: each image as A with up to `pairs` distinct partners B from the window."""
     partners = draw_partners(len(records), pairs, generator)  # (N, k)

@@ -42,7 +42,7 @@ from vltk.models.argvlt import ARGVLT
 from vltk.models.magvlt import MAGVLT
 from vltk.pipeline import encode, sample
 from vltk.pipeline.tokenize_image import TokenizeImageConfig
-from vltk.pipeline.train_gen import RUNS, ARGVLTRun, MAGVLTRun
+from vltk.pipeline.train_gen import CONFIGS, ARGVLTTrainConfig, MAGVLTTrainConfig
 from vltk.ui import console
 
 PEAK = {"h100": 989e12, "h200": 989e12, "a100": 312e12}  # dense bf16 FLOP/s (NVIDIA data sheets, SXM)
@@ -56,7 +56,8 @@ class PlanConfig:
     captions: int = 5  # per image (COCO: 5; one is drawn per sample)
     text_vocab: int = 49_408  # CLIP's BPE (make paper's default text tokenizer)
     taming: bool = False  # the released VQ-GAN is imported (VQGAN=...): no tokenizer to train
-    t2i_candidates: int = 32  # make paper with CLIP re-ranks 32 images per caption, 64 captions per image (MAGVLT §4.1)
+    # make paper with CLIP re-ranks 32 images per caption, 64 captions per image (MAGVLT §4.1)
+    t2i_candidates: int = 32
     i2t_candidates: int = 64
     gpu: str = "h100"
     gpus: int = 8
@@ -108,10 +109,11 @@ def _config(cls: type, folder: Path, name: str) -> Any:
     return load_config(cls, _path(folder, name), ())
 
 
-def generator(folder: Path, name: str, sizes: dict[str, int]) -> tuple[MAGVLTRun | ARGVLTRun, torch.nn.Module]:
+def generator(folder: Path, name: str, sizes: dict[str, int]
+              ) -> tuple[MAGVLTTrainConfig | ARGVLTTrainConfig, torch.nn.Module]:
     """A generator's run config from `folder` / `name` with the data's sizes, and its model built on the meta device."""
     kind = read_toml(_path(folder, name)).get("generator", "magvlt")
-    run = _config(RUNS[kind], folder, name)
+    run = _config(CONFIGS[kind], folder, name)
     run = dataclasses.replace(run, model=dataclasses.replace(run.model, **sizes))
     with torch.device("meta"):
         model = (MAGVLT if kind == "magvlt" else ARGVLT)(run.model)
@@ -177,13 +179,13 @@ def plan(cfg: PlanConfig) -> list[Row]:
     return rows
 
 
-def _train_row(run: MAGVLTRun | ARGVLTRun, model: torch.nn.Module, seq: int) -> Row:
+def _train_row(run: MAGVLTTrainConfig | ARGVLTTrainConfig, model: torch.nn.Module, seq: int) -> Row:
     """A generator's training: steps x global batch samples, each 3 x the forward FLOPs of its passes."""
     m = run.model
     logits = m.image_tokens + m.text_tokens  # upper bound: a logit row at every position
     forward = pass_flops(model.transformer, m.width, m.depth, seq, logits, m.image_vocab + m.text_vocab)
     passes = 1.0
-    if isinstance(run, MAGVLTRun):
+    if isinstance(run, MAGVLTTrainConfig):
         t2i, i2t, it2it = run.objective.task_weights
         passes += run.objective.unroll * (t2i + i2t) / (t2i + i2t + it2it) + run.objective.mixsel
     n = run.train.steps * run.train.batch_size

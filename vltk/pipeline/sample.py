@@ -66,7 +66,7 @@ from PIL import Image
 
 from vltk import artifacts, handles
 from vltk.config import require_range
-from vltk.data.encoded import Encoded, iter_encoded
+from vltk.data.encoded import EncodedSample, iter_encoded
 from vltk.data.images import image_grid
 from vltk.data.token_batches import class_index, record_class
 from vltk.errors import VltkError
@@ -131,7 +131,7 @@ class Candidate:
     seed: int
 
 
-def _records(encoded: Path, split: str, count: int) -> list[Encoded]:
+def _records(encoded: Path, split: str, count: int) -> list[EncodedSample]:
     try:
         return list(itertools.islice(iter_encoded(encoded, split), count))
     except VltkError as err:

@@ -38,7 +38,7 @@ from vltk.artifacts import (
 )
 from vltk.data.images import ImageSpec, Rejection, prepare_file
 from vltk.data.shards import Sample, SplitWriter
-from vltk.data.sources import Item, Record, Skip, Source, open_source
+from vltk.data.sources import Entry, Record, Skip, Source, open_source
 from vltk.errors import VltkError
 from vltk.records import ShardsContents, Stage
 from vltk.ui import console, progress
@@ -182,8 +182,8 @@ def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
         yield pool
 
 
-def _prepared(items: Iterable[Item], spec: ImageSpec, pool: multiprocessing.pool.Pool | None, chunk: int,
-              ) -> Iterator[tuple[Item, bytes | Rejection | None]]:
+def _prepared(items: Iterable[Entry], spec: ImageSpec, pool: multiprocessing.pool.Pool | None, chunk: int,
+              ) -> Iterator[tuple[Entry, bytes | Rejection | None]]:
     """(item, encoded image or rejection; None for a Skip) in input order, decoding in `pool` if there is one.
 
     Chunks of items are handed out a few at a time (not `Pool.imap`, whose feeder thread would read the whole source
@@ -195,7 +195,7 @@ def _prepared(items: Iterable[Item], spec: ImageSpec, pool: multiprocessing.pool
         for batch in chunks:
             yield from _pair(batch, [prepare(it.image) for it in batch if isinstance(it, Record)])
         return
-    pending: collections.deque[tuple[list[Item], multiprocessing.pool.AsyncResult]] = collections.deque()
+    pending: collections.deque[tuple[list[Entry], multiprocessing.pool.AsyncResult]] = collections.deque()
     for batch in chunks:
         images = [it.image for it in batch if isinstance(it, Record)]
         pending.append((batch, pool.map_async(prepare, images, chunksize=TASK)))
@@ -206,13 +206,13 @@ def _prepared(items: Iterable[Item], spec: ImageSpec, pool: multiprocessing.pool
         yield from _pair(done, result.get())
 
 
-def _pair(chunk: list[Item], results: list[bytes | Rejection]) -> Iterator[tuple[Item, bytes | Rejection | None]]:
+def _pair(chunk: list[Entry], results: list[bytes | Rejection]) -> Iterator[tuple[Entry, bytes | Rejection | None]]:
     prepared = iter(results)
     for item in chunk:
         yield item, next(prepared) if isinstance(item, Record) else None
 
 
-def _batched(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
+def _batched(items: Iterable[Entry], n: int) -> Iterator[list[Entry]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, n)):
         yield chunk

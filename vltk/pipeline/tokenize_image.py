@@ -200,5 +200,6 @@ def _contents(cfg: TokenizeImageConfig, perceptual: bool, evaluation: dict[str, 
     return ImageTokenizerContents(
         kind=model.kind, image_size=model.image_size, grid_size=model.grid_size, model=config_to_dict(model), **size,
         extra={"downsample": model.downsample, "normalization": "[-1, 1]",
-               "perceptual": "lpips-vgg16" if perceptual else "off", **evaluation, "train": trained, "summary": summary},
+               "perceptual": "lpips-vgg16" if perceptual else "off", **evaluation, "train": trained,
+               "summary": summary},
     ).to_dict()

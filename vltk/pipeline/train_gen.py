@@ -66,7 +66,7 @@ class GenDataConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _Run:
+class _TrainGenCommon:
     """What every generator run has besides its model and objective."""
 
     data: GenDataConfig = dataclasses.field(default_factory=GenDataConfig)
@@ -75,14 +75,14 @@ class _Run:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MAGVLTRun(_Run):
+class MAGVLTTrainConfig(_TrainGenCommon):
     generator: Literal["magvlt"] = "magvlt"
     model: MAGVLTConfig = dataclasses.field(default_factory=MAGVLTConfig)
     objective: MAGVLTObjective = dataclasses.field(default_factory=MAGVLTObjective)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ARGVLTRun(_Run):
+class ARGVLTTrainConfig(_TrainGenCommon):
     generator: Literal["argvlt"] = "argvlt"
     model: ARGVLTConfig = dataclasses.field(default_factory=ARGVLTConfig)
     objective: ARGVLTObjective = dataclasses.field(default_factory=ARGVLTObjective)
@@ -124,7 +124,7 @@ class GIVTCondition:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _GIVTRun(_Run):
+class GIVTTrainConfig(_TrainGenCommon):
     model: GIVTConfig = dataclasses.field(default_factory=GIVTConfig)
     objective: GIVTObjective = dataclasses.field(default_factory=GIVTObjective)
     condition: GIVTCondition = dataclasses.field(default_factory=GIVTCondition)
@@ -132,28 +132,28 @@ class _GIVTRun(_Run):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GIVTCausalRun(_GIVTRun):
+class GIVTCausalTrainConfig(GIVTTrainConfig):
     generator: Literal["givt-causal"] = "givt-causal"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GIVTMaskGITRun(_GIVTRun):
+class GIVTMaskGITTrainConfig(GIVTTrainConfig):
     generator: Literal["givt-maskgit"] = "givt-maskgit"
     optim: GIVTOptim = dataclasses.field(default_factory=lambda: GIVTOptim(weight_decay=0.0))
 
 
-RunConfig = Union[MAGVLTRun, ARGVLTRun, GIVTCausalRun, GIVTMaskGITRun]
-RUNS: dict[str, type] = {"magvlt": MAGVLTRun, "argvlt": ARGVLTRun, "givt-causal": GIVTCausalRun,
-                         "givt-maskgit": GIVTMaskGITRun}
+TrainGenConfig = Union[MAGVLTTrainConfig, ARGVLTTrainConfig, GIVTCausalTrainConfig, GIVTMaskGITTrainConfig]
+CONFIGS: dict[str, type] = {"magvlt": MAGVLTTrainConfig, "argvlt": ARGVLTTrainConfig,
+                            "givt-causal": GIVTCausalTrainConfig, "givt-maskgit": GIVTMaskGITTrainConfig}
 # Metrics whose first and last logged values the manifest keeps (those a run logged).
 CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
          "t2i/image", "t2i/text", "i2t/image", "i2t/text", "nll_per_dim")
 
 
-def resolve(cfg: RunConfig, encoded: Path) -> tuple[RunConfig, EncodedContents]:
+def resolve(cfg: TrainGenConfig, encoded: Path) -> tuple[TrainGenConfig, EncodedContents]:
     """The config with the encoded artifact's sizes and the BPE-dropout rate filled in, and that artifact's record."""
     contents = EncodedContents.read(encoded)
-    givt = isinstance(cfg, _GIVTRun)
+    givt = isinstance(cfg, GIVTTrainConfig)
     if contents.kind != ("vae" if givt else "vq"):
         need, tok = ("continuous latents", "vae") if givt else ("VQ codes", "vqgan")
         raise VltkError(f"{encoded} holds {'VQ codes' if givt else 'continuous latents'}; {cfg.generator.upper()} "
@@ -187,21 +187,21 @@ def _tokenizer(encoded: Path, dropout: float) -> BPETokenizer | None:
     return BPETokenizer.from_artifact(path)
 
 
-def _task(cfg: RunConfig, parts: dict, accelerator: Accelerator, grid: int) -> MAGVLTTask | ARGVLTTask | GIVTTask:
+def _task(cfg: TrainGenConfig, parts: dict, accelerator: Accelerator, grid: int) -> MAGVLTTask | ARGVLTTask | GIVTTask:
     common = {"global_batch": cfg.train.batch_size, "seed": cfg.train.seed}
-    if isinstance(cfg, MAGVLTRun):
+    if isinstance(cfg, MAGVLTTrainConfig):
         return MAGVLTTask(parts, cfg.objective, accelerator, grid_size=grid, **common)
-    if isinstance(cfg, _GIVTRun):
+    if isinstance(cfg, GIVTTrainConfig):
         return GIVTTask(parts, cfg.objective, accelerator, **common)
     return ARGVLTTask(parts, cfg.objective, accelerator, **common)
 
 
-def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
+def run(cfg: TrainGenConfig, encoded: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
     """Train the generator of `cfg` on `encoded` into the artifact `out` (continuing a killed run of the same config)."""
     encoded, out = Path(encoded), Path(out)
     cfg, contents = resolve(cfg, encoded)
-    mixsel = isinstance(cfg, MAGVLTRun) and cfg.objective.mixsel
-    accelerator = make_accelerator(cfg.train, cpu=cpu, find_unused_parameters=isinstance(cfg, MAGVLTRun))
+    mixsel = isinstance(cfg, MAGVLTTrainConfig) and cfg.objective.mixsel
+    accelerator = make_accelerator(cfg.train, cpu=cpu, find_unused_parameters=isinstance(cfg, MAGVLTTrainConfig))
     job = begin_shared(accelerator, out, stage=STAGE, config=cfg, inputs={"encoded": encoded}, force=force, resume=True)
     if job is None:
         return out
@@ -210,7 +210,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     model = GENERATORS[cfg.generator][0](cfg.model)
     parts = prepare(accelerator, {"model": (model, cfg.optim)}, compile=cfg.train.compile)
     task = _task(cfg, parts, accelerator, contents.grid_size)
-    givt = isinstance(cfg, _GIVTRun)
+    givt = isinstance(cfg, GIVTTrainConfig)
     dropout = cfg.data.bpe_dropout if not givt or cfg.condition.text else 0.0
     classes = {"classes": cfg.condition.classes, "class_key": cfg.condition.class_key} if givt else {}
     data = TokenBatches(encoded, cfg.data.split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
@@ -229,7 +229,7 @@ def run(cfg: RunConfig, encoded: Path, out: Path, *, force: bool = False, cpu: b
     return out
 
 
-def _contents(cfg: RunConfig, encoded: EncodedContents, model: torch.nn.Module, result: Any,
+def _contents(cfg: TrainGenConfig, encoded: EncodedContents, model: torch.nn.Module, result: Any,
               lines: list[dict[str, float]], processes: int, precision: str) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
@@ -245,7 +245,7 @@ def _contents(cfg: RunConfig, encoded: EncodedContents, model: torch.nn.Module, 
         kind = "masked" if cfg.generator == "magvlt" else "next"
         summary += f", T2I {kind}-token accuracy {curve['t2i/image_acc']['last']:.1%}"
     kind = ({"latent_channels": cfg.model.latent_channels, "classes": list(cfg.condition.classes),
-             "class_key": cfg.condition.class_key} if isinstance(cfg, _GIVTRun)
+             "class_key": cfg.condition.class_key} if isinstance(cfg, GIVTTrainConfig)
             else {"image_vocab": cfg.model.image_vocab})
     return GeneratorContents(
         generator=cfg.generator, model=config_to_dict(cfg.model), **kind, text_vocab=cfg.model.text_vocab,
