@@ -232,7 +232,8 @@ def encode(
     out: Annotated[Path, typer.Argument(help="Output encoded artifact.")],
     batch_size: Annotated[Optional[int], typer.Option(help="Images per tokenizer call (also MixSel's window).")] = None,
     mixsel_pairs: Annotated[Optional[int], typer.Option(help="MixSel partners per image (0 = none).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16.")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(
+        help="no | bf16 | auto (bf16 on a GPU): bf16 autocast for the tokenizer.")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Encode on the CPU even when there is a GPU.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -242,7 +243,7 @@ def encode(
     from vltk.config import load_config
     from vltk.pipeline import encode as stage
 
-    flags = {"batch_size": batch_size, "mixsel_pairs": mixsel_pairs, "precision": precision}
+    flags = {"batch_size": batch_size, "mixsel_pairs": mixsel_pairs, "mixed_precision": mixed_precision}
     cfg = load_config(stage.EncodeConfig, config, set_ or (), flags)
     done(stage.run(cfg, shards, image_tok, text_tok, out, force=force, cpu=cpu))
 

@@ -173,11 +173,11 @@ def test_bf16_encodes_close_to_fp32(kind, data):
     autocast ran) but within 5% of their largest magnitude, stored in the same dtypes."""
     root = data[kind].parent
     out = {}
-    for precision in ("fp32", "bf16"):
-        cfg = encode.EncodeConfig(batch_size=4, mixsel_pairs=0, precision=precision)
+    for precision in ("no", "bf16"):
+        cfg = encode.EncodeConfig(batch_size=4, mixsel_pairs=0, mixed_precision=precision)
         out[precision] = encode.run(cfg, root / "shards", root / "image-tok", root / "text-tok",
                                     root / f"encoded-{precision}", cpu=True)
-    fp32, bf16 = (list(iter_encoded(out[p], "train")) for p in ("fp32", "bf16"))
+    fp32, bf16 = (list(iter_encoded(out[p], "train")) for p in ("no", "bf16"))
     field = "codes" if kind == "vq" else "mean"
     a, b = (np.stack([r.image[field] for r in records]) for records in (fp32, bf16))
     assert a.dtype == b.dtype and a.shape == b.shape

@@ -44,6 +44,7 @@ from vltk.records import (
 )
 from vltk.text.bpe import BPETokenizer
 from vltk.train.launch import begin_shared, main_progress
+from vltk.train.loop import precision
 from vltk.ui import console
 
 STAGE = Stage.ENCODE
@@ -60,7 +61,9 @@ class EncodeConfig:
     mixsel_splits: tuple[str, ...] = ("train",)
     seed: int = 0  # MixSel partners and directions
     shard_size: int = 1000  # records per output tar
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast speeds up GPUs; VQ codes near a tie may then differ
+    # bf16 autocast for the tokenizer's passes, as train.mixed_precision ("auto": on a GPU only); it speeds up GPUs, but
+    # VQ codes near a tie may then differ, so encoding stays fp32 ("no") unless asked.
+    mixed_precision: Literal["auto", "no", "bf16"] = "no"
 
     def __post_init__(self) -> None:
         require_range(self, "batch_size", "shard_size")
@@ -120,7 +123,8 @@ def run(
         console().print(f"[yellow]resuming[/] the unfinished encode in {job.work}")
     work = job.work
     kind = "vq" if tok_contents.kind == "vqgan" else "vae"
-    encoder = _image_encoder(model.to(state.device), kind, tok_contents, cfg, state.device)
+    mixed = precision(cfg.mixed_precision, state.device.type == "cpu", key="mixed_precision")  # "no" or "bf16"
+    encoder = _image_encoder(model.to(state.device), kind, tok_contents, cfg, state.device, mixed)
     tokenizers = Tokenizers(images=encoder, text=BPETokenizer.from_artifact(text_tok),
                             image_size=tok_contents.image_size)
     tasks = [InputTar(split, i, shards / name) for split, info in shard_contents.splits.items()
@@ -142,17 +146,17 @@ def run(
             file.unlink()
         (work / PROGRESS).rmdir()
         contents = _contents(cfg, kind, shard_contents, tok_contents, text_contents, records, str(state.device),
-                             state.num_processes)
+                             state.num_processes, mixed)
         job.publish(contents)
     state.wait_for_everyone()
     return out
 
 
 def _image_encoder(model: torch.nn.Module, kind: str, tok_contents: ImageTokenizerContents, cfg: EncodeConfig,
-                   device: torch.device) -> Callable[[torch.Tensor], list[dict[str, np.ndarray]]]:
+                   device: torch.device, mixed: str) -> Callable[[torch.Tensor], list[dict[str, np.ndarray]]]:
     """pixels (N, 3, H, W) in [-1, 1] -> one dict of stored arrays per image, encoded `cfg.batch_size` at a time."""
     dtype = codes_dtype(tok_contents.codebook_size) if kind == "vq" else np.dtype(np.float16)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16")
 
     def encode(pixels: torch.Tensor) -> list[dict[str, np.ndarray]]:
         arrays: list[dict[str, np.ndarray]] = []
@@ -249,7 +253,7 @@ def to_tensor(sample: Sample, size: int, path: Path) -> torch.Tensor:
 
 
 def _contents(cfg: EncodeConfig, kind: str, shard_contents: ShardsContents, tok_contents: ImageTokenizerContents,
-              text_contents: TextTokenizerContents, records: list[dict[str, Any]], device: str, processes: int,
+              text_contents: TextTokenizerContents, records: list[dict[str, Any]], device: str, processes: int, mixed: str,
               ) -> dict[str, Any]:
     splits: dict[str, dict[str, Any]] = {}
     for split in shard_contents.splits:
@@ -287,7 +291,7 @@ def _contents(cfg: EncodeConfig, kind: str, shard_contents: ShardsContents, tok_
             # Per process: images (mixed ones included) over the encoding seconds summed over every input tar.
             "throughput": {"images_per_s": round(images / seconds, 1) if seconds else None, "images": images,
                            "seconds": round(seconds, 3), "processes": processes, "device": device,
-                           "precision": cfg.precision},
+                           "precision": mixed},
             "summary": f"{plain} images as {grid}x{grid} {'tokens' if kind == 'vq' else 'latents'}{pairs}, "
                        f"text context {text.context_length}",
         }).to_dict()
