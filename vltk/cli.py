@@ -12,7 +12,6 @@ Each command only parses flags, loads the stage's config (defaults <- --config T
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, NoReturn, Optional
@@ -214,13 +213,10 @@ def tokenize_image(
     from vltk.config import load_config
     from vltk.pipeline import tokenize_image as stage
 
-    cfg = load_config(stage.TokenizeImageConfig, config, set_ or (), {"model.kind": kind, "train.steps": steps})
-    if from_taming is None:
-        done(stage.run(cfg, shards, out, force=force, cpu=cpu))
-        return
-    if kind is not None or steps is not None:
+    if from_taming is not None and (kind is not None or steps is not None):
         raise VltkError("--from-taming imports a trained VQ-GAN: --kind and --steps do not apply")
-    done(stage.import_taming(cfg, from_taming, shards, out, force=force, cpu=cpu))
+    cfg = load_config(stage.TokenizeImageConfig, config, set_ or (), {"model.kind": kind, "train.steps": steps})
+    done(stage.run(cfg, shards, out, from_taming=from_taming, force=force, cpu=cpu))
 
 
 @app.command("encode")
@@ -265,15 +261,10 @@ def train_gen(
     force: ForceOpt = False,
 ) -> None:
     """Generator: train MAGVLT (masked, bidirectional) or ARGVLT (causal) on encoded image tokens and captions."""
-    from vltk.config import load_config, read_toml
     from vltk.pipeline import train_gen as stage
 
-    kind = model or (read_toml(config).get("generator") if config else None) or "magvlt"
-    if kind not in stage.CONFIGS:
-        raise VltkError(f"--model must be one of {', '.join(stage.CONFIGS)}, got {kind!r}")
-    flags = {"generator": kind, "model.size": size, "train.steps": steps, "train.batch_size": batch_size}
-    cfg = load_config(stage.CONFIGS[kind], config, set_ or (), flags)
-    done(stage.run(cfg, encoded, out, force=force, cpu=cpu))
+    flags = {"model.size": size, "train.steps": steps, "train.batch_size": batch_size}
+    done(stage.run(stage.load_train_config(model, config, set_ or (), flags), encoded, out, force=force, cpu=cpu))
 
 
 @app.command("sample")
@@ -410,11 +401,6 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw manifest as JSON.")] = False,
 ) -> None:
     """Print an artifact's manifest: stage, inputs, contents and resolved config."""
-    from vltk.artifacts import read_manifest
-    from vltk.ui import manifest_table
+    from vltk.pipeline import info as stage
 
-    manifest = read_manifest(path)
-    if as_json:
-        print(json.dumps(manifest, indent=2))
-    else:
-        console().print(manifest_table(path, manifest))
+    stage.run(path, as_json)

@@ -63,8 +63,12 @@ class TokenizeImageConfig:
         require_range(self, "recon_images", "eval_batch_size")
 
 
-def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
-    """Train the image tokenizer on `shards` into the artifact `out` (continuing a killed run of the same config)."""
+def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, from_taming: Path | None = None, force: bool = False,
+        cpu: bool = False) -> Path:
+    """Train the image tokenizer on `shards` into the artifact `out` (continuing a killed run of the same config), or
+    with `from_taming` import that released checkpoint instead (`import_taming`)."""
+    if from_taming is not None:
+        return import_taming(cfg, from_taming, shards, out, force=force, cpu=cpu)
     shards, out = Path(shards), Path(out)
     size = ShardsContents.read(shards).image_size
     try:

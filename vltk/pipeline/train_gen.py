@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Sequence, Union
 
 import torch
 from accelerate import Accelerator
 
 from vltk.artifacts import upstream
-from vltk.config import config_to_dict
+from vltk.config import config_to_dict, load_config, read_toml
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
 from vltk.models.argvlt import ARGVLTConfig
@@ -148,6 +148,16 @@ CONFIGS: dict[str, type] = {"magvlt": MAGVLTTrainConfig, "argvlt": ARGVLTTrainCo
 # Metrics whose first and last logged values the manifest keeps (those a run logged).
 CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
          "t2i/image", "t2i/text", "i2t/image", "i2t/text", "nll_per_dim")
+
+
+def load_train_config(model: str | None, config: Path | None, overrides: Sequence[str] = (),
+                      flags: dict[str, Any] | None = None) -> TrainGenConfig:
+    """The run's config, layered as every stage's (defaults <- TOML <- flags <- overrides), of the generator `model`
+    names, else the one the TOML's `generator` key names, else MAGVLT."""
+    kind = model or (read_toml(config).get("generator") if config else None) or "magvlt"
+    if kind not in CONFIGS:
+        raise VltkError(f"--model must be one of {', '.join(CONFIGS)}, got {kind!r}")
+    return load_config(CONFIGS[kind], config, overrides, {"generator": kind, **(flags or {})})
 
 
 def resolve(cfg: TrainGenConfig, encoded: Path) -> tuple[TrainGenConfig, EncodedContents]:
