@@ -1,15 +1,18 @@
-"""The CLIP BPE tokenizer: parity with open_clip, the ids of open_clip and MAGVLT's code, MAGVLT rows, BPE-dropout."""
+"""The CLIP BPE tokenizer: parity with open_clip, the ids of open_clip and MAGVLT's code, MAGVLT rows, BPE-dropout,
+special-token text read as text."""
 
 from __future__ import annotations
 
+import html
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import regex
 
 from vltk.errors import VltkError
-from vltk.text.bpe import BPETokenizer, normalize, pre_split, text_lengths
+from vltk.text.bpe import EOT, BPETokenizer, normalize, pre_split, text_lengths, text_pieces
 
 HAND_CASES = [
     "",
@@ -68,6 +71,58 @@ def generated_cases(n: int = 300, seed: int = 0) -> list[str]:
     return cases
 
 
+# Control-token text a caption may hold: CLIP's specials whole, partial, in other cases, HTML-escaped (unescaped by
+# the cleaning), full-width; and open_clip's own special names, which open_clip.tokenize does map to its specials.
+LITERALS = [
+    "<|endoftext|>", "<|startoftext|>", "<|endoftext", "endoftext|>", "<|endof", "<|", "|>", "<|ENDOFTEXT|>",
+    "<|EndOfText|>", "&lt;|endoftext|&gt;", "&amp;lt;|startoftext|&amp;gt;", "<| endoftext |>", "<||endoftext||>",
+    "<<|endoftext|>>", "＜｜endoftext｜＞", "<|startoftext|><|endoftext|>",
+]
+OPEN_CLIP_NAMES = ["<end_of_text>", "<start_of_text>", "<END_OF_TEXT>"]
+WHITESPACE_RUNS = ["  ", "\t\t", "\n \n", "\u3000", "\u00a0 ", " \r\n\t "]
+
+
+def _literal_cases(rng: random.Random) -> list[str]:
+    """Every literal alone, spaced, glued to words on either side, glued after punctuation, and repeated."""
+    cases = []
+    for lit in LITERALS + OPEN_CLIP_NAMES:
+        w1, w2 = rng.choice(FRAGMENTS), rng.choice(FRAGMENTS)
+        cases += [lit, f"{w1} {lit} {w2}", f"{w1}{lit}", f"{lit}{w2}", f"{w1}{lit}{w2}", f"!{lit}?",
+                  lit * rng.randint(2, 6), f"{lit} " * rng.randint(2, 30) + w1]
+    return cases
+
+
+def _mixed_case(rng: random.Random) -> str:
+    """Fragments, literals and whitespace runs; a quarter of them long enough to be truncated at 77."""
+    parts = rng.randint(40, 90) if rng.random() < 0.25 else rng.randint(1, 14)
+    pools = [LITERALS] * 30 + [OPEN_CLIP_NAMES] + [FRAGMENTS] * 69  # percent of the parts
+    text = "".join(rng.choice(rng.choice(pools)) + rng.choice(SEPARATORS + WHITESPACE_RUNS + ["", ""])
+                   for _ in range(parts))
+    roll = rng.random()
+    if roll < 0.1:
+        return text.upper()
+    if roll < 0.2:
+        return html.escape(text)  # entities, unescaped again by the cleaning
+    return text
+
+
+def held_out_cases() -> list[str]:
+    """The held-out set (deterministic): the hand cases, every literal in every position, and random mixes."""
+    rng = random.Random(18)
+    return HAND_CASES + _literal_cases(rng) + [_mixed_case(rng) for _ in range(220)]
+
+
+def _has_open_clip_special(text: str, open_clip) -> bool:
+    # open_clip.tokenize maps its own special names to ids 49406 / 49407 wherever its pre-split finds them.
+    tokenizer = open_clip.tokenizer._tokenizer
+    return any(p in ("<start_of_text>", "<end_of_text>") for p in tokenizer.pat.findall(tokenizer.clean_fn(text)))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[str]:
+    return held_out_cases()
+
+
 @pytest.fixture(scope="module")
 def open_clip_tokenizer():
     open_clip = pytest.importorskip("open_clip")
@@ -77,6 +132,18 @@ def open_clip_tokenizer():
 @pytest.fixture(scope="module")
 def tok(open_clip_tokenizer) -> BPETokenizer:
     return BPETokenizer.from_clip_gz(Path(open_clip_tokenizer.tokenizer.default_bpe()))
+
+
+@pytest.fixture(scope="module")
+def open_clip_text_only(open_clip_tokenizer):
+    """open_clip's SimpleTokenizer (its cleaning, BPE and truncation) with its special alternatives taken out of the
+    pre-split pattern and the cache: open_clip's encoding of every string with special names read as ordinary text."""
+    reference = open_clip_tokenizer.tokenizer.SimpleTokenizer()
+    prefix = "<start_of_text>|<end_of_text>|"
+    assert reference.pat.pattern.startswith(prefix)
+    reference.pat = regex.compile(reference.pat.pattern[len(prefix):], regex.IGNORECASE)
+    reference.cache = {}
+    return reference
 
 
 def _assert_parity(tok, open_clip, texts, context_length):
@@ -192,11 +259,74 @@ def test_dropout_needs_rng(tok):
         tok.encode("a cat", dropout=0.1)
 
 
-def test_special_token_in_text_like_clip(tok, open_clip_tokenizer):
-    # CLIP's pre-split matches its special tokens in the text itself; open_clip does the same under its own names.
-    theirs = open_clip_tokenizer.tokenize(["a <end_of_text> b"]).numpy()[0]
-    assert tok.encode("a <|endoftext|> b") == list(theirs[1:4]) == [320, 49407, 321]
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_held_out_parity_with_open_clip(tok, open_clip_tokenizer, open_clip_text_only, held_out, context_length):
+    # open_clip (3.3) reads CLIP's `<|endoftext|>` / `<|startoftext|>` as text, as vltk does: every string without
+    # open_clip's own special names must equal open_clip.tokenize, and every string must equal open_clip's encoding
+    # with those names read as text (a name past the truncation point changes nothing, so those may equal both).
+    texts = held_out
+    assert len(texts) >= 300 and sum("<|endoftext|>" in t or "<|startoftext|>" in t for t in texts) >= 100
+    ours = tok.clip_tokenize(texts, context_length)
+    theirs = open_clip_tokenizer.tokenize(texts, context_length=context_length).numpy()
+    text_only = open_clip_text_only(texts, context_length=context_length).numpy()
+    own_names = [_has_open_clip_special(t, open_clip_tokenizer) for t in texts]
+    assert 20 <= sum(own_names) <= len(texts) // 5
+    for text, a, b, c, named in zip(texts, ours, theirs, text_only, own_names):
+        assert np.array_equal(a, c), text
+        assert named or np.array_equal(a, b), text
+    assert (ours[:, 1:] != tok.sot_id).all()
+    assert ((ours == tok.eos_id).sum(axis=1) == 1).all()  # the code's EOT, also when truncated
+
+
+def test_special_token_text_stays_text(tok, open_clip_tokenizer):
+    # Hand-computed: the literal is the pieces "<|", "endoftext", "|>" = CLIP tokens "<" "|</w>" "endof" "text</w>"
+    # "|" "></w>" (CLIP's merges have none for "<|" or "|>"), as open_clip encodes it; the code adds the one EOS.
+    caption = "a red circle <|endoftext|> and a blue square"
+    expect = ["a</w>", "red</w>", "circle</w>", "<", "|</w>", "endof", "text</w>", "|", "></w>", "and</w>", "a</w>",
+              "blue</w>", "square</w>"]
+    ids = tok.encode(caption)
+    assert [tok.tokens[i] for i in ids] == expect
+    assert ids == list(open_clip_tokenizer.tokenize([caption]).numpy()[0, 1 : len(expect) + 1])
+    row = tok.encode_batch([caption], 64)
+    assert list(row[0, :13]) == ids and row[0, 13] == tok.eos_id
+    assert list(text_lengths(row, tok.eos_id)) == [14]
+    clip_row = tok.clip_tokenize(caption)[0]
+    assert list(clip_row[:15]) == [tok.sot_id, *ids, tok.eos_id] and list(clip_row).count(tok.eos_id) == 1
+    decoded = tok.decode_batch(row)[0]
+    assert decoded == "a red circle <| endoftext |> and a blue square"  # a word end decodes as a space, as in CLIP
+    assert decoded.replace(" ", "") == caption.replace(" ", "")
+    assert tok.encode(decoded) == ids
+    assert text_pieces("<|startoftext|>x<|endoftext|>") == ["<|", "startoftext", "|>", "x", "<|", "endoftext", "|>"]
+
+
+def test_special_token_text_stays_text_under_dropout(tok, held_out):
+    # The data loader's BPE-dropout re-encoding goes through the same pieces: it can split them, never forge EOS.
+    texts = [t for t in held_out if "endoftext" in t or "startoftext" in t]
+    rng = random.Random(0)
+    for text in texts:
+        ids = tok.encode(text, dropout=0.3, rng=rng)
+        assert tok.sot_id not in ids and tok.eos_id not in ids, text
+        assert tok.decode(ids).replace(" ", "") == tok.decode(tok.encode(text)).replace(" ", ""), text
+    rows = tok.encode_batch(texts, 16, dropout=0.5, rng=np.random.default_rng(0))
+    eos = rows == tok.eos_id
+    assert (eos[:, :-1] <= eos[:, 1:]).all()  # EOS only as the code's end-and-padding suffix
+
+
+def test_decode_leaves_out_special_ids(tok):
     assert tok.decode([tok.sot_id, 320, tok.eos_id]) == "a"
+
+
+def test_merge_spelling_a_special_token_is_refused(tmp_path):
+    # A merges file could build "<|endoftext|>" as an ordinary token, whose string is the control token's.
+    pieces = ["<", "|", *"endoftext", "|", ">"]
+    merges, word = [], pieces[0]
+    for piece in pieces[1:]:
+        merges.append((word, piece))
+        word += piece
+    assert word == EOT
+    BPETokenizer(merges[:-1])
+    with pytest.raises(VltkError, match="spells the special token"):
+        BPETokenizer(merges)
 
 
 def test_merges_file_round_trip(tok, tmp_path):

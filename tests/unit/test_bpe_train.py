@@ -17,7 +17,7 @@ from vltk.data.shards import Sample, SplitWriter
 from vltk.errors import VltkError
 from vltk.pipeline import tokenize_text as stage
 from vltk.records import ShardsContents
-from vltk.text.bpe import BPETokenizer, normalize
+from vltk.text.bpe import EOT, SOT, BPETokenizer, normalize
 from vltk.text.train import BASE_VOCAB, count_words, learn_merges
 
 # Sennrich et al. (2016)'s toy corpus, with CLIP's </w> on each word's last symbol.
@@ -45,9 +45,28 @@ def test_sennrich_merges_by_hand():
 
 
 def test_count_words_uses_clip_normalisation_and_pre_split():
+    # A special token's text is ordinary words, as encoding reads it.
     counts, seen = count_words(["It's a DOG,  a\tdog!!", "<|endoftext|> 42"])
     assert seen == 2
-    assert counts == Counter({"it": 1, "'s": 1, "a": 2, "dog": 2, ",": 1, "!!": 1, "4": 1, "2": 1})
+    assert counts == Counter({"it": 1, "'s": 1, "a": 2, "dog": 2, ",": 1, "!!": 1, "<|": 1, "endoftext": 1, "|>": 1,
+                              "4": 1, "2": 1})
+
+
+def test_training_never_learns_a_special_token():
+    # Captions full of the literals: the pieces never join letters to '<|', so every merge runs to exhaustion
+    # without spelling one; and words handed in directly that do hold one skip exactly that merge.
+    captions = ["<|endoftext|>", "a<|endoftext|>b <|startoftext|>x", "<|startoftext|><|endoftext|>"] * 20
+    merges = learn_merges(count_words(captions)[0], 1000, min_frequency=1)
+    assert {a + b for a, b in merges} >= {"endoftext</w>", "startoftext</w>", "<|</w>"}
+    assert not {a + b for a, b in merges} & {SOT, EOT}
+    tok = BPETokenizer(merges)
+    assert tok.eos_id not in tok.encode(" ".join(captions)) and tok.sot_id not in tok.encode(" ".join(captions))
+
+    # Every pair of the one word ties at 5 and the smallest wins, so merges grow "<|endoftext|" left to right; then
+    # ("<|endoftext|", ">") would win the tie with (">", "x</w>") ("<" < ">"), but it spells EOT and is skipped.
+    forged = learn_merges({EOT + "x": 5}, 100, min_frequency=1)
+    assert forged[10:] == [("<|endoftext", "|"), (">", "x</w>"), ("<|endoftext|", ">x</w>")]
+    assert BPETokenizer(forged).tokens.count(EOT) == 1  # the special token's own id only
 
 
 def brute_force_merges(word_counts: dict[str, int], num_merges: int, min_frequency: int) -> list[tuple[str, str]]:

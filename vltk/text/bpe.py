@@ -10,7 +10,15 @@ printable characters, then merge adjacent symbols lowest rank first with `</w>` 
 byte characters, the same 256 with `</w>`, one token per merge in rank order, then `<|startoftext|>` and
 `<|endoftext|>`; with CLIP's 48,894 merges that is 49,408 ids, EOS = 49,407.
 `encode_batch` follows MAGVLT (no SOT; EOS after the text when it fits; EOS = PAD); `clip_tokenize` follows CLIP
-(SOT + ids + EOT in 77, truncated with EOT last, padded with 0) and equals `open_clip.tokenize`.
+(SOT + ids + EOT in 77, truncated with EOT last, padded with 0) and equals `open_clip.tokenize` on text without
+open_clip's own special names (below).
+
+Text is always text: every caption, prompt and training sentence is split by `text_pieces`, whose pattern has no
+special-token alternative, so a literal `<|endoftext|>` in the data encodes as the pieces `<|`, `endoftext`, `|>` and
+only the code places SOT / EOS / padding. openai/CLIP's clip/simple_tokenizer.py matches `<|startoftext|>` and
+`<|endoftext|>` in the text and maps them to the special ids (cutting a caption short); open_clip's
+src/open_clip/tokenizer.py renamed its specials `<start_of_text>` / `<end_of_text>`, so it reads CLIP's literals as
+text, as here, but maps its own names to the specials, which this tokenizer reads as text too.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from vltk.records import TextTokenizerContents
 
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
+SPECIAL_TOKENS = (SOT, EOT)  # in id order, after the merges; only the code places them, text never reads as them
 WORD_END = "</w>"
 SEP = "|"  # MAGVLT's SEP is this ordinary, non-word-final piece (kakaobrain/magvlt maskgit.py), not a new token
 CLIP_NUM_MERGES = 49152 - 256 - 2  # CLIP keeps merges lines[1 : 49152-256-2+1] of its vocabulary file
@@ -53,11 +62,10 @@ def bytes_to_unicode() -> dict[int, str]:
 
 @functools.cache
 def _split_pattern() -> regex.Pattern:
-    # CLIP's pre-split: special tokens, English contractions, letter runs, single digits, punctuation runs.
-    specials = "|".join(regex.escape(t) for t in (SOT, EOT))
-    return regex.compile(
-        specials + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE
-    )
+    # CLIP's pre-split without its leading special-token alternatives (user text never becomes a control token):
+    # English contractions, letter runs, single digits, punctuation runs. A piece never mixes letters with '<' or '|',
+    # so no piece can spell a special token.
+    return regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
 
 
 # Printable ASCII without '&' (plus tab/newline/CR): ftfy.fix_text and html.unescape leave such text unchanged
@@ -75,6 +83,13 @@ def normalize(text: str) -> str:
 def pre_split(normalized: str) -> list[str]:
     """The pieces BPE runs on (each becomes one or more tokens): 'it's 42!' -> ['it', "'s", '4', '2', '!']."""
     return _split_pattern().findall(normalized)
+
+
+def text_pieces(text: str) -> list[str]:
+    """The pieces of user or data text, always ordinary text: '<|endoftext|>' -> ['<|', 'endoftext', '|>'].
+
+    The one way text enters the BPE (encoding, BPE-dropout and training alike), so no path can read a special token."""
+    return pre_split(normalize(text))
 
 
 def byte_symbols(piece: str) -> list[str]:
@@ -119,9 +134,11 @@ class BPETokenizer:
             merged = first + second
             if first not in index or second not in index or first.endswith(WORD_END) or merged in index:
                 raise VltkError(f"merge {rank} ({first!r} {second!r}) does not extend the vocabulary built so far")
+            if merged in SPECIAL_TOKENS:  # its id would decode and count as text, but the string is the control token's
+                raise VltkError(f"merge {rank} ({first!r} {second!r}) spells the special token {merged!r}")
             index[merged] = len(tokens)
             tokens.append(merged)
-        for special in (SOT, EOT):
+        for special in SPECIAL_TOKENS:
             index[special] = len(tokens)
             tokens.append(special)
         self.merges: tuple[Merge, ...] = tuple((a, b) for a, b in merges)
@@ -129,9 +146,8 @@ class BPETokenizer:
         self.context_length = context_length
         self._index = index
         self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        self._specials = {SOT: [index[SOT]], EOT: [index[EOT]]}
-        self._cache: dict[str, list[int]] = dict(self._specials)
-        self._findall = _split_pattern().findall
+        self._special_ids = frozenset(index[t] for t in SPECIAL_TOKENS)
+        self._cache: dict[str, list[int]] = {}
 
     # ---- ids
     @property
@@ -178,20 +194,19 @@ class BPETokenizer:
         return [self._index[s] for s in symbols]
 
     def encode(self, text: str, dropout: float = 0.0, rng: Rng | None = None) -> list[int]:
-        """Token ids of `text`, no special tokens added. `dropout` > 0 needs `rng` and bypasses the cache."""
+        """Token ids of `text`, all ordinary (special-token text included) and none added. `dropout` > 0 needs `rng`
+        and bypasses the cache."""
         if dropout > 0.0:
             if rng is None:
                 raise ValueError("BPE-dropout needs an explicit rng (random.Random or np.random.Generator)")
-            return [i for piece in self._findall(normalize(text))
-                    for i in self._specials.get(piece) or self._bpe(piece, dropout, rng)]
+            return [i for piece in text_pieces(text) for i in self._bpe(piece, dropout, rng)]
         cache = self._cache
         ids: list[int] = []
-        for piece in self._findall(normalize(text)):
+        for piece in text_pieces(text):
             hit = cache.get(piece)
             if hit is None:
                 if len(cache) >= MAX_CACHE:
                     cache.clear()
-                    cache.update(self._specials)
                 hit = cache[piece] = self._bpe(piece, 0.0, None)
             ids += hit
         return ids
@@ -200,10 +215,10 @@ class BPETokenizer:
         """Text of `ids`, special tokens left out; a word end becomes one space (no trailing space)."""
         table = _byte_decoder()
         out = bytearray()
-        for i in ids:
-            token = self.tokens[int(i)]
-            if token in self._specials:
+        for i in map(int, ids):
+            if i in self._special_ids:
                 continue
+            token = self.tokens[i]
             word_end = token.endswith(WORD_END)
             out += bytes(table[c] for c in (token[: -len(WORD_END)] if word_end else token))
             if word_end:

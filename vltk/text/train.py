@@ -19,23 +19,21 @@ import heapq
 from collections import Counter, defaultdict
 from typing import Callable, Iterable
 
-from vltk.text.bpe import EOT, SOT, Merge, apply_merge, byte_symbols, normalize, pre_split
+from vltk.text.bpe import SPECIAL_TOKENS, Merge, apply_merge, byte_symbols, text_pieces
 
 BASE_VOCAB = 512 + 2  # 256 byte characters, the same with </w>, and the two special tokens
 
 
 def count_words(captions: Iterable[str], advance: Callable[[int], None] | None = None) -> tuple[Counter[str], int]:
-    """How often each pre-split piece occurs across `captions` (special-token pieces are not words), and how many
-    captions there were. `advance(1)` is called after every caption (for a progress bar)."""
+    """How often each piece of `text_pieces` occurs across `captions` (a literal '<|endoftext|>' is the ordinary words
+    '<|', 'endoftext', '|>'), and how many captions there were. `advance(1)` is called after every caption."""
     counts: Counter[str] = Counter()
     seen = 0
     for caption in captions:
-        counts.update(pre_split(normalize(caption)))
+        counts.update(text_pieces(caption))
         seen += 1
         if advance is not None:
             advance(1)
-    for special in (SOT, EOT):
-        counts.pop(special, None)
     return counts, seen
 
 
@@ -49,7 +47,8 @@ def learn_merges(
     min_frequency: int = 2,
     advance: Callable[[int], None] | None = None,
 ) -> list[Merge]:
-    """Up to `num_merges` merges in rank order; fewer when no pair occurs at least `min_frequency` times.
+    """Up to `num_merges` merges in rank order; fewer when no pair occurs at least `min_frequency` times. A pair whose
+    merge would spell `<|startoftext|>` or `<|endoftext|>` is never learned.
 
     `advance(1)` is called after every merge (for a progress bar).
     """
@@ -73,6 +72,8 @@ def learn_merges(
             continue  # stale: the count changed after this entry was pushed (the current one is in the heap too)
         if -neg < min_frequency:
             break
+        if pair[0] + pair[1] in SPECIAL_TOKENS:
+            continue  # never learned: the token would spell a control token (only hand-given words can hold one)
         merges.append(pair)
         changed: set[Merge] = set()
         for w in sorted(where.pop(pair)):
