@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from vltk.train import loop
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from factories import tensorboard_log, tiny_encoded  # noqa: E402  (tests/smoke)
 from launching import run_vltk  # noqa: E402  (tests/dist)
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
@@ -49,6 +49,16 @@ def test_two_processes_match_one(encoded, tmp_path, model):
         a, b = json.loads(a), json.loads(b)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm/model"] == pytest.approx(b["grad_norm/model"], rel=1e-4) and a["grad_norm/model"] > 0
+
+
+def test_two_processes_log_to_tensorboard_once(encoded, tmp_path):
+    """Only the main process logs, and the trackers end without taking down the process group the stage still uses."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tracked"
+    run_vltk(["train-gen", encoded, out, "--cpu", *sum((["--set", s] for s in SETTINGS), []),
+              "--set", "train.log_with=tensorboard"], 2)
+    assert len(list((out / "trackers" / "vltk-train-gen").glob("events.out.tfevents.*"))) == 1
+    tensorboard_log(out, "vltk-train-gen")
 
 
 @pytest.mark.skipif(not loop.native_bf16_cpu(), reason="this CPU has no native bf16: train.mixed_precision=bf16 "

@@ -1,12 +1,16 @@
 """Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer, a whole encoded data set and
-random-init Inception weights in the released file's format; and an artifact's files, to compare two runs."""
+random-init Inception weights in the released file's format; an artifact's files, to compare two runs; and a tracked
+run's TensorBoard log, checked against its metrics.jsonl."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -68,3 +72,34 @@ def artifact_files(artifact: Path) -> dict[str, bytes]:
     """Every file of an artifact but its manifest (which has times and the process count), by relative path."""
     return {str(p.relative_to(artifact)): p.read_bytes() for p in sorted(artifact.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}
+
+
+def untimed_metrics(run: Path) -> list[dict[str, float]]:
+    """A run's metrics.jsonl lines without the wall-clock numbers, which no two runs share."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in ("seconds", "tokens_per_s")} for line in lines]
+
+
+def tensorboard_log(run: Path, project: str) -> Any:
+    """The EventAccumulator of a run's TensorBoard log (`trackers/<project>`), checked to hold its metrics.jsonl: each
+    key but "step" a scalar tag with each line's value at the line's step (TensorBoard keeps float32)."""
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
+
+    logs = EventAccumulator(str(run / "trackers" / project), size_guidance={SCALARS: 0, IMAGES: 0}).Reload()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert set(logs.Tags()["scalars"]) == {k for line in lines for k in line} - {"step"}
+    for tag in logs.Tags()["scalars"]:
+        expected = [(line["step"], pytest.approx(line[tag], rel=1e-6)) for line in lines if tag in line]
+        assert [(e.step, e.value) for e in logs.Scalars(tag)] == expected, tag
+    return logs
+
+
+def tensorboard_hparams(run: Path, project: str) -> dict[str, Any]:
+    """The hyper-parameters of a run's TensorBoard log (SummaryWriter.add_hparams writes them to a sub-folder)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    (sub,) = [p for p in (run / "trackers" / project).iterdir() if any(p.glob("events.out.tfevents.*"))]
+    content = EventAccumulator(str(sub)).Reload().PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in hparams.items()}

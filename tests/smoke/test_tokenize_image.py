@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from factories import tensorboard_log, untimed_metrics  # tests/smoke
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -91,6 +92,17 @@ def test_rerun_is_a_noop_and_another_config_is_refused(vqgan, shards):
     assert (vqgan / "manifest.json").read_bytes() == before
     with pytest.raises(VltkError, match="different run"):
         stage.run(tiny("vae"), shards, vqgan, cpu=True)
+
+
+def test_tensorboard_logs_the_metrics_lines_and_the_reconstructions(vqgan, shards, tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = load_config(stage.TokenizeImageConfig, None, [*TINY, "model.kind=vqgan", "train.log_with=tensorboard"])
+    out = stage.run(cfg, shards, tmp_path / "tracked", cpu=True)
+    assert untimed_metrics(out) == untimed_metrics(vqgan)  # tracking changes no training number
+    logs = tensorboard_log(out, "vltk-tokenize-image")
+    assert {"d_loss", "psnr", "lr/model", "lr/disc"} <= set(logs.Tags()["scalars"])
+    with Image.open(out / "recon.png") as grid:
+        assert [(e.step, e.width, e.height) for e in logs.Images("recon.png")] == [(6, *grid.size)]
 
 
 def test_vae_artifact(shards, tmp_path):

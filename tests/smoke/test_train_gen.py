@@ -6,11 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
 from PIL import Image
-from factories import tiny_encoded  # tests/smoke
+from factories import tensorboard_hparams, tensorboard_log, tiny_encoded, untimed_metrics  # tests/smoke
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -151,3 +152,44 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over
                      *sum((["--set", s] for s in TINY), []))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "again" / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 0
+
+
+def test_tensorboard_logs_the_metrics_lines_the_config_and_the_loss_plot(magvlt, encoded, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tracked"
+    tracked = [*TINY, "train.log_with=tensorboard"]
+    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in tracked), []))
+    assert result.exit_code == 0, result.output
+    assert untimed_metrics(out) == untimed_metrics(magvlt)  # tracking changes no training number
+    weights, untracked = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
+    assert all(torch.equal(weights[k], untracked[k]) for k in untracked)
+
+    logs = tensorboard_log(out, "vltk-train-gen")
+    with Image.open(out / "loss.png") as png:
+        assert [(e.step, e.width, e.height) for e in logs.Images("loss.png")] == [(6, *png.size)]
+    hparams = tensorboard_hparams(out, "vltk-train-gen")
+    assert (hparams["generator"], hparams["train.steps"], hparams["model.width"]) == ("magvlt", 6, 16)
+    assert hparams["train.log_with"] == '["tensorboard"]' and hparams["optim.betas"] == "[0.9, 0.95]"
+
+
+def test_a_resumed_tracked_run_logs_each_step_once(encoded, tmp_path):
+    pytest.importorskip("tensorboard")
+    out, tracked = tmp_path / "gen", [*TINY, "train.log_with=tensorboard"]
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *tracked], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr  # killed in step 6, after logging step 5 and checkpointing step 4
+    time.sleep(1)  # TensorBoard reads event files in name order, and a name holds the second the file was made
+    stage.run(load_config(stage.MAGVLTTrainConfig, None, tracked), encoded, out, cpu=True)
+    # The killed run's step 5 (another "seconds") is dropped: each tag has the resumed run's lines, once.
+    tensorboard_log(out, "vltk-train-gen")
+
+
+def test_a_missing_tracker_package_is_one_line_before_any_work(encoded, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # wandb as if not installed, whether or not it is
+    out = tmp_path / "x"
+    result = run_cli("train-gen", encoded, out, "--cpu", "--set", "train.log_with=wandb")
+    assert result.exit_code == 2
+    message = "train.log_with = wandb needs the wandb package: pip install 'vltk[wandb]'"
+    assert message in " ".join(result.output.split())  # rich may wrap the line at the terminal's width
+    assert not out.exists() and not out.with_name("x.partial").exists()
+    result = run_cli("train-gen", encoded, out, "--cpu", "--set", 'train.log_with=["tensorboard", "neptune"]')
+    assert result.exit_code == 2 and "train.log_with" in result.output and "neptune" in result.output

@@ -22,6 +22,7 @@ from vltk.train.checkpoint import (
     save_training_state,
 )
 from vltk.train.ema import ema_update_
+from vltk.train.tracking import flatten
 from vltk.train.loop import split_batch
 
 
@@ -261,3 +262,16 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path):
     model3, _, result3 = run_tiny(tmp_path / "resumed")
     assert result3.resumed_from == 6 and all(torch.equal(a, b) for a, b in
                                              zip(model.state_dict().values(), model3.state_dict().values()))
+
+
+def test_log_with_takes_one_tracker_or_a_list():
+    assert TrainConfig(log_with="tensorboard").log_with == ("tensorboard",)  # one spelling of the same run
+    assert TrainConfig(log_with=("tensorboard", "mlflow")).log_with == ("tensorboard", "mlflow")
+    with pytest.raises(ValueError, match="unknown tracker 'neptune'"):
+        TrainConfig(log_with=("tensorboard", "neptune"))
+
+
+def test_the_config_is_flattened_to_scalar_hyper_parameters():
+    nested = {"train": {"steps": 6, "log_with": ["tensorboard"], "compile": False}, "data": {"bpe_dropout": None}}
+    assert flatten(nested) == {"train.steps": 6, "train.log_with": '["tensorboard"]', "train.compile": False,
+                               "data.bpe_dropout": "null"}

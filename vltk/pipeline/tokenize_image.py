@@ -10,10 +10,11 @@ The discriminator is neither trained nor applied before `disc_start`, then its w
 taming switches it on at once).
 
 The artifact holds `model.safetensors` (EMA weights when EMA is on), `recon.png` (val originals above their
-reconstructions), `metrics.jsonl`, `checkpoints/`, and a manifest with what `vltk encode` needs (kind, image and grid
-size, codebook size or latent channels, normalisation, the model config) plus PSNR, codebook usage and perplexity on
-val and, for shapes data, the judge's accuracy on the originals and on their reconstructions. A killed run continues
-from its last checkpoint when re-run with the same config and inputs.
+reconstructions), `metrics.jsonl`, `checkpoints/`, `trackers/` when `train.log_with` names TensorBoard or MLflow
+(the metrics, the config and `recon.png` at the last step: `vltk.train.tracking`), and a manifest with what
+`vltk encode` needs (kind, image and grid size, codebook size or latent channels, normalisation, the model config) plus
+PSNR, codebook usage and perplexity on val and, for shapes data, the judge's accuracy on the originals and on their
+reconstructions. A killed run continues from its last checkpoint when re-run with the same config and inputs.
 
 `import_taming` writes the same artifact from a released taming VQ-GAN checkpoint (MAGVLT's
 vqgan_imagenet_f16_16384) instead of training one: the architecture is read off the weights, the image size is the
@@ -45,6 +46,7 @@ from vltk.metrics.judge import ReconstructionJudge
 from vltk.objectives.imagetok import LossConfig, TokenizerTask, psnr
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
 from vltk.train.launch import begin_shared, local_device
+from vltk.train.tracking import log_image, tracking
 from vltk.records import ImageTokenizerContents, ShardsContents
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,12 +93,15 @@ def run(cfg: TokenizeImageConfig, shards: Path, out: Path, *, from_taming: Path 
     task = TokenizerTask(prepare(accelerator, parts, compile=cfg.train.compile), cfg.loss, accelerator, perceptual)
     data = ImageBatches(shards, cfg.train_split, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                         rank=accelerator.process_index, world_size=accelerator.num_processes, flip=cfg.flip)
-    result = train(task, data, cfg.train, accelerator=accelerator, work=job.work,
-                   label=f"tokenize image ({cfg.model.kind})")
+    with tracking(accelerator, config_to_dict(cfg), job.work, project=f"vltk-{STAGE}", run=out.name):
+        result = train(task, data, cfg.train, accelerator=accelerator, work=job.work,
+                       label=f"tokenize image ({cfg.model.kind})")
+        if accelerator.is_main_process:
+            model = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
+            evaluation = evaluate(model, shards, cfg, job.work / "recon.png", accelerator.device)
+            log_image(accelerator, job.work / "recon.png", result.steps)  # the final weights' reconstructions
 
-    if accelerator.is_main_process:
-        model = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
-        evaluation = evaluate(model, shards, cfg, job.work / "recon.png", accelerator.device)
+    if accelerator.is_main_process:  # after the trackers closed their files in the work folder about to be renamed
         trained = {"steps": result.steps, "resumed_from": result.resumed_from,
                    "seconds": round(result.seconds, 1),
                    "images_per_s": round((result.steps - result.resumed_from) * cfg.train.batch_size

@@ -10,9 +10,10 @@ from the text tokenizer's (unless the config sets one). The global batch, gradie
 the config's whatever the number of processes. A killed run continues from its last checkpoint when re-run with the
 same config and inputs.
 
-The artifact holds `model.safetensors` (the EMA weights when EMA is on), `metrics.jsonl`, `loss.png`, `checkpoints/`
-and a manifest with the model config, the tokenizers' paths (so that `vltk sample` finds them), the training numbers
-and the learning curve's first and last values.
+The artifact holds `model.safetensors` (the EMA weights when EMA is on), `metrics.jsonl`, `loss.png`, `checkpoints/`,
+`trackers/` when `train.log_with` names TensorBoard or MLflow (the metrics, the config and `loss.png` at the last step:
+`vltk.train.tracking`) and a manifest with the model config, the tokenizers' paths (so that `vltk sample` finds them),
+the training numbers and the learning curve's first and last values.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save
 from vltk.train.loop import METRICS
 from vltk.train.launch import begin_shared
 from vltk.train.plot import plot_metrics
+from vltk.train.tracking import log_image, tracking
 
 Generator = Literal["magvlt", "argvlt", "givt-causal", "givt-maskgit"]
 
@@ -227,12 +229,15 @@ def run(cfg: TrainGenConfig, encoded: Path, out: Path, *, force: bool = False, c
                         rank=accelerator.process_index, world_size=accelerator.num_processes, mixsel=mixsel,
                         bpe_dropout=dropout, tokenizer=_tokenizer(encoded, dropout), **classes)
     label = f"train-gen ({cfg.generator} {cfg.model.size}{'; NLL in nats, negative is expected' * givt})"
-    result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=label)
+    with tracking(accelerator, config_to_dict(cfg), job.work, project=f"vltk-{STAGE}", run=out.name):
+        result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=label)
+        if accelerator.is_main_process:
+            trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
+            lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
+            plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
+            log_image(accelerator, job.work / "loss.png", result.steps)  # the run's one image: its learning curve
 
-    if accelerator.is_main_process:
-        trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
-        lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
-        plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
+    if accelerator.is_main_process:  # after the trackers closed their files in the work folder about to be renamed
         job.publish(contents=_contents(cfg, contents, trained, result, lines, accelerator.num_processes,
                                       accelerator.mixed_precision))
     accelerator.wait_for_everyone()

@@ -9,7 +9,8 @@ What is trained is a `Task`: named `Part`s (a module with its optimiser and opti
 `train_step(micro_batch, step) -> metrics` which computes the losses of one micro-batch and back-propagates them. The
 loop owns everything else: the data position, gradient accumulation (`batch_size` is the global batch, split over
 processes and then `grad_accum` micro-batches), the learning rate of every optimiser (`lr_at`), gradient clipping, the
-optimiser steps, the EMA of the part named "model", checkpoints, metrics (`metrics.jsonl`) and the progress bar.
+optimiser steps, the EMA of the part named "model", checkpoints, metrics (`metrics.jsonl`, and the experiment trackers
+of `log_with` when a stage has started them: `vltk.train.tracking`) and the progress bar.
 
 `data(position)` must yield this process's share of each successive global batch, starting `position` samples into
 a deterministic stream (`vltk.data.loader.ImageBatches` does); with `loader_workers` > 0 it is called as
@@ -26,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Protocol
 
@@ -41,6 +43,7 @@ from vltk.train.checkpoint import begin_checkpoint, commit_checkpoint, restore_c
 from vltk.train.ema import EMA, ema_decay_at
 from vltk.train.launch import local_device
 from vltk.train.optim import OptimConfig, build_optimizer, lr_at
+from vltk.train.tracking import Tracker, accelerator_options, mark_restart
 from vltk.ui import console, progress
 
 METRICS = "metrics.jsonl"
@@ -65,8 +68,16 @@ class TrainConfig:
     # DataLoader processes that build batches ahead of the step (caption draws, BPE-dropout, MixSel pairing,
     # collation); 0 builds them in the training process. The batches are the same either way.
     loader_workers: int = 0
+    # Experiment trackers that also get the metrics lines, the config and the run's images (vltk.train.tracking):
+    # "tensorboard", "wandb", "mlflow" or a list of them, each from its extra (pip install 'vltk[wandb]').
+    log_with: Tracker | tuple[Tracker, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.log_with, str):  # one tracker; kept as a list so that both spellings are the same run
+            object.__setattr__(self, "log_with", (self.log_with,))
+        known = typing.get_args(Tracker)
+        if unknown := [name for name in self.log_with if name not in known]:
+            raise ValueError(f"log_with: unknown tracker {unknown[0]!r} (choose from {', '.join(known)})")
         rules = [
             ("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
             ("grad_accum", self.grad_accum >= 1, ">= 1"), ("log_every", self.log_every >= 1, ">= 1"),
@@ -129,7 +140,8 @@ def make_accelerator(cfg: TrainConfig, cpu: bool = False, find_unused_parameters
     """The run's Accelerator: on the CPU when asked or when there is no GPU, in the precision `precision` resolves.
 
     `find_unused_parameters` is for models whose passes use different parameters (MAGVLT's length head is idle in a
-    T2I step): DDP then marks the idle ones ready instead of waiting for their gradients forever.
+    T2I step): DDP then marks the idle ones ready instead of waiting for their gradients forever. The trackers of
+    `cfg.log_with` are set up here, so that a missing tracker package is refused before any work.
     """
     on_cpu = local_device(cpu).type == "cpu"
     mixed = precision(cfg.mixed_precision, on_cpu)
@@ -138,8 +150,8 @@ def make_accelerator(cfg: TrainConfig, cpu: bool = False, find_unused_parameters
         # process (a notebook, the tests) starts its state afresh, keeping the process group (PartialState).
         AcceleratorState._reset_state()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
-    return Accelerator(cpu=on_cpu, mixed_precision=mixed,
-                       gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers)
+    return Accelerator(cpu=on_cpu, mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum,
+                       kwargs_handlers=handlers, **accelerator_options(cfg.log_with))
 
 
 def prepare(
@@ -258,6 +270,8 @@ def train(
     if main:
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         _restart_metrics(metrics_file, start)
+        if start:
+            mark_restart(accelerator, start)
 
     def checkpoint(step: int) -> None:
         stage = begin_checkpoint(root, step)
@@ -310,6 +324,7 @@ def train(
                 if main:
                     with open(metrics_file, "a") as f:
                         f.write(json.dumps(last) + "\n")
+                accelerator.log({k: v for k, v in last.items() if k != "step"}, step=done)  # no-op without trackers
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
             info = [f"loss {stats['loss']:.4f}"] if "loss" in stats else []
