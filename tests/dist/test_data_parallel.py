@@ -5,7 +5,6 @@ divides by the global count (ENVIRONMENT.md: `--multi_gpu` + `Accelerator(cpu=Tr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from safetensors.torch import load_file
 
 from vltk.train import loop
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
-from launching import run_vltk  # noqa: E402  (tests/dist)
+from tests.factories import tiny_encoded
+from tests.dist.launching import run_vltk
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
             "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",

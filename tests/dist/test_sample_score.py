@@ -5,14 +5,11 @@ file; scoring shares the judge and Inception passes and gathers them in order, s
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import artifact_files, random_inception, tiny_encoded  # noqa: E402  (tests/smoke)
-from launching import run_vltk  # noqa: E402  (tests/dist)
+from tests.factories import artifact_files, random_inception, tiny_encoded
+from tests.dist.launching import run_vltk
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
         "data.bpe_dropout=0.0"]

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 import vltk
-from factories import tiny_encoded
+from tests.factories import tiny_encoded
 from vltk.config import load_config
 from vltk.data.encoded import iter_encoded
 from vltk.models.layers import KVCache

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from factories import make_image_tok  # tests/smoke
+from tests.factories import make_image_tok
 
 from vltk import artifacts
 from vltk.data.encoded import Encoded, MixSel, iter_encoded

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 
 from vltk import artifacts
 from vltk.config import load_config

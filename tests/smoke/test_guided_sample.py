@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from typer.testing import CliRunner
 
 from vltk.cli import app

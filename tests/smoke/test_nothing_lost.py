@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -9,8 +9,6 @@ the recipe and its configs cannot drift from what this test runs. Expected value
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -24,12 +22,10 @@ from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.imagetok.vqgan import VQGAN
 from vltk.pipeline import encode, sample, score, shard, synth, tokenize_image, tokenize_text, train_gen
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from test_taming import taming_shapes  # noqa: E402  (tests/unit: taming's own key layout)
+from tests.factories import taming_shapes
+from tests.helpers import ROOT, make
 
-ROOT = Path(__file__).parents[2]
 PAPER = ROOT / "stages" / "paper"
-BIN = Path(sys.executable).parent  # the venv running the tests; its vltk is the one under test
 STAGES = ("shard", "tokenize text", "tokenize image", "encode", "train-gen", "sample", "score")
 # Karpathy's split names of the fixture's images, in order; restval trains (§6.1: the test split is captioning's).
 KARPATHY = ["train"] * 10 + ["restval"] * 2 + ["val"] * 4 + ["test"] * 4
@@ -43,14 +39,6 @@ TINY = {  # shrinks the heavy stages; everything else is stages/paper's
     "PAPER_SCORE_FLAGS": "--no-meteor",  # Java takes seconds to start
     "PAPER_WORKERS": "1",
 }
-
-
-def make(*args: str, **variables: str) -> subprocess.CompletedProcess:
-    """make in the repo with this venv, never reinstalling it (-o: the install stamp counts as up to date)."""
-    venv = BIN.parent
-    command = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o", f"{venv}/.installed", *args,
-               *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(command, capture_output=True, text=True)
 
 
 def coco_fixture(root: Path) -> tuple[Path, Path, list[dict]]:

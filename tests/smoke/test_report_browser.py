@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 import pytest
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from typer.testing import CliRunner
 
 from vltk.cli import app

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from factories import artifact_files, tiny_encoded  # tests/smoke
+from tests.factories import artifact_files, tiny_encoded
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from PIL import Image
 from typer.testing import CliRunner
 

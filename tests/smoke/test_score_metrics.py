@@ -14,7 +14,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from factories import random_inception, tiny_encoded  # tests/smoke
+from tests.factories import random_inception, tiny_encoded
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 from PIL import Image
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 

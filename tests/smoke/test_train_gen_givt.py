@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
+from tests.factories import tiny_encoded
 from typer.testing import CliRunner
 
 from vltk.cli import app

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +22,7 @@ from vltk.pipeline.sample import SampleConfig
 from vltk.sampling import magvlt as mg
 from vltk.text.bpe import BPETokenizer, text_lengths
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.factories import tiny_encoded
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
         "train.log_every=1", "data.bpe_dropout=0.0"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import struct
-import sys
 import tarfile
 import zlib
 from pathlib import Path
@@ -23,8 +22,7 @@ from vltk.data.shards import decode_image, iter_samples
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.factories import tiny_encoded
 
 SHARDS_TAR, ENCODED_TAR, MIXSEL_TAR = "train-000-000000.tar", "train-000000-000.tar", "mixsel-train-000000-000.tar"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +27,7 @@ from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.pipeline.score import read_rows
 from vltk.text.bpe import BPETokenizer
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.factories import tiny_encoded
 
 
 def read_shards(shards: Path) -> None:
