@@ -7,6 +7,7 @@ an artifact with other settings."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -48,6 +49,13 @@ def tiny_encoded(root: Path, size: int = 16, seed: int = 2, kind: str = "vqgan")
     encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=int(kind == "vqgan")), root / "shards", image_tok,
                root / "text-tok", root / "encoded", cpu=True)
     return root / "encoded"
+
+
+def copy_build(build: Path, into: Path) -> Path:
+    """A copy of a build folder (artifacts side by side, as `make demo` leaves them) in `into`: each artifact names its
+    inputs by relative path first, so the copy's chain is its own and a test may write beside it."""
+    shutil.copytree(build, into, dirs_exist_ok=True)
+    return into
 
 
 def random_inception(file) -> None:

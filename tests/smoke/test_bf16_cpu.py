@@ -21,7 +21,6 @@ import torch
 from safetensors.torch import load_file
 
 import vltk
-from tests.factories import tiny_encoded
 from vltk.config import load_config
 from vltk.data.encoded import iter_encoded
 from vltk.models.layers import KVCache
@@ -30,6 +29,8 @@ from vltk.sampling import givt as gv
 from vltk.sampling import rerank
 from vltk.sampling.magvlt import window_lengths
 from vltk.train import TrainConfig, loop, make_accelerator
+
+from tests.factories import copy_build
 
 TOKENIZER = ["model.encoder.channels=8", "model.encoder.channel_mult=[1, 2]", "model.encoder.num_res_blocks=1",
              "model.encoder.attn_resolutions=[]", "model.encoder.z_channels=8", "model.quantizer.codebook_size=32",
@@ -56,9 +57,10 @@ def native_bf16(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bf16")
-    return {"vq": tiny_encoded(root / "vq"), "vae": tiny_encoded(root / "vae", kind="vae"), "root": root}
+def data(tiny_vq, tiny_vae, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bf16")  # the runs write beside the encoded data: copies
+    return {"vq": copy_build(tiny_vq, root / "vq") / "encoded", "vae": copy_build(tiny_vae, root / "vae") / "encoded",
+            "root": root}
 
 
 def train(name: str, precision: str, data) -> tuple[list[dict], dict[str, torch.Tensor]]:

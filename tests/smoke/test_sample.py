@@ -10,7 +10,6 @@ import types
 import numpy as np
 import pytest
 import torch
-from tests.factories import artifact_files, tiny_encoded
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,22 +17,16 @@ from vltk.cli import app
 from vltk.pipeline import score
 from vltk.sampling import rerank
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "train.log_every=1", "data.bpe_dropout=0.0"]
-
-
-def run_cli(*args) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
+from tests.factories import artifact_files, copy_build
+from tests.helpers import TINY_GEN, run_cli, sets
 
 
 @pytest.fixture(scope="module")
-def generators(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    encoded = tiny_encoded(root)
-    for kind in ("magvlt", "argvlt"):
-        run_cli("train-gen", encoded, root / kind, "--model", kind, "--cpu", *sum((["--set", s] for s in TINY), []))
+def generators(tiny_magvlt, tmp_path_factory):
+    """The tiny MAGVLT as magvlt/ and an ARGVLT trained alike as argvlt/, beside their encoded data."""
+    root = copy_build(tiny_magvlt, tmp_path_factory.mktemp("sample"))
+    (root / "gen").rename(root / "magvlt")
+    run_cli("train-gen", root / "encoded", root / "argvlt", "--model", "argvlt", "--cpu", *sets(*TINY_GEN))
     return root
 
 

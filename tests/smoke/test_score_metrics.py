@@ -14,30 +14,18 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from tests.factories import random_inception, tiny_encoded
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from vltk.cli import app
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.pipeline import score
 
-TINY_GEN = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-            "train.log_every=1", "data.bpe_dropout=0.0"]
+from tests.factories import copy_build, random_inception
+from tests.helpers import run_cli, sets
+
 TINY_CLIP = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-def run_cli(*args, code: int = 0) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result.output
-
-
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 def tiny_clip(root) -> tuple[str, object]:
@@ -55,10 +43,8 @@ def rows(samples) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("score-metrics")
-    encoded = tiny_encoded(root)
-    run_cli("train-gen", encoded, root / "gen", "--model", "magvlt", "--cpu", *sets(*TINY_GEN))
+def setup(tiny_magvlt, tmp_path_factory):
+    root = copy_build(tiny_magvlt, tmp_path_factory.mktemp("score-metrics"))
     for task in ("t2i", "i2t"):
         run_cli("sample", root / "gen", root / task, "--task", task, "--count", 4, "--cpu")
     # Re-ranked by hand: candidate 0 of each row is the real image of its record.
