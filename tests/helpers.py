@@ -1,12 +1,15 @@
 """What the tests share besides artifacts (tests/factories.py) and fixtures (tests/conftest.py): the CLI run in this
-process, `--set` lists, the tiny generator's overrides, one-line errors, and make in the repository."""
+process, `--set` lists, the tiny generator's overrides, one-line errors, make in the repository, and the skip of tests
+that need Java."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -14,6 +17,10 @@ from vltk.cli import app
 
 ROOT = Path(__file__).parents[1]  # the repository
 BIN = Path(sys.executable).parent  # the venv running the tests; its vltk is the one under test
+
+# pycocoevalcap's PTB tokenizer (every caption metric: `vltk score` of captions) and METEOR run Java.
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java (`java` on PATH) for the caption "
+                                "metrics' PTB tokenizer and METEOR, e.g. Debian's openjdk-17-jre-headless")
 
 # A generator small enough to train in a second on the CPU (MAGVLT or ARGVLT, on the tiny encoded data set).
 TINY_GEN = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",

@@ -23,7 +23,7 @@ from vltk.imagetok.vqgan import VQGAN
 from vltk.pipeline import encode, sample, score, shard, synth, tokenize_image, tokenize_text, train_gen
 
 from tests.factories import taming_shapes
-from tests.helpers import ROOT, make
+from tests.helpers import ROOT, make, needs_java
 
 PAPER = ROOT / "stages" / "paper"
 STAGES = ("shard", "tokenize text", "tokenize image", "encode", "train-gen", "sample", "score")
@@ -107,6 +107,7 @@ def test_make_paper_dry_runs_every_stage_and_needs_data():
     assert missing.returncode != 0 and "DATA=" in missing.stderr
 
 
+@needs_java  # the I2T scores' caption metrics
 def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
     data, images, fixture = coco_fixture(tmp_path)
     run = tmp_path / "paper"

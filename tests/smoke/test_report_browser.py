@@ -17,10 +17,11 @@ import pytest
 from vltk.metrics.report import ATTRIBUTES, BAR
 
 from tests.factories import copy_build
-from tests.helpers import run_cli
+from tests.helpers import needs_java, run_cli
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
-                                reason="needs Debian's chromium on PATH (.ci/run installs it)")
+pytestmark = [pytest.mark.skipif(shutil.which("chromium") is None,
+                                 reason="needs Debian's chromium on PATH (.ci/run installs it)"),
+              needs_java]  # the i2t scores' caption metrics
 PROBE = """<script>addEventListener("load", () => {
   const top = selector => document.querySelector(selector)?.getBoundingClientRect().top ?? null;
   const probe = document.createElement("pre");

@@ -18,7 +18,7 @@ from vltk.pipeline import score
 from vltk.sampling import rerank
 
 from tests.factories import artifact_files, copy_build
-from tests.helpers import TINY_GEN, run_cli, sets
+from tests.helpers import TINY_GEN, needs_java, run_cli, sets
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_a_prompt_without_text_is_refused(tmp_path, prompts, culprit):
     assert result.output.strip().splitlines() == [f"error: {culprit} is empty: a prompt needs some text"]
 
 
-@pytest.mark.parametrize("task", ["t2i", "i2t", "it2it"])
+@pytest.mark.parametrize("task", ["t2i", pytest.param("i2t", marks=needs_java), "it2it"])
 def test_score(generators, task):
     samples, out = generators / f"score-{task}-samples", generators / f"score-{task}"
     run_cli("sample", generators / "magvlt", samples, "--task", task, "--count", 4, "--cpu")

@@ -21,7 +21,7 @@ from vltk.errors import VltkError
 from vltk.pipeline import score
 
 from tests.factories import copy_build, random_inception
-from tests.helpers import run_cli, sets
+from tests.helpers import needs_java, run_cli, sets
 
 TINY_CLIP = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
@@ -96,6 +96,7 @@ def test_unavailable_without_weights(setup):
     assert "unavailable: no inception_weights given" in (out / "report.html").read_text()
 
 
+@needs_java
 def test_clip_of_captions(setup):
     root, weights = setup
     out = root / "scores-i2t"

@@ -1,4 +1,5 @@
-"""Caption metrics: the wrapper gives what pycocoevalcap gives when called directly, on a hand-made corpus."""
+"""Caption metrics: the wrapper gives what pycocoevalcap gives when called directly, on a hand-made corpus (Java runs
+the PTB tokenizer and METEOR: skipped without `java` on PATH)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
+
+from tests.helpers import needs_java
+
+pytestmark = needs_java
 
 REFERENCES = {
     "a": ["A red circle above a blue square.", "a blue square below a red circle"],
