@@ -1,5 +1,16 @@
 """Shared fixtures of vltk's tests. Helpers that are not fixtures are in tests/helpers.py (the CLI in this process,
-`--set` lists, the tiny generator's overrides), artifact builders in tests/factories.py.
+`--set` lists, the tiny generator's overrides, the Java skip), artifact builders in tests/factories.py.
+
+Layout: tests/unit (one module or function at a time, on hand-made or tiny inputs), tests/integration (whole stages
+through the Python API; pycocoevalcap's Java), tests/smoke (the CLI end to end, as a user runs it: stages, make, the
+examples), tests/dist (`accelerate launch` with several CPU processes).
+
+Markers (registered in pyproject.toml, --strict-markers): `slow` for a test of more than ~5 s on 2 CPU cores (mark it
+with @pytest.mark.slow), `dist` for every test under tests/dist (marked here, with `slow` too). The fast inner loop is
+
+    OMP_NUM_THREADS=1 python -m pytest -n 2 -m "not slow"
+
+and `make test` runs every test.
 
 The tiny build folders below are built once per test process (with pytest-xdist: once per worker, and only if one of
 its tests asks for them) and are shared: a test only reads them. One that writes beside an artifact (trains, samples,
@@ -18,6 +29,17 @@ import pytest
 
 # The builders (torch, torch-fidelity, the stages) are imported in the fixtures that use them: a run of a few light test
 # files does not pay seconds of imports for artifacts it never builds.
+
+DIST = Path(__file__).parent / "dist"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/dist is `dist` and `slow`, a new file there included."""
+    for item in items:
+        if item.path.is_relative_to(DIST):
+            item.add_marker(pytest.mark.dist)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ REFERENCES = {
 CANDIDATES = {"a": "a red circle above a square", "b": "a small green triangle", "c": "a yellow circle"}
 
 
+@pytest.mark.slow  # METEOR's Java process takes seconds to start
 def test_parity_with_pycocoevalcap_called_directly():
     ours = caption_metrics(REFERENCES, CANDIDATES)
     tokenizer = PTBTokenizer()

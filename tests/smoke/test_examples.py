@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vltk import artifacts
 
 from tests.factories import copy_build
 from tests.helpers import needs_java
 
-pytestmark = needs_java  # each example scores captions
+pytestmark = [pytest.mark.slow, needs_java]  # each example runs whole stages and scores captions
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 STAGES = ("shards", "text-tok", "image-tok", "encoded", "gen", "samples-t2i", "scores-t2i", "samples-i2t", "scores-i2t")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -107,6 +108,7 @@ def test_make_paper_dry_runs_every_stage_and_needs_data():
     assert missing.returncode != 0 and "DATA=" in missing.stderr
 
 
+@pytest.mark.slow
 @needs_java  # the I2T scores' caption metrics
 def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
     data, images, fixture = coco_fixture(tmp_path)

@@ -62,6 +62,7 @@ def setup(tiny_magvlt, tmp_path_factory):
                   "clip": sets(f"clip_weights={clip}", f"clip_arch={arch}")}
 
 
+@pytest.mark.slow
 def test_fid_is_and_clip_of_reranked_t2i(setup):
     root, weights = setup
     out = root / "scores-reranked"

@@ -127,6 +127,7 @@ def test_loader_workers_train_to_bitwise_the_same_weights(magvlt, encoded, tmp_p
     assert workers.keys() == straight.keys() and all(torch.equal(workers[k], straight[k]) for k in straight)
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over(magvlt, encoded, tmp_path):
     out = tmp_path / "gen"
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *TINY], capture_output=True, text=True)
