@@ -7,10 +7,12 @@ an artifact with other settings."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -70,6 +72,25 @@ def random_inception(file) -> None:
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(net.state_dict(), file)
+
+
+# A CLIP ViT small enough for the CPU: one layer per tower, 32 px images, CLIP's own text vocabulary.
+TINY_CLIP = {"embed_dim": 16,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def tiny_clip(root: Path) -> tuple[str, Path, torch.nn.Module]:
+    """(arch, weights, model): TINY_CLIP, random-init, registered with open_clip as 'vltk-tiny-clip' and saved as
+    root/clip.safetensors; the model in eval mode. Skips the test where open_clip (the `clip` extra) is missing."""
+    open_clip = pytest.importorskip("open_clip")
+    (root / "vltk-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(root / "vltk-tiny-clip.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("vltk-tiny-clip").eval()
+    weights = root / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    return "vltk-tiny-clip", weights, model
 
 
 def artifact_files(artifact: Path) -> dict[str, bytes]:
