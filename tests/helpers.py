@@ -25,6 +25,9 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java
 # A generator small enough to train in a second on the CPU (MAGVLT or ARGVLT, on the tiny encoded data set).
 TINY_GEN = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
             "train.log_every=1", "data.bpe_dropout=0.0"]
+# A GIVT as small (causal or MaskGIT, on the tiny VAE-encoded data set), trained 2 steps.
+TINY_GIVT = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.gmm.mixtures=2",
+             "train.steps=2", "train.batch_size=4", "optim.warmup_steps=1"]
 
 
 def invoke(*args: object) -> Result:

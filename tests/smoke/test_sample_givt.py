@@ -16,20 +16,17 @@ from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.pipeline.sample import to_grid
 
 from tests.factories import copy_build
-from tests.helpers import invoke, sets
-
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.gmm.mixtures=2",
-        "train.steps=2", "train.batch_size=4", "optim.warmup_steps=1"]
+from tests.helpers import TINY_GIVT, invoke, sets
 
 
 @pytest.fixture(scope="module")
 def gens(tiny_vae, tmp_path_factory):
     encoded = copy_build(tiny_vae, tmp_path_factory.mktemp("givt-sample")) / "encoded"
     causal, maskgit = encoded.parent / "causal", encoded.parent / "maskgit"
-    result = invoke("train-gen", encoded, causal, "--model", "givt-causal", "--cpu", *sets(*TINY))
+    result = invoke("train-gen", encoded, causal, "--model", "givt-causal", "--cpu", *sets(*TINY_GIVT))
     assert result.exit_code == 0, result.output
     result = invoke("train-gen", encoded, maskgit, "--model", "givt-maskgit", "--cpu",
-                     *sets(*TINY, "condition.text=false", "condition.num_classes=2",
+                     *sets(*TINY_GIVT, "condition.text=false", "condition.num_classes=2",
                            "condition.class_names=['False','True']", "condition.class_key=heldout",
                            "model.adapter.blocks=1"))
     assert result.exit_code == 0, result.output

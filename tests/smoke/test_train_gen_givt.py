@@ -21,11 +21,10 @@ from vltk.train import make_accelerator, prepare
 from vltk.train.loop import TrainConfig
 from vltk.pipeline.train_gen import GIVTOptim
 
-from tests.helpers import invoke, sets
+from tests.helpers import TINY_GIVT, invoke, sets
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.dropout=0.0",
-        "model.attn_dropout=0.0", "model.gmm.mixtures=2", "train.steps=4", "train.batch_size=4", "train.log_every=1",
-        "train.checkpoint_every=2", "optim.warmup_steps=1"]
+TINY = [*TINY_GIVT, "model.dropout=0.0", "model.attn_dropout=0.0", "train.steps=4", "train.log_every=1",
+        "train.checkpoint_every=2"]
 
 
 @pytest.fixture()
