@@ -5,7 +5,6 @@ divides by the global count (ENVIRONMENT.md: `--multi_gpu` + `Accelerator(cpu=Tr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,22 @@ from safetensors.torch import load_file
 
 from vltk.train import loop
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tensorboard_log, tiny_encoded  # noqa: E402  (tests/smoke)
-from launching import run_vltk  # noqa: E402  (tests/dist)
+from tests.dist.launching import run_vltk
+from tests.factories import tensorboard_log
+from tests.helpers import sets
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
             "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
             "train.ema_decay=0.0", "optim.warmup_steps=1", "data.bpe_dropout=0.1"]
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    return tiny_encoded(tmp_path_factory.mktemp("dist"), seed=3)
+@pytest.fixture()
+def encoded(tiny_vq):
+    return tiny_vq / "encoded"  # shared: read only
 
 
 def train(encoded: Path, out: Path, model: str, processes: int) -> None:
-    run_vltk(["train-gen", encoded, out, "--model", model, "--cpu", *sum((["--set", s] for s in SETTINGS), [])],
+    run_vltk(["train-gen", encoded, out, "--model", model, "--cpu", *sets(*SETTINGS)],
              processes)
 
 
@@ -69,7 +68,7 @@ def test_two_processes_match_one_in_bf16(encoded, tmp_path):
     (2^-8 relative) after 4 steps, and the logged losses to 1%."""
     for processes, name in ((1, "one"), (2, "two")):
         run_vltk(["train-gen", encoded, tmp_path / name, "--model", "magvlt", "--cpu",
-                  *sum((["--set", s] for s in [*SETTINGS, "train.mixed_precision=bf16"]), [])], processes)
+                  *sets(*SETTINGS, "train.mixed_precision=bf16")], processes)
     one, two = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("one", "two"))
     assert {t.dtype for t in two.values() if t.is_floating_point()} == {torch.float32}
     for key in one:

@@ -5,27 +5,20 @@ file; scoring shares the judge and Inception passes and gathers them in order, s
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import artifact_files, random_inception, tiny_encoded  # noqa: E402  (tests/smoke)
-from launching import run_vltk  # noqa: E402  (tests/dist)
-
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "data.bpe_dropout=0.0"]
-
-
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
+from tests.dist.launching import run_vltk
+from tests.factories import artifact_files, random_inception, tiny_encoded
+from tests.helpers import TINY_GEN, sets
 
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
+    """Its own build, not the shared tiny_magvlt: seed 4's val split holds the 5 records sampled here (the shared one's
+    holds 3)."""
     root = tmp_path_factory.mktemp("dist-sample")
-    run_vltk(["train-gen", tiny_encoded(root, seed=4), root / "gen", "--model", "magvlt", "--cpu", *sets(*TINY)], 1)
+    run_vltk(["train-gen", tiny_encoded(root, seed=4), root / "gen", "--model", "magvlt", "--cpu", *sets(*TINY_GEN)], 1)
     return root
 
 

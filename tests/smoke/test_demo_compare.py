@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_paper import ROOT, make  # tests/smoke
+from tests.helpers import ROOT, make
 
 
 def test_make_demo_compare_dry_runs_the_guidance_sweep():

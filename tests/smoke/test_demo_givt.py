@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_paper import ROOT, make  # tests/smoke
+from tests.helpers import ROOT, make
 
 
 def test_make_demo_givt_dry_runs_the_vae_branch_and_the_sweep():

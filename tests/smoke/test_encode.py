@@ -13,8 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from factories import make_image_tok  # tests/smoke
-
 from vltk import artifacts
 from vltk.data.encoded import EncodedSample, MixSel, iter_encoded
 from vltk.data.mixsel import mix
@@ -23,6 +21,8 @@ from vltk.errors import VltkError
 from vltk.pipeline import decode, encode, shard, synth, tokenize_text
 from vltk.pipeline.encode import EncodeConfig, to_tensor
 from vltk.text.bpe import BPETokenizer
+
+from tests.factories import make_image_tok
 
 SIZE = 16
 IMAGES = 30

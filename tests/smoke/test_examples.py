@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from factories import tiny_encoded  # tests/smoke
+import pytest
 
 from vltk import artifacts
-from vltk.config import load_config
-from vltk.pipeline import train_gen
+
+from tests.factories import copy_build
+from tests.helpers import needs_java
+
+pytestmark = [pytest.mark.slow, needs_java]  # each example runs whole stages and scores captions
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 STAGES = ("shards", "text-tok", "image-tok", "encoded", "gen", "samples-t2i", "scores-t2i", "samples-i2t", "scores-i2t")
@@ -63,11 +66,8 @@ def test_bring_your_own_tsv(tmp_path):
     assert {k: splits[k]["samples"] for k in ("train", "val")} == synth
 
 
-def test_python_api(tmp_path):
-    encoded = tiny_encoded(tmp_path)
-    settings = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-                "data.bpe_dropout=0.0"]
-    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, settings), encoded, tmp_path / "gen", cpu=True)
+def test_python_api(tiny_magvlt, tmp_path):
+    copy_build(tiny_magvlt, tmp_path)  # the script samples and scores beside gen/
     out = tmp_path / "api"
     printed = run(sys.executable, EXAMPLES / "python_api.py", tmp_path, "--out", out, "--count", 3, "--cpu")
     assert sorted(p.name for p in out.glob("t2i-*.png")) == ["t2i-0.png", "t2i-1.png", "t2i-2.png"]

@@ -6,19 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import tiny_encoded  # tests/smoke
-from typer.testing import CliRunner
 
-from vltk.cli import app
-
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "data.bpe_dropout=0.0", "objective.cond_dropout=0.5"]
-
-
-def run_cli(*args) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
+from tests.factories import copy_build
+from tests.helpers import TINY_GEN, invoke, run_cli, sets
 
 
 def manifest(path) -> dict:
@@ -26,10 +16,10 @@ def manifest(path) -> dict:
 
 
 @pytest.mark.parametrize("model", ["magvlt", "argvlt"])
-def test_train_with_condition_dropout_then_sample_with_guidance(tmp_path, model):
-    gen = tmp_path / "gen"
-    run_cli("train-gen", tiny_encoded(tmp_path), gen, "--model", model, "--cpu",
-            *sum((["--set", s] for s in TINY), []))
+def test_train_with_condition_dropout_then_sample_with_guidance(tiny_vq, tmp_path, model):
+    gen = copy_build(tiny_vq, tmp_path) / "gen"
+    run_cli("train-gen", tmp_path / "encoded", gen, "--model", model, "--cpu",
+            *sets(*TINY_GEN, "objective.cond_dropout=0.5"))
     assert manifest(gen)["config"]["objective"]["cond_dropout"] == 0.5
 
     t2i = tmp_path / "t2i"
@@ -47,6 +37,6 @@ def test_train_with_condition_dropout_then_sample_with_guidance(tmp_path, model)
 
     for flag, message in ((f"{model}.guidance=-1", "guidance must be >= 0"),
                           (f"{model}.guidance_schedule=cosine", f"{model}.guidance_schedule")):
-        result = CliRunner().invoke(app, ["sample", str(gen), str(tmp_path / "bad"), "--set", flag])
+        result = invoke("sample", gen, tmp_path / "bad", "--set", flag)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1

@@ -13,32 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import tiny_encoded  # tests/smoke
 from PIL import Image
-from typer.testing import CliRunner
 
 import vltk
-from vltk.cli import app
 from vltk.config import load_config
 from vltk.errors import VltkError
 from vltk.pipeline import shard, train_gen
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "train.log_every=1", "data.bpe_dropout=0.0"]
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> None:
-    """Exit code 2, one error line (after any progress the stage showed) that says `words`, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in result.output, result.output
-    assert all(word in errors[0] for word in words), errors[0]
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+from tests.factories import tiny_encoded
+from tests.helpers import TINY_GEN, invoke, one_line_error
 
 
 @pytest.fixture()
@@ -65,31 +48,31 @@ def test_force_keeps_a_folder_vltk_did_not_make(imgs, tmp_path):
     mine.mkdir()
     (mine / "thesis.txt").write_text("years of work")
     for force in ([], ["--force"]):
-        one_line_error(cli("shard", imgs, mine, "--size", 32, *force), "is not a vltk artifact")
+        one_line_error(invoke("shard", imgs, mine, "--size", 32, *force), "is not a vltk artifact")
     assert (mine / "thesis.txt").read_text() == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "mydata"]
 
 
 def test_force_never_deletes_the_stage_input_or_a_folder_holding_it(imgs, tmp_path, monkeypatch):
     before = listing(imgs)
-    one_line_error(cli("shard", imgs, imgs, "--size", 32, "--force"), "is the input")
-    one_line_error(cli("shard", imgs, tmp_path, "--size", 32, "--force"), "overlaps the input")
+    one_line_error(invoke("shard", imgs, imgs, "--size", 32, "--force"), "is the input")
+    one_line_error(invoke("shard", imgs, tmp_path, "--size", 32, "--force"), "overlaps the input")
     monkeypatch.chdir(imgs)
-    one_line_error(cli("shard", ".", ".", "--force"), "is the input")
-    one_line_error(cli("shard", "../imgs", "..", "--force"), "overlaps the input")
+    one_line_error(invoke("shard", ".", ".", "--force"), "is the input")
+    one_line_error(invoke("shard", "../imgs", "..", "--force"), "overlaps the input")
     assert listing(imgs) == before
     # A finished artifact as input: replacing it with --force would have been allowed before the input check.
-    assert cli("shard", imgs, tmp_path / "shards", "--size", 32).exit_code == 0
+    assert invoke("shard", imgs, tmp_path / "shards", "--size", 32).exit_code == 0
     shards = listing(tmp_path / "shards")
-    one_line_error(cli("tokenize", "text", tmp_path / "shards", tmp_path / "shards", "--force"), "is the input")
+    one_line_error(invoke("tokenize", "text", tmp_path / "shards", tmp_path / "shards", "--force"), "is the input")
     assert listing(tmp_path / "shards") == shards
 
 
 def test_force_replaces_a_vltk_artifact(imgs, tmp_path):
     out = tmp_path / "shards"
-    assert cli("shard", imgs, out, "--size", 32).exit_code == 0
-    one_line_error(cli("shard", imgs, out, "--size", 24), "made by a different run", "--force")
-    assert cli("shard", imgs, out, "--size", 24, "--force").exit_code == 0
+    assert invoke("shard", imgs, out, "--size", 32).exit_code == 0
+    one_line_error(invoke("shard", imgs, out, "--size", 24), "made by a different run", "--force")
+    assert invoke("shard", imgs, out, "--size", 24, "--force").exit_code == 0
     assert json.loads((out / "manifest.json").read_text())["contents"]["image_size"] == 24
 
 
@@ -112,12 +95,12 @@ def test_a_second_shard_run_into_the_same_output_is_refused(imgs, tmp_path):
     try:
         assert first.stdout.readline().strip() == "ready"
         for force in ([], ["--force"]):
-            one_line_error(cli("shard", imgs, out, "--size", 24, *force), f"process {first.pid} on")
+            one_line_error(invoke("shard", imgs, out, "--size", 24, *force), f"process {first.pid} on")
         assert (tmp_path / "shards.partial" / "train-000000.tar").read_text() == "the first writer's tar"
     finally:
         first.kill()
         first.wait()
-    assert cli("shard", imgs, out, "--size", 24).exit_code == 0  # the lock died with its process
+    assert invoke("shard", imgs, out, "--size", 24).exit_code == 0  # the lock died with its process
 
 
 # 3. a build folder can be moved and used from anywhere
@@ -126,16 +109,18 @@ def test_a_second_shard_run_into_the_same_output_is_refused(imgs, tmp_path):
 def test_a_moved_build_folder_samples_and_scores_from_any_directory(tmp_path, monkeypatch):
     build = tmp_path / "build"
     monkeypatch.chdir(tmp_path)
+    # Built here, not copied from the shared tiny_magvlt: a copy's inputs would still be found at their absolute paths
+    # when the relative ones fail, which is what this test must catch.
     encoded = tiny_encoded(Path("build"))  # relative paths, as `make demo` types them
-    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), encoded, Path("build/gen"), cpu=True)
+    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY_GEN), encoded, Path("build/gen"), cpu=True)
     moved = tmp_path / "elsewhere" / "copy"
     moved.parent.mkdir()
     shutil.copytree(build, moved)
     shutil.rmtree(build)  # the original is gone: only the relative links can find the chain
     os.chdir(tmp_path / "elsewhere")
-    result = cli("sample", moved / "gen", moved / "samples", "--task", "t2i", "--count", 2, "--cpu")
+    result = invoke("sample", moved / "gen", moved / "samples", "--task", "t2i", "--count", 2, "--cpu")
     assert result.exit_code == 0, result.output
-    result = cli("score", moved / "samples", "scores", "--cpu")
+    result = invoke("score", moved / "samples", "scores", "--cpu")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "elsewhere" / "scores" / "metrics.json").read_text())["count"] == 2
 
@@ -143,11 +128,9 @@ def test_a_moved_build_folder_samples_and_scores_from_any_directory(tmp_path, mo
 # 5. broken files and a refusing file system: one line, nothing half-written
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), tiny_encoded(root), root / "gen", cpu=True)
-    return root / "gen"
+@pytest.fixture()
+def trained(tiny_magvlt) -> Path:
+    return tiny_magvlt / "gen"  # shared: read only (a test that damages it damages a copy)
 
 
 @pytest.mark.parametrize("harm", ["truncate", "random", "empty"])
@@ -157,7 +140,7 @@ def test_a_broken_weights_file_is_one_line(trained, tmp_path, harm):
     weights = gen / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes({"truncate": data[: len(data) // 3], "random": os.urandom(len(data)), "empty": b""}[harm])
-    one_line_error(cli("sample", gen, tmp_path / "samples", "--count", 2, "--cpu"), str(weights), "safetensors")
+    one_line_error(invoke("sample", gen, tmp_path / "samples", "--count", 2, "--cpu"), str(weights), "safetensors")
     assert not (tmp_path / "samples").exists() and not (tmp_path / "samples.partial").exists()
 
 
@@ -167,17 +150,17 @@ def test_a_broken_weights_file_is_one_line(trained, tmp_path, harm):
 ])
 def test_a_broken_manifest_is_one_line_for_every_reader(imgs, tmp_path, text, why):
     out = tmp_path / "shards"
-    assert cli("shard", imgs, out, "--size", 32).exit_code == 0
+    assert invoke("shard", imgs, out, "--size", 32).exit_code == 0
     (out / "manifest.json").write_bytes(text)
-    one_line_error(cli("info", out), "manifest.json", why)
-    one_line_error(cli("tokenize", "text", out, tmp_path / "tok"), why)
-    one_line_error(cli("shard", imgs, out, "--size", 32, "--force"), "not a vltk artifact")  # no longer vltk's
+    one_line_error(invoke("info", out), "manifest.json", why)
+    one_line_error(invoke("tokenize", "text", out, tmp_path / "tok"), why)
+    one_line_error(invoke("shard", imgs, out, "--size", 32, "--force"), "not a vltk artifact")  # no longer vltk's
     assert not (tmp_path / "tok").exists() and not (tmp_path / "tok.partial").exists()
 
 
 def test_an_output_the_file_system_refuses_is_one_line(imgs, tmp_path):
     (tmp_path / "a-file").write_text("x")
-    one_line_error(cli("shard", imgs, tmp_path / "a-file" / "shards", "--size", 32), "a-file", "Not a directory")
+    one_line_error(invoke("shard", imgs, tmp_path / "a-file" / "shards", "--size", 32), "a-file", "Not a directory")
 
 
 @pytest.mark.parametrize("failure", [errno.ENOSPC, errno.EACCES, errno.EROFS])
@@ -189,17 +172,17 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_half_output_goes(imgs, tmp
         raise OSError(failure, os.strerror(failure), str(directory / "train-000001.tar"))
 
     monkeypatch.setattr(shard, "write_shards", write_then_fail)
-    one_line_error(cli("shard", imgs, tmp_path / "shards", "--size", 32), "train-000001.tar", os.strerror(failure))
+    one_line_error(invoke("shard", imgs, tmp_path / "shards", "--size", 32), "train-000001.tar", os.strerror(failure))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
 
 
 @pytest.mark.parametrize("harm", ["missing", "not a picture"])
 def test_a_missing_or_broken_sample_picture_is_one_line(trained, tmp_path, harm):
     samples = tmp_path / "samples"
-    assert cli("sample", trained, samples, "--task", "t2i", "--count", 2, "--cpu").exit_code == 0
+    assert invoke("sample", trained, samples, "--task", "t2i", "--count", 2, "--cpu").exit_code == 0
     picture = samples / json.loads((samples / "samples.jsonl").read_text().splitlines()[1])["file"]
     picture.unlink() if harm == "missing" else picture.write_bytes(b"not a png")
-    one_line_error(cli("score", samples, tmp_path / "scores", "--cpu"), str(picture), "cannot be read as an image")
+    one_line_error(invoke("score", samples, tmp_path / "scores", "--cpu"), str(picture), "cannot be read as an image")
     assert not (tmp_path / "scores").exists() and not (tmp_path / "scores.partial").exists()
     with pytest.raises(VltkError, match="cannot be read as an image"):
         vltk.load(samples).images()

@@ -10,10 +10,9 @@ from the run's output.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -25,12 +24,10 @@ from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.imagetok.vqgan import VQGAN
 from vltk.pipeline import encode, sample, score, shard, synth, tokenize_image, tokenize_text, train_gen
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from test_taming import taming_shapes  # noqa: E402  (tests/unit: taming's own key layout)
+from tests.factories import taming_shapes
+from tests.helpers import ROOT, make, needs_java
 
-ROOT = Path(__file__).parents[2]
 PAPER = ROOT / "stages" / "paper"
-BIN = Path(sys.executable).parent  # the venv running the tests; its vltk is the one under test
 STAGES = ("shard", "tokenize text", "tokenize image", "encode", "train-gen", "sample", "score")
 # Karpathy's split names of the fixture's images, in order; restval trains (the test split is captioning's: MAGVLT's
 # feat/eval eval_i2t.py).
@@ -45,14 +42,6 @@ TINY = {  # shrinks the heavy stages; everything else is stages/paper's
     "PAPER_SCORE_FLAGS": "--no-meteor",  # Java takes seconds to start
     "PAPER_WORKERS": "1",
 }
-
-
-def make(*args: str, **variables: str) -> subprocess.CompletedProcess:
-    """make in the repo with this venv, never reinstalling it (-o: the install stamp counts as up to date)."""
-    venv = BIN.parent
-    command = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", "-o", f"{venv}/.installed", *args,
-               *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(command, capture_output=True, text=True)
 
 
 def coco_fixture(root: Path) -> tuple[Path, Path, list[dict]]:
@@ -122,6 +111,8 @@ def test_make_paper_dry_runs_every_stage_and_needs_data():
     assert missing.returncode != 0 and "DATA=" in missing.stderr
 
 
+@pytest.mark.slow
+@needs_java  # the I2T scores' caption metrics
 def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
     data, images, fixture = coco_fixture(tmp_path)
     run = tmp_path / "paper"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from vltk.cli import app
@@ -20,6 +21,7 @@ def vltk(*args):
     return proc.stderr
 
 
+@pytest.mark.slow
 def test_synth_shard_tokenize(tmp_path):
     raw, shards, tok = tmp_path / "raw", tmp_path / "shards", tmp_path / "text-tok"
     vltk("synth", "shapes", raw, "--count", 64, "--size", 32, "--seed", 3)
@@ -59,6 +61,7 @@ def test_synth_through_the_runner_takes_its_options(tmp_path):
     assert bad.exit_code == 2 and "pink" in bad.output
 
 
+@pytest.mark.slow
 def test_a_killed_shard_process_leaves_no_artifact(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "shards"
     vltk("synth", "shapes", raw, "--count", 3000, "--size", 32)

@@ -13,16 +13,15 @@ import shutil
 import subprocess
 
 import pytest
-from factories import tiny_encoded  # tests/smoke
-from typer.testing import CliRunner
 
-from vltk.cli import app
 from vltk.metrics.report import ATTRIBUTES, BAR
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
-                                reason="needs Debian's chromium on PATH (.ci/run installs it)")
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "train.log_every=1", "data.bpe_dropout=0.0"]
+from tests.factories import copy_build
+from tests.helpers import needs_java, run_cli
+
+pytestmark = [pytest.mark.skipif(shutil.which("chromium") is None,
+                                 reason="needs Debian's chromium on PATH (.ci/run installs it)"),
+              needs_java]  # the i2t scores' caption metrics
 PROBE = """<script>addEventListener("load", () => {
   const top = selector => document.querySelector(selector)?.getBoundingClientRect().top ?? null;
   const probe = document.createElement("pre");
@@ -36,17 +35,10 @@ PROBE = """<script>addEventListener("load", () => {
 });</script>"""
 
 
-def run_cli(*args) -> None:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-
-
 @pytest.fixture(scope="module")
-def scores(tmp_path_factory):
+def scores(tiny_magvlt, tmp_path_factory):
     """Scores of re-ranked t2i samples and of i2t samples from a generator trained 2 steps."""
-    root = tmp_path_factory.mktemp("report-browser")
-    run_cli("train-gen", tiny_encoded(root), root / "gen", "--model", "magvlt", "--cpu",
-            *sum((["--set", s] for s in TINY), []))
+    root = copy_build(tiny_magvlt, tmp_path_factory.mktemp("report-browser"))
     run_cli("sample", root / "gen", root / "t2i", "--count", 4, "--candidates", 2, "--cpu")
     run_cli("sample", root / "gen", root / "i2t", "--task", "i2t", "--count", 4, "--cpu")
     for task in ("t2i", "i2t"):

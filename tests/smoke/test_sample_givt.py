@@ -8,36 +8,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
 from PIL import Image
-from typer.testing import CliRunner
 
 from vltk import artifacts
-from vltk.cli import app
 from vltk.data.token_batches import TokenBatches
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.sampling.generate import to_grid
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.gmm.mixtures=2",
-        "train.steps=2", "train.batch_size=4", "optim.warmup_steps=1"]
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def sets(*items: str) -> list[str]:
-    return sum((["--set", s] for s in items), [])
+from tests.factories import copy_build
+from tests.helpers import TINY_GIVT, invoke, sets
 
 
 @pytest.fixture(scope="module")
-def gens(tmp_path_factory):
-    encoded = tiny_encoded(tmp_path_factory.mktemp("givt-sample"), kind="vae")
+def gens(tiny_vae, tmp_path_factory):
+    encoded = copy_build(tiny_vae, tmp_path_factory.mktemp("givt-sample")) / "encoded"
     causal, maskgit = encoded.parent / "causal", encoded.parent / "maskgit"
-    result = run_cli("train-gen", encoded, causal, "--model", "givt-causal", "--cpu", *sets(*TINY))
+    result = invoke("train-gen", encoded, causal, "--model", "givt-causal", "--cpu", *sets(*TINY_GIVT))
     assert result.exit_code == 0, result.output
-    result = run_cli("train-gen", encoded, maskgit, "--model", "givt-maskgit", "--cpu",
-                     *sets(*TINY, "condition.text=false", "condition.num_classes=2",
+    result = invoke("train-gen", encoded, maskgit, "--model", "givt-maskgit", "--cpu",
+                     *sets(*TINY_GIVT, "condition.text=false", "condition.num_classes=2",
                            "condition.class_names=['False','True']", "condition.class_key=heldout",
                            "model.adapter.blocks=1"))
     assert result.exit_code == 0, result.output
@@ -57,7 +46,7 @@ def test_latents_go_back_to_the_grid_the_vae_decodes(gens):
 def test_t2i_with_dbcfg_and_self_reranking(gens, tmp_path):
     encoded, causal, _ = gens
     out = tmp_path / "t2i"
-    result = run_cli("sample", causal, out, "--task", "t2i", "--count", "3", "--candidates", "2", "--cpu",
+    result = invoke("sample", causal, out, "--task", "t2i", "--count", "3", "--candidates", "2", "--cpu",
                      *sets("givt.cfg_weight=0.4", "batch_size=4"))
     assert result.exit_code == 0, result.output
     contents = json.loads((out / "manifest.json").read_text())["contents"]
@@ -69,7 +58,7 @@ def test_t2i_with_dbcfg_and_self_reranking(gens, tmp_path):
     with Image.open(out / lines[0]["file"]) as png:
         assert png.size == (side, side)
     scores = tmp_path / "scores"
-    result = run_cli("score", out, scores, "--cpu")
+    result = invoke("score", out, scores, "--cpu")
     assert result.exit_code == 0, result.output
     assert "judge" in json.loads((scores / "metrics.json").read_text())
 
@@ -77,7 +66,7 @@ def test_t2i_with_dbcfg_and_self_reranking(gens, tmp_path):
 def test_class_conditional_maskgit_with_prompts(gens, tmp_path):
     _, _, maskgit = gens
     out = tmp_path / "class"
-    result = run_cli("sample", maskgit, out, "--task", "class", "--prompt", "True", "--prompt", "0", "--cpu",
+    result = invoke("sample", maskgit, out, "--task", "class", "--prompt", "True", "--prompt", "0", "--cpu",
                      *sets("givt.steps=4"))
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -88,15 +77,15 @@ def test_class_conditional_maskgit_with_prompts(gens, tmp_path):
 
 def test_errors(gens, tmp_path):
     _, causal, maskgit = gens
-    result = run_cli("sample", causal, tmp_path / "a", "--task", "class", "--cpu")
+    result = invoke("sample", causal, tmp_path / "a", "--task", "class", "--cpu")
     assert result.exit_code == 2 and "was not trained on class labels" in result.output
-    result = run_cli("sample", maskgit, tmp_path / "b", "--task", "t2i", "--cpu")
+    result = invoke("sample", maskgit, tmp_path / "b", "--task", "t2i", "--cpu")
     assert result.exit_code == 2 and "was not trained on captions" in result.output
-    result = run_cli("sample", causal, tmp_path / "c", "--task", "i2t", "--cpu")
+    result = invoke("sample", causal, tmp_path / "c", "--task", "i2t", "--cpu")
     assert result.exit_code == 2 and "givt-causal cannot do i2t" in result.output
-    result = run_cli("sample", maskgit, tmp_path / "d", "--task", "class", "--prompt", "7", "--cpu")
+    result = invoke("sample", maskgit, tmp_path / "d", "--task", "class", "--prompt", "7", "--cpu")
     assert result.exit_code == 2 and "not one of the 2 classes" in result.output
-    result = run_cli("sample", causal, tmp_path / "e", "--cpu", *sets("givt.cfg_weight=0.4", "givt.beams=2"))
+    result = invoke("sample", causal, tmp_path / "e", "--cpu", *sets("givt.cfg_weight=0.4", "givt.beams=2"))
     assert result.exit_code == 2 and "cannot be combined with DB-CFG" in result.output
 
 

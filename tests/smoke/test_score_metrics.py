@@ -11,43 +11,13 @@ import math
 import shutil
 
 import numpy as np
-import open_clip
 import pytest
-import torch
-from factories import random_inception, tiny_encoded  # tests/smoke
-from safetensors.torch import save_file
-from typer.testing import CliRunner
-
-from vltk.cli import app
 from vltk.data.shards import decode_image, iter_samples
 from vltk.errors import VltkError
 from vltk.pipeline import score
 
-TINY_GEN = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-            "train.log_every=1", "data.bpe_dropout=0.0"]
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-def run_cli(*args, code: int = 0) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result.output
-
-
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
-
-
-def tiny_clip(root) -> tuple[str, object]:
-    """A random-init one-layer CLIP registered with open_clip as 'vltk-tiny-clip', saved as safetensors."""
-    (root / "vltk-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(root / "vltk-tiny-clip.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model("vltk-tiny-clip")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, root / "clip.safetensors")
-    return "vltk-tiny-clip", root / "clip.safetensors"
+from tests.factories import copy_build, random_inception, tiny_clip
+from tests.helpers import needs_java, run_cli, sets
 
 
 def rows(samples) -> list[dict]:
@@ -55,10 +25,8 @@ def rows(samples) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("score-metrics")
-    encoded = tiny_encoded(root)
-    run_cli("train-gen", encoded, root / "gen", "--model", "magvlt", "--cpu", *sets(*TINY_GEN))
+def setup(tiny_magvlt, tmp_path_factory):
+    root = copy_build(tiny_magvlt, tmp_path_factory.mktemp("score-metrics"))
     for task in ("t2i", "i2t"):
         run_cli("sample", root / "gen", root / task, "--task", task, "--count", 4, "--cpu")
     # Re-ranked by hand: candidate 0 of each row is the real image of its record.
@@ -71,15 +39,22 @@ def setup(tmp_path_factory):
         real[line["key"]].save(root / "reranked" / line["first_file"])
     (root / "reranked" / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     random_inception(root / "inception.pth")
-    arch, clip = tiny_clip(root)
-    return root, {"inception": sets(f"inception_weights={root / 'inception.pth'}"),
-                  "clip": sets(f"clip_weights={clip}", f"clip_arch={arch}")}
+    return root, {"inception": sets(f"inception_weights={root / 'inception.pth'}")}
 
 
-def test_fid_is_and_clip_of_reranked_t2i(setup):
+@pytest.fixture(scope="module")
+def clip(setup) -> list[str]:
+    """The settings of a tiny random-init CLIP (its tests are skipped without open_clip, the `clip` extra)."""
+    root, _ = setup
+    arch, weights, _ = tiny_clip(root)
+    return sets(f"clip_weights={weights}", f"clip_arch={arch}")
+
+
+@pytest.mark.slow
+def test_fid_is_and_clip_of_reranked_t2i(setup, clip):
     root, weights = setup
     out = root / "scores-reranked"
-    run_cli("score", root / "reranked", out, *weights["inception"], *weights["clip"], *sets("is_splits=2"))
+    run_cli("score", root / "reranked", out, *weights["inception"], *clip, *sets("is_splits=2"))
     metrics = json.loads((out / "metrics.json").read_text())
     count = metrics["count"]
     assert count >= 3
@@ -110,10 +85,11 @@ def test_unavailable_without_weights(setup):
     assert "unavailable: no inception_weights given" in (out / "report.html").read_text()
 
 
-def test_clip_of_captions(setup):
-    root, weights = setup
+@needs_java
+def test_clip_of_captions(setup, clip):
+    root, _ = setup
     out = root / "scores-i2t"
-    run_cli("score", root / "i2t", out, "--no-meteor", *weights["clip"])
+    run_cli("score", root / "i2t", out, "--no-meteor", *clip)
     metrics = json.loads((out / "metrics.json").read_text())
     assert "images" not in metrics  # i2t generates no images
     clip = metrics["CLIP score"]

@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from factories import tensorboard_log, untimed_metrics  # tests/smoke
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -20,6 +19,8 @@ from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.pipeline import shard, synth
 from vltk.pipeline import tokenize_image as stage
 from vltk.train.checkpoint import latest_checkpoint
+
+from tests.factories import tensorboard_log, untimed_metrics
 
 SIZE = 32
 TINY = [

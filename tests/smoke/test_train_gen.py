@@ -11,17 +11,17 @@ import time
 import pytest
 import torch
 from PIL import Image
-from factories import tensorboard_hparams, tensorboard_log, tiny_encoded, untimed_metrics  # tests/smoke
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from vltk import artifacts
-from vltk.cli import app
 from vltk.config import load_config
 from vltk.models.artifact import load_generator
 from vltk.models.magvlt import MAGVLT
 from vltk.pipeline import train_gen as stage
 from vltk.train.checkpoint import latest_checkpoint
+
+from tests.factories import copy_build, tensorboard_hparams, tensorboard_log, untimed_metrics
+from tests.helpers import invoke, sets
 
 TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
         "train.steps=6", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
@@ -29,18 +29,14 @@ TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0",
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    return tiny_encoded(tmp_path_factory.mktemp("gen"))
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+def encoded(tiny_vq, tmp_path_factory):
+    return copy_build(tiny_vq, tmp_path_factory.mktemp("gen")) / "encoded"  # the generators are trained beside it
 
 
 @pytest.fixture(scope="module")
 def magvlt(encoded):
     out = encoded.parent / "magvlt"
-    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in TINY), []))
+    result = invoke("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sets(*TINY))
     assert result.exit_code == 0, result.output
     return out
 
@@ -72,7 +68,7 @@ def test_argvlt_trains_from_its_config_key(encoded, tmp_path):
     config = tmp_path / "argvlt.toml"
     config.write_text('generator = "argvlt"\n')
     out = tmp_path / "argvlt"
-    result = run_cli("train-gen", encoded, out, "--config", config, "--cpu", *sum((["--set", s] for s in TINY), []))
+    result = invoke("train-gen", encoded, out, "--config", config, "--cpu", *sets(*TINY))
     assert result.exit_code == 0, result.output
     contents = json.loads((out / "manifest.json").read_text())["contents"]
     assert contents["generator"] == "argvlt" and "length_head.weight" not in load_file(str(out / "model.safetensors"))
@@ -81,13 +77,13 @@ def test_argvlt_trains_from_its_config_key(encoded, tmp_path):
 
 
 def test_user_errors_are_one_line(encoded, tmp_path):
-    result = run_cli("train-gen", encoded, tmp_path / "x", "--model", "gpt")
+    result = invoke("train-gen", encoded, tmp_path / "x", "--model", "gpt")
     assert result.exit_code == 2 and "--model must be one of magvlt, argvlt" in result.output
-    result = run_cli("train-gen", encoded, tmp_path / "x", "--set", "objective.task_weight=[1,1,1]")
+    result = invoke("train-gen", encoded, tmp_path / "x", "--set", "objective.task_weight=[1,1,1]")
     assert result.exit_code == 2 and "did you mean 'objective.task_weights'" in result.output
-    result = run_cli("train-gen", encoded.parent / "shards", tmp_path / "x")
+    result = invoke("train-gen", encoded.parent / "shards", tmp_path / "x")
     assert result.exit_code == 2 and "'encode' artifact is needed" in result.output
-    result = run_cli("train-gen", encoded, tmp_path / "x", "--set", "data.split=test")
+    result = invoke("train-gen", encoded, tmp_path / "x", "--set", "data.split=test")
     assert result.exit_code == 2 and "no 'test' split" in result.output
 
 
@@ -125,13 +121,14 @@ def test_a_killed_run_resumes_to_bitwise_the_same_weights(magvlt, encoded, tmp_p
 def test_loader_workers_train_to_bitwise_the_same_weights(magvlt, encoded, tmp_path):
     """Batches built ahead in 2 DataLoader processes are the batches built in the step's process: the same weights."""
     out = tmp_path / "gen"
-    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu",
-                     *sum((["--set", s] for s in [*TINY, "train.loader_workers=2"]), []))
+    result = invoke("train-gen", encoded, out, "--model", "magvlt", "--cpu",
+                     *sets(*TINY, "train.loader_workers=2"))
     assert result.exit_code == 0, result.output
     workers, straight = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
     assert workers.keys() == straight.keys() and all(torch.equal(workers[k], straight[k]) for k in straight)
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over(magvlt, encoded, tmp_path):
     out = tmp_path / "gen"
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, out, *TINY], capture_output=True, text=True)
@@ -139,7 +136,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over
     newest = latest_checkpoint(out.with_name("gen.partial") / "checkpoints") / "modules.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])  # truncated, as a full disk or a crash of the file system leaves it
 
-    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in TINY), []))
+    result = invoke("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sets(*TINY))
     assert result.exit_code == 0, result.output
     assert "checkpoint step-00000004 is damaged (modules.safetensors does not match its checksum)" in result.output
     assert json.loads((out / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 2
@@ -148,8 +145,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_force_starts_over
 
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, encoded, tmp_path / "again", *TINY], capture_output=True)
     assert proc.returncode == -9
-    result = run_cli("train-gen", encoded, tmp_path / "again", "--model", "magvlt", "--cpu", "--force",
-                     *sum((["--set", s] for s in TINY), []))
+    result = invoke("train-gen", encoded, tmp_path / "again", "--model", "magvlt", "--cpu", "--force",
+                     *sets(*TINY))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "again" / "manifest.json").read_text())["contents"]["train"]["resumed_from"] == 0
 
@@ -158,7 +155,7 @@ def test_tensorboard_logs_the_metrics_lines_the_config_and_the_loss_plot(magvlt,
     pytest.importorskip("tensorboard")
     out = tmp_path / "tracked"
     tracked = [*TINY, "train.log_with=tensorboard"]
-    result = run_cli("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in tracked), []))
+    result = invoke("train-gen", encoded, out, "--model", "magvlt", "--cpu", *sum((["--set", s] for s in tracked), []))
     assert result.exit_code == 0, result.output
     assert untimed_metrics(out) == untimed_metrics(magvlt)  # tracking changes no training number
     weights, untracked = load_file(str(out / "model.safetensors")), load_file(str(magvlt / "model.safetensors"))
@@ -186,10 +183,10 @@ def test_a_resumed_tracked_run_logs_each_step_once(encoded, tmp_path):
 def test_a_missing_tracker_package_is_one_line_before_any_work(encoded, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # wandb as if not installed, whether or not it is
     out = tmp_path / "x"
-    result = run_cli("train-gen", encoded, out, "--cpu", "--set", "train.log_with=wandb")
+    result = invoke("train-gen", encoded, out, "--cpu", "--set", "train.log_with=wandb")
     assert result.exit_code == 2
     message = "train.log_with = wandb needs the wandb package: pip install 'vltk[wandb]'"
     assert message in " ".join(result.output.split())  # rich may wrap the line at the terminal's width
     assert not out.exists() and not out.with_name("x.partial").exists()
-    result = run_cli("train-gen", encoded, out, "--cpu", "--set", 'train.log_with=["tensorboard", "neptune"]')
+    result = invoke("train-gen", encoded, out, "--cpu", "--set", 'train.log_with=["tensorboard", "neptune"]')
     assert result.exit_code == 2 and "train.log_with" in result.output and "neptune" in result.output

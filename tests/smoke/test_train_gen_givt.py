@@ -9,10 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from factories import tiny_encoded  # tests/smoke
-from typer.testing import CliRunner
 
-from vltk.cli import app
 from vltk.data.encoded import iter_encoded
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
@@ -24,22 +21,15 @@ from vltk.train import make_accelerator, prepare
 from vltk.train.loop import TrainConfig
 from vltk.pipeline.train_gen import GIVTOptim
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.dropout=0.0",
-        "model.attn_dropout=0.0", "model.gmm.mixtures=2", "train.steps=4", "train.batch_size=4", "train.log_every=1",
-        "train.checkpoint_every=2", "optim.warmup_steps=1"]
+from tests.helpers import TINY_GIVT, invoke, sets
+
+TINY = [*TINY_GIVT, "model.dropout=0.0", "model.attn_dropout=0.0", "train.steps=4", "train.log_every=1",
+        "train.checkpoint_every=2"]
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def sets(*items: str) -> list[str]:
-    return sum((["--set", s] for s in items), [])
-
-
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    return tiny_encoded(tmp_path_factory.mktemp("givt"), kind="vae")
+@pytest.fixture()
+def encoded(tiny_vae):
+    return tiny_vae / "encoded"  # shared: read only (every output goes to tmp_path)
 
 
 def test_latent_batches_are_raster_tokens_channels_last(encoded):
@@ -101,7 +91,7 @@ def test_weight_decay_is_big_vision_s_on_kernels_only():
 
 def test_causal_text_conditioned_artifact(encoded, tmp_path):
     out = tmp_path / "givt"
-    result = run_cli("train-gen", encoded, out, "--model", "givt-causal", "--cpu", *sets(*TINY))
+    result = invoke("train-gen", encoded, out, "--model", "givt-causal", "--cpu", *sets(*TINY))
     assert result.exit_code == 0, result.output
     contents = json.loads((out / "manifest.json").read_text())["contents"]
     enc = json.loads((encoded / "manifest.json").read_text())["contents"]
@@ -118,7 +108,7 @@ def test_causal_text_conditioned_artifact(encoded, tmp_path):
 
 def test_maskgit_with_classes_and_adapter(encoded, tmp_path):
     out = tmp_path / "givt-maskgit"
-    result = run_cli("train-gen", encoded, out, "--model", "givt-maskgit", "--cpu",
+    result = invoke("train-gen", encoded, out, "--model", "givt-maskgit", "--cpu",
                      *sets(*TINY, "condition.text=false", "condition.num_classes=2",
                            "condition.class_names=['False','True']", "condition.class_key=heldout",
                            "model.adapter.blocks=2"))
@@ -131,9 +121,9 @@ def test_maskgit_with_classes_and_adapter(encoded, tmp_path):
     assert model.adapter is not None and len(model.adapter.couplings) == 2
 
 
-def test_latent_kind_errors(encoded, tmp_path):
-    result = run_cli("train-gen", encoded, tmp_path / "x", "--model", "magvlt")
+def test_latent_kind_errors(encoded, tiny_vq, tmp_path):
+    result = invoke("train-gen", encoded, tmp_path / "x", "--model", "magvlt")
     assert result.exit_code == 2 and "holds continuous latents; MAGVLT needs VQ codes" in result.output
-    vq = tiny_encoded(tmp_path / "vq")
-    result = run_cli("train-gen", vq, tmp_path / "y", "--model", "givt-causal")
+    vq = tiny_vq / "encoded"
+    result = invoke("train-gen", vq, tmp_path / "y", "--model", "givt-causal")
     assert result.exit_code == 2 and "holds VQ codes; GIVT-CAUSAL needs continuous latents" in result.output

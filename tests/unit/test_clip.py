@@ -3,10 +3,7 @@ encode_image / encode_text; the score conventions on a hand-made similarity vect
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import open_clip
 import pytest
 import torch
 from PIL import Image
@@ -15,22 +12,13 @@ from safetensors.torch import save_file
 from vltk.errors import VltkError
 from vltk.metrics.clip import clip_score, clip_similarity, load_clip
 
-TINY = {"embed_dim": 16,  # a CLIP ViT small enough for the CPU: one layer per tower, 32 px images
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+from tests import factories
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    """(arch, weights file, the model) for a random-init tiny CLIP registered with open_clip's config registry."""
-    root = tmp_path_factory.mktemp("clip")
-    (root / "vltk-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(root / "vltk-tiny-clip.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model("vltk-tiny-clip").eval()
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    return "vltk-tiny-clip", weights, model
+    """(arch, weights file, the model) for a random-init tiny CLIP (skipped without open_clip, the `clip` extra)."""
+    return factories.tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def pictures() -> list[Image.Image]:
@@ -39,6 +27,7 @@ def pictures() -> list[Image.Image]:
 
 
 def test_similarity_equals_open_clip(tiny_clip, tmp_path):
+    open_clip = pytest.importorskip("open_clip")
     arch, weights, model = tiny_clip
     texts = ["a small red circle", "a large blue square above a green triangle", ""]
     expected_tokens = open_clip.tokenize(texts)  # CLIP's BPE, 77 tokens

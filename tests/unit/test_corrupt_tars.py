@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import struct
-import sys
 import tarfile
 import zlib
 from pathlib import Path
@@ -14,33 +13,23 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from vltk.cli import app
 from vltk.data.encoded import iter_encoded
 from vltk.data.loader import ImageBatches
 from vltk.data.shards import decode_image, iter_samples
 from vltk.data.token_batches import TokenBatches
 from vltk.errors import VltkError
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.helpers import invoke, one_line_error
 
 SHARDS_TAR, ENCODED_TAR, MIXSEL_TAR = "train-000-000000.tar", "train-000000-000.tar", "mixsel-train-000000-000.tar"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corrupt")
-    tiny_encoded(root)
-    return root
-
-
 @pytest.fixture()
-def root(base, tmp_path) -> Path:
+def root(tiny_vq, tmp_path) -> Path:
     """A fresh copy of the tiny artifacts, for one test to damage."""
     for name in ("shards", "encoded", "image-tok", "text-tok"):
-        shutil.copytree(base / name, tmp_path / name)
+        shutil.copytree(tiny_vq / name, tmp_path / name)
     return tmp_path
 
 
@@ -177,19 +166,11 @@ def test_streamed_training_batches_name_the_member_they_fail_on(root):
                 pass
 
 
-def one_line_error(*args: object) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
-
-
 def test_the_cli_gives_one_line_naming_the_tar(root):
     (root / "encoded" / ENCODED_TAR).write_bytes((root / "encoded" / ENCODED_TAR).read_bytes()[:2000])
-    line = one_line_error("decode", root / "encoded", root / "decoded", "--image-tok", root / "image-tok",
-                          "--split", "train")
+    line = one_line_error(invoke("decode", root / "encoded", root / "decoded", "--image-tok", root / "image-tok",
+                                 "--split", "train"))
     assert ENCODED_TAR in line and "is truncated" in line
     (root / "shards" / SHARDS_TAR).unlink()
-    line = one_line_error("tokenize", "text", root / "shards", root / "text-tok-2", "--vocab-size", 600)
+    line = one_line_error(invoke("tokenize", "text", root / "shards", root / "text-tok-2", "--vocab-size", 600))
     assert SHARDS_TAR in line and "is missing" in line

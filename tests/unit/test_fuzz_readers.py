@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +27,7 @@ from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.pipeline.score import read_rows
 from vltk.text.bpe import BPETokenizer
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.factories import copy_build
 
 
 def read_shards(shards: Path) -> None:
@@ -93,9 +91,8 @@ DAMAGES = {**{f"random{s}": random_bytes(s) for s in range(6)}, **{f"cut{s}": tr
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("fuzz")
-    tiny_encoded(root)
+def artifacts(tiny_vq, tmp_path_factory) -> dict[str, Path]:
+    root = copy_build(tiny_vq, tmp_path_factory.mktemp("fuzz"))  # write_samples writes beside the others
     return {name: build(root) for name, (build, _, _) in READERS.items()}
 
 

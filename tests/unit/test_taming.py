@@ -1,7 +1,7 @@
-"""The taming checkpoint loader: a random state dict in taming's own key layout (written out below from taming's
-module structure, `taming/modules/diffusionmodules/model.py` and `taming/models/vqgan.py`), saved as a Lightning
-checkpoint, must land tensor for tensor in `VQGAN` with strict loading; the released f16-16384 layout must read back
-as taming's f16-16384 config and size."""
+"""The taming checkpoint loader: a random state dict in taming's own key layout (tests.factories.taming_shapes, written
+out from taming's module structure, `taming/modules/diffusionmodules/model.py` and `taming/models/vqgan.py`), saved
+as a Lightning checkpoint, must land tensor for tensor in `VQGAN` with strict loading; the released f16-16384 layout
+must read back as taming's f16-16384 config and size."""
 
 from __future__ import annotations
 
@@ -14,73 +14,7 @@ from vltk.errors import VltkError
 from vltk.imagetok.taming import infer_config, load_taming_checkpoint, rename
 from vltk.imagetok.vqgan import VQGAN
 
-
-def taming_shapes(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z_channels, embed_dim, n_embed):
-    """Key -> shape of taming's VQModel state dict (double_z False, no timestep embedding), loss.* excluded."""
-    shapes = {}
-
-    def conv(name, cin, cout, k):
-        shapes[f"{name}.weight"] = (cout, cin, k, k)
-        shapes[f"{name}.bias"] = (cout,)
-
-    def norm(name, c):
-        shapes[f"{name}.weight"] = shapes[f"{name}.bias"] = (c,)
-
-    def resnet(name, cin, cout):
-        norm(f"{name}.norm1", cin)
-        conv(f"{name}.conv1", cin, cout, 3)
-        norm(f"{name}.norm2", cout)
-        conv(f"{name}.conv2", cout, cout, 3)
-        if cin != cout:
-            conv(f"{name}.nin_shortcut", cin, cout, 1)
-
-    def attn(name, c):
-        norm(f"{name}.norm", c)
-        for part in ("q", "k", "v", "proj_out"):
-            conv(f"{name}.{part}", c, c, 1)
-
-    n = len(ch_mult)
-    # Encoder
-    conv("encoder.conv_in", 3, ch, 3)
-    in_mult, res = (1, *ch_mult), resolution
-    for i in range(n):
-        block_in, block_out = ch * in_mult[i], ch * ch_mult[i]
-        for j in range(num_res_blocks):
-            resnet(f"encoder.down.{i}.block.{j}", block_in, block_out)
-            block_in = block_out
-            if res in attn_resolutions:
-                attn(f"encoder.down.{i}.attn.{j}", block_in)
-        if i != n - 1:
-            conv(f"encoder.down.{i}.downsample.conv", block_in, block_in, 3)
-            res //= 2
-    resnet("encoder.mid.block_1", block_in, block_in)
-    attn("encoder.mid.attn_1", block_in)
-    resnet("encoder.mid.block_2", block_in, block_in)
-    norm("encoder.norm_out", block_in)
-    conv("encoder.conv_out", block_in, z_channels, 3)
-    # Decoder
-    block_in, res = ch * ch_mult[-1], resolution // 2 ** (n - 1)
-    conv("decoder.conv_in", z_channels, block_in, 3)
-    resnet("decoder.mid.block_1", block_in, block_in)
-    attn("decoder.mid.attn_1", block_in)
-    resnet("decoder.mid.block_2", block_in, block_in)
-    for i in reversed(range(n)):
-        block_out = ch * ch_mult[i]
-        for j in range(num_res_blocks + 1):
-            resnet(f"decoder.up.{i}.block.{j}", block_in, block_out)
-            block_in = block_out
-            if res in attn_resolutions:
-                attn(f"decoder.up.{i}.attn.{j}", block_in)
-        if i != 0:
-            conv(f"decoder.up.{i}.upsample.conv", block_in, block_in, 3)
-            res *= 2
-    norm("decoder.norm_out", block_in)
-    conv("decoder.conv_out", block_in, 3, 3)
-    # VQModel
-    shapes["quantize.embedding.weight"] = (n_embed, embed_dim)
-    conv("quant_conv", z_channels, embed_dim, 1)
-    conv("post_quant_conv", embed_dim, z_channels, 1)
-    return shapes
+from tests.factories import taming_shapes
 
 
 # The released structure (5 levels, 2 blocks, attention at the lowest side and in the middles) at a small width.

@@ -1,4 +1,5 @@
-"""Caption metrics: the wrapper gives what pycocoevalcap gives when called directly, on a hand-made corpus."""
+"""Caption metrics: the wrapper gives what pycocoevalcap gives when called directly, on a hand-made corpus (Java runs
+the PTB tokenizer and METEOR: skipped without `java` on PATH)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 
+from tests.helpers import needs_java
+
+pytestmark = needs_java
+
 GROUND_TRUTH = {
     "a": ["A red circle above a blue square.", "a blue square below a red circle"],
     "b": ["a small green triangle", "there is a small green triangle in the top left"],
@@ -20,6 +25,7 @@ GROUND_TRUTH = {
 CANDIDATES = {"a": "a red circle above a square", "b": "a small green triangle", "c": "a yellow circle"}
 
 
+@pytest.mark.slow  # METEOR's Java process takes seconds to start
 def test_parity_with_pycocoevalcap_called_directly():
     ours = caption_metrics(GROUND_TRUTH, CANDIDATES)
     tokenizer = PTBTokenizer()

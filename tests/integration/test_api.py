@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,29 +13,21 @@ from PIL import Image
 
 import vltk
 from vltk import api
-from vltk.config import load_config
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.models.artifact import load_generator
-from vltk.pipeline import train_gen
 from vltk.pipeline.sample import SampleConfig
 from vltk.sampling import magvlt as mg
 from vltk.text.bpe import BPETokenizer, text_lengths
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "smoke"))
-from factories import tiny_encoded  # noqa: E402  (tests/smoke)
+from tests.factories import copy_build
 
-TINY = ["model.width=16", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=4",
-        "train.log_every=1", "data.bpe_dropout=0.0"]
 PROMPTS = ["a red circle", "a small blue square above a green triangle", "a yellow star"]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api")
-    encoded = tiny_encoded(root)
-    train_gen.run(load_config(train_gen.MAGVLTTrainConfig, None, TINY), encoded, root / "gen", cpu=True)
-    return root
+def root(tiny_magvlt, tmp_path_factory):
+    return copy_build(tiny_magvlt, tmp_path_factory.mktemp("api"))
 
 
 @pytest.fixture(scope="module")

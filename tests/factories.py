@@ -1,11 +1,14 @@
-"""Tiny artifacts the smoke and dist tests build on: a random-init image tokenizer, a whole encoded data set and
-random-init Inception weights in the released file's format; an artifact's files, to compare two runs; and a tracked
-run's TensorBoard log, checked against its metrics.jsonl."""
+"""Tiny artifacts the tests build on: a random-init image tokenizer, a whole encoded data set, random-init Inception
+weights in the released file's format and taming's checkpoint layout; an artifact's files, to compare two runs.
+
+The expensive ones are built once per test process by the fixtures in tests/conftest.py; call these directly only for
+an artifact with other settings."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -54,6 +57,13 @@ def tiny_encoded(root: Path, size: int = 16, seed: int = 2, kind: str = "vqgan")
     return root / "encoded"
 
 
+def copy_build(build: Path, into: Path) -> Path:
+    """A copy of a build folder (artifacts side by side, as `make demo` leaves them) in `into`: each artifact names its
+    inputs by relative path first, so the copy's chain is its own and a test may write beside it."""
+    shutil.copytree(build, into, dirs_exist_ok=True)
+    return into
+
+
 def random_inception(file) -> None:
     """torch-fidelity's Inception-v3, random init (He, so activations survive), saved as the released .pth is."""
     empty = io.BytesIO()
@@ -68,10 +78,97 @@ def random_inception(file) -> None:
     torch.save(net.state_dict(), file)
 
 
+# A CLIP ViT small enough for the CPU: one layer per tower, 32 px images, CLIP's own text vocabulary.
+TINY_CLIP = {"embed_dim": 16,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def tiny_clip(root: Path) -> tuple[str, Path, torch.nn.Module]:
+    """(arch, weights, model): TINY_CLIP, random-init, registered with open_clip as 'vltk-tiny-clip' and saved as
+    root/clip.safetensors; the model in eval mode. Skips the test where open_clip (the `clip` extra) is missing."""
+    open_clip = pytest.importorskip("open_clip")
+    (root / "vltk-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(root / "vltk-tiny-clip.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("vltk-tiny-clip").eval()
+    weights = root / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    return "vltk-tiny-clip", weights, model
+
+
 def artifact_files(artifact: Path) -> dict[str, bytes]:
     """Every file of an artifact but its manifest (which has times and the process count), by relative path."""
     return {str(p.relative_to(artifact)): p.read_bytes() for p in sorted(artifact.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}
+
+
+def taming_shapes(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z_channels, embed_dim, n_embed):
+    """Key -> shape of taming's VQModel state dict (double_z False, no timestep embedding), loss.* excluded."""
+    shapes = {}
+
+    def conv(name, cin, cout, k):
+        shapes[f"{name}.weight"] = (cout, cin, k, k)
+        shapes[f"{name}.bias"] = (cout,)
+
+    def norm(name, c):
+        shapes[f"{name}.weight"] = shapes[f"{name}.bias"] = (c,)
+
+    def resnet(name, cin, cout):
+        norm(f"{name}.norm1", cin)
+        conv(f"{name}.conv1", cin, cout, 3)
+        norm(f"{name}.norm2", cout)
+        conv(f"{name}.conv2", cout, cout, 3)
+        if cin != cout:
+            conv(f"{name}.nin_shortcut", cin, cout, 1)
+
+    def attn(name, c):
+        norm(f"{name}.norm", c)
+        for part in ("q", "k", "v", "proj_out"):
+            conv(f"{name}.{part}", c, c, 1)
+
+    n = len(ch_mult)
+    # Encoder
+    conv("encoder.conv_in", 3, ch, 3)
+    in_mult, res = (1, *ch_mult), resolution
+    for i in range(n):
+        block_in, block_out = ch * in_mult[i], ch * ch_mult[i]
+        for j in range(num_res_blocks):
+            resnet(f"encoder.down.{i}.block.{j}", block_in, block_out)
+            block_in = block_out
+            if res in attn_resolutions:
+                attn(f"encoder.down.{i}.attn.{j}", block_in)
+        if i != n - 1:
+            conv(f"encoder.down.{i}.downsample.conv", block_in, block_in, 3)
+            res //= 2
+    resnet("encoder.mid.block_1", block_in, block_in)
+    attn("encoder.mid.attn_1", block_in)
+    resnet("encoder.mid.block_2", block_in, block_in)
+    norm("encoder.norm_out", block_in)
+    conv("encoder.conv_out", block_in, z_channels, 3)
+    # Decoder
+    block_in, res = ch * ch_mult[-1], resolution // 2 ** (n - 1)
+    conv("decoder.conv_in", z_channels, block_in, 3)
+    resnet("decoder.mid.block_1", block_in, block_in)
+    attn("decoder.mid.attn_1", block_in)
+    resnet("decoder.mid.block_2", block_in, block_in)
+    for i in reversed(range(n)):
+        block_out = ch * ch_mult[i]
+        for j in range(num_res_blocks + 1):
+            resnet(f"decoder.up.{i}.block.{j}", block_in, block_out)
+            block_in = block_out
+            if res in attn_resolutions:
+                attn(f"decoder.up.{i}.attn.{j}", block_in)
+        if i != 0:
+            conv(f"decoder.up.{i}.upsample.conv", block_in, block_in, 3)
+            res *= 2
+    norm("decoder.norm_out", block_in)
+    conv("decoder.conv_out", block_in, 3, 3)
+    # VQModel
+    shapes["quantize.embedding.weight"] = (n_embed, embed_dim)
+    conv("quant_conv", z_channels, embed_dim, 1)
+    conv("post_quant_conv", embed_dim, z_channels, 1)
+    return shapes
 
 
 def untimed_metrics(run: Path) -> list[dict[str, float]]:
