@@ -12,6 +12,10 @@ with @pytest.mark.slow), `dist` for every test under tests/dist (marked here, wi
 
 and `make test` runs every test.
 
+The weights files the tests load (Inception, VGG16, ...) are random-init stand-ins shaped like the releases, which no
+published SHA-256 matches: VLTK_SKIP_WEIGHT_HASH=1 turns that check off (vltk.weights). It is set here, at import, so
+that the stages' subprocesses inherit it; tests/unit/test_weights.py unsets it to test the check itself.
+
 The tiny build folders below are built once per test process (with pytest-xdist: once per worker, and only if one of
 its tests asks for them) and are shared: a test only reads them. One that writes beside an artifact (trains, samples,
 damages a file) first copies the folder with factories.copy_build into its own tmp_path, e.g.
@@ -23,6 +27,7 @@ damages a file) first copies the folder with factories.copy_build into its own t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +35,7 @@ import pytest
 # The builders (torch, torch-fidelity, the stages) are imported in the fixtures that use them: a run of a few light test
 # files does not pay seconds of imports for artifacts it never builds.
 
+os.environ["VLTK_SKIP_WEIGHT_HASH"] = "1"
 DIST = Path(__file__).parent / "dist"
 
 

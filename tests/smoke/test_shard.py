@@ -190,6 +190,23 @@ def test_source_split_is_kept_test_included(tmp_path):
     assert [s.key for s in iter_samples(out, "test")] == ["d"]
 
 
+def test_the_image_folder_found_is_printed_and_recorded(tmp_path):
+    coco = tmp_path / "coco"  # COCO 2017 as downloaded: annotations/ beside train2017/
+    data = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
+            "annotations": [{"image_id": i, "caption": f"picture {i}"} for i in range(3)]}
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "annotations" / "captions_train2017.json").write_text(json.dumps(data))
+    for i in range(3):
+        _save(Image.new("RGB", (20, 20), (i, 20, 30)), coco / "train2017" / f"{i:012d}.jpg")
+    out = tmp_path / "shards"
+    result = CliRunner().invoke(app, ["shard", str(coco / "annotations" / "captions_train2017.json"), str(out),
+                                      "--size", "16", "--workers", "1", "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"images from {coco / 'train2017'}" in result.output.splitlines()
+    contents = json.loads((out / "manifest.json").read_text())["contents"]
+    assert contents["image_root"] == str(coco / "train2017") and contents["splits"]["train"]["samples"] == 3
+
+
 def test_keys_of_any_script_survive_the_tars(tmp_path):
     src = tmp_path / "src"
     for name in ("ä b", "猫", "हिन्दी"):

@@ -119,6 +119,79 @@ def test_karpathy_layout(tmp_path):
     assert found[3].image == tmp_path / "train2014" / "d.jpg"
 
 
+def karpathy_json(path: Path) -> Path:
+    """Karpathy's dataset_coco.json: val2014 images first (as in his file), then train2014 ones."""
+    rows = [("val2014", "COCO_val2014_1.jpg", "test"), ("val2014", "COCO_val2014_2.jpg", "restval"),
+            ("train2014", "COCO_train2014_3.jpg", "train")]
+    data = {"images": [{"filepath": folder, "filename": name, "split": split, "sentences": [{"raw": name}]}
+                       for folder, name, split in rows], "dataset": "coco"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def coco_2017(ann: Path) -> Path:
+    data = {"images": [{"id": 1, "file_name": "000000000001.jpg"}, {"id": 2, "file_name": "000000000002.jpg"}],
+            "annotations": [{"image_id": 1, "caption": "one"}, {"image_id": 2, "caption": "two"}]}
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    ann.write_text(json.dumps(data))
+    return ann
+
+
+# (captions file, the images it names, where they lie): the layouts people keep COCO in, 2014 and 2017.
+LAYOUTS = {
+    "images beside": ("captions.json", ["000000000001.jpg", "000000000002.jpg"], "images"),
+    "2017 annotations/": ("annotations/captions_train2017.json", ["000000000001.jpg", "000000000002.jpg"],
+                          "train2017"),
+    "2017 under images/": ("annotations/captions_val2017.json", ["000000000001.jpg"], "images/val2017"),
+    "2014 annotations/": ("annotations/captions_val2014.json", ["000000000001.jpg"], "val2014"),
+    "2017 beside the JSON": ("captions_train2017.json", ["000000000002.jpg"], "train2017"),
+    "karpathy in the root": ("dataset_coco.json", ["val2014/COCO_val2014_1.jpg"], ""),
+    "karpathy in annotations/": ("annotations/dataset_coco.json", ["val2014/COCO_val2014_2.jpg"], ""),
+    "karpathy, train2014 only": ("karpathy/dataset_coco.json", ["train2014/COCO_train2014_3.jpg"], ""),
+    "karpathy, images/": ("caption_datasets/dataset_coco.json", ["val2014/COCO_val2014_1.jpg"], "images"),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_coco_images_are_found_where_people_keep_them(tmp_path, layout):
+    name, present, folder = LAYOUTS[layout]
+    ann = (karpathy_json if "dataset_coco" in name else coco_2017)(tmp_path / name)
+    for rel in present:
+        png(tmp_path / folder / rel)
+    source = open_source(ann)
+    assert source.image_root == tmp_path / folder == source.inputs["images"]
+    records = [r for r in source.items() if isinstance(r, Record)]
+    assert any(r.image.is_file() for r in records) and all(r.image.is_relative_to(tmp_path / folder) for r in records)
+
+
+def test_tables_find_an_images_folder_beside_them(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a"}) + "\n")
+    (tmp_path / "d.tsv").write_text("image\tcaption\nmissing.png\tx\na.png\ta\n")
+    png(tmp_path / "images" / "a.png")
+    for table in ("d.jsonl", "d.tsv"):
+        source = open_source(tmp_path / table)
+        assert source.image_root == tmp_path / "images" == source.inputs["images"]
+        assert [r.image for r in source.items()][-1] == tmp_path / "images" / "a.png"
+    png(tmp_path / "a.png")  # the table's own folder comes first, and is not fingerprinted (it may be a home folder)
+    source = open_source(tmp_path / "d.jsonl")
+    assert source.image_root == tmp_path and "images" not in source.inputs
+
+
+def test_images_found_nowhere_name_the_places_looked_in(tmp_path):
+    ann = coco_2017(tmp_path / "coco" / "annotations" / "captions_train2017.json")
+    with pytest.raises(VltkError) as err:
+        open_source(ann)
+    here, up = tmp_path / "coco" / "annotations", tmp_path / "coco"
+    looked = [here, here / "images", here / "train2017", here / "images" / "train2017", up / "train2017",
+              up / "images" / "train2017", up, up / "images"]
+    assert str(err.value) == (f"cannot find the images of {ann}: looked in {', '.join(map(str, looked))} for "
+                              "000000000001.jpg or 000000000002.jpg; pass --images FOLDER")
+    (tmp_path / "t.tsv").write_text("image\tcaption\nx.png\ta\n")
+    with pytest.raises(VltkError, match=f"^cannot find the images of .*t.tsv: looked in {tmp_path}, "):
+        open_source(tmp_path / "t.tsv")
+
+
 def test_tsv_with_default_columns_merges_consecutive_rows(tmp_path):
     (tmp_path / "data.tsv").write_text(
         "filepath\ttitle\tsplit\tsource_url\n"
@@ -127,6 +200,7 @@ def test_tsv_with_default_columns_merges_consecutive_rows(tmp_path):
         "img/2.jpg\tanother\ttrain\thttp://b\n"
         "img/3.jpg\tno split given\t\thttp://c\n"
     )
+    png(tmp_path / "img" / "1.jpg")  # a table's image folder is the first place holding one of its first images
     found = items(tmp_path / "data.tsv")
     assert [(r.key, r.captions, r.split) for r in found] == [
         ("img_1", ("first caption", "second caption"), "val"), ("img_2", ("another",), "train"),
@@ -149,6 +223,7 @@ def test_csv_with_custom_columns_and_image_root(tmp_path):
 
 def test_tsv_row_with_bad_bytes_is_skipped(tmp_path):
     (tmp_path / "t.tsv").write_bytes(b"image\tcaption\na.png\tok\nb.png\tbad \xff byte\n")
+    png(tmp_path / "a.png")
     found = items(tmp_path / "t.tsv")
     assert found[0].captions == ("ok",) and found[1].reason == "bad_caption"
 
@@ -164,6 +239,7 @@ def test_jsonl_caption_lists_metadata_and_bad_lines(tmp_path):
         {"image": "f.png", "caption": "x", "split": "holdout"},
     ]
     (tmp_path / "d.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n{broken json\n")
+    png(tmp_path / "a.png")
     got = by_key(items(tmp_path / "d.jsonl"))
     assert got["a"].captions == ("one", "two") and got["a"].split == "val" and got["a"].meta == {"score": 0.5}
     assert got["b"].captions == ("single",) and got["c"].captions == ("not a list but text",)
@@ -273,6 +349,7 @@ def test_only_newlines_separate_captions_and_other_control_characters_become_spa
 def test_caption_cleaning_is_the_same_in_every_format(tmp_path):
     rows = [{"image": "a.png", "captions": ["a\tred\r\ncircle", "\x85\u2028"]}, {"image": "b.png", "caption": "\x0b"}]
     (tmp_path / "d.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    png(tmp_path / "a.png")
     got = by_key(items(tmp_path / "d.jsonl"))
     assert got["a"].captions == ("a red circle",) and got["b"].reason == "empty_caption"
 

@@ -7,7 +7,9 @@
 Formats: `folder` (images + same-named .txt captions), `coco` (COCO captions JSON or Karpathy's dataset_coco.json),
 `tsv` (.tsv/.csv with a header), `jsonl` (one object per line; a folder holding captions.jsonl, as `vltk synth shapes`
 writes, is read as jsonl) and `wds` (WebDataset tars, e.g. img2dataset output). Sources stream: images are never read
-here (records carry a path, or the bytes already in a tar), and only a COCO JSON's index is held in memory. Every item
+here (records carry a path, or the bytes already in a tar), and only a COCO JSON's index is held in memory. A COCO,
+TSV or JSONL source's image folder (`Source.image_root`) is the one given (`--images`), else the first of the places
+people keep them (`image_root_candidates`) that holds one of the images it names. Every item
 gets a unique key made from the source (sanitised relative path or file name) and clean captions (control characters
 as spaces, whitespace collapsed, empty ones dropped); what cannot become a record is a `Skip` with a reason, in order,
 so that the stage can count and list it.
@@ -15,6 +17,7 @@ so that the stage can count and list it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -24,7 +27,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Generator, Iterable, Iterator, Literal
 
 from vltk.errors import VltkError
 from vltk.records import Stage
@@ -37,6 +40,8 @@ CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
+IMAGE_FOLDER = "images"  # the folder of pictures beside a captions file (vltk synth, many dataset downloads, LAVIS)
+PROBES = 3  # image paths of a source looked for in each candidate folder
 DATA_STAGES = (Stage.SYNTH, Stage.SHARD)  # the artifacts that hold images with captions (a shards artifact is tars)
 KEY_LENGTH = 100  # characters; a longer key is cut and ends with a hash of the whole, so that it stays distinct
 # What becomes a space inside a caption: C0 and C1 controls (tab, CR, form feed, NEL, ...), the line and paragraph
@@ -71,6 +76,7 @@ class Source:
     inputs: dict[str, Path]  # files and folders the output depends on (fingerprinted in the manifest)
     total: int | None  # number of items, when known without reading the whole source
     read: Callable[[], Iterator[Entry]]  # the raw items, before keys are made unique
+    image_root: Path | None = None  # the folder the image paths are relative to (COCO, TSV, JSONL)
 
     def items(self) -> Iterator[Entry]:
         """Every item in a deterministic order, with unique keys, clean captions and normalised splits."""
@@ -109,7 +115,7 @@ def open_source(
     if not table.is_file():
         raise VltkError(f"{src} is a directory; a {format} source is a file (or a folder holding {SYNTH_INDEX})")
     reader = _tsv if format == "tsv" else _jsonl
-    return reader(table, Path(images) if images else table.parent, image_column, caption_column)
+    return reader(table, Path(images) if images else None, image_column, caption_column)
 
 
 def detect_format(src: Path) -> str:
@@ -241,8 +247,10 @@ def _coco(file: Path, images: Path | None) -> Source:
     if karpathy and entries and "sentences" not in entries[0]:
         raise VltkError(f"{file} has neither 'annotations' (COCO) nor images[].sentences (Karpathy's layout)")
     rows = _karpathy_rows(entries) if karpathy else _coco_rows(entries, annotations)
-    first = [row.image for row in rows[:1] if row is not None]
-    root = Path(images) if images else _find_image_root(file, first)
+    named = [row.image for row in rows if row is not None]
+    # First, middle and last: Karpathy's file mixes train2014/ and val2014/ paths, and either folder may be missing.
+    probe = [named[i] for i in sorted({0, len(named) // 2, len(named) - 1})] if named else []
+    root = Path(images) if images else find_image_root(file, probe)
 
     def read() -> Iterator[Entry]:
         for n, row in enumerate(rows):
@@ -255,7 +263,7 @@ def _coco(file: Path, images: Path | None) -> Source:
                 continue
             yield Record(key, root / row.image, tuple(row.captions), row.split, row.meta, row.image)
 
-    return Source("coco", {"source": file, "images": root}, len(rows), read)
+    return Source("coco", {"source": file, "images": root}, len(rows), read, root)
 
 
 def _coco_rows(entries: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> list[_Row | None]:
@@ -284,14 +292,30 @@ def _karpathy_rows(entries: list[dict[str, Any]]) -> list[_Row | None]:
     ]
 
 
-def _find_image_root(file: Path, sample: list[str]) -> Path:
-    """The JSON's folder, else one named like it (captions_val2014.json -> val2014/) beside it or beside its folder."""
-    name = file.stem.removeprefix("captions_")
-    candidates = [file.parent, file.parent / name, file.parent.parent / name, file.parent.parent]
+def image_root_candidates(file: Path) -> list[Path]:
+    """Where the images of the captions file `file` may lie, in the order they are tried: its folder and images/ in it;
+    for COCO's captions_<name>.json the folder <name>/ beside it or beside its folder, directly or under images/
+    (annotations/captions_train2017.json beside train2017/ or images/train2017/); then the folder above it and
+    images/ there (Karpathy's dataset_coco.json, whose paths start with train2014/ or val2014/, kept in annotations/ or
+    a folder of its own). Absolute, so that the stage's report and errors say which folder."""
+    here = Path(os.path.abspath(file)).parent
+    up = here.parent
+    names = [file.stem.removeprefix("captions_")] if file.stem.startswith("captions_") else []
+    named = [folder / name for name in names for folder in (here, here / IMAGE_FOLDER, up, up / IMAGE_FOLDER)]
+    return list(dict.fromkeys([here, here / IMAGE_FOLDER, *named, up, up / IMAGE_FOLDER]))
+
+
+def find_image_root(file: Path, probe: list[str]) -> Path:
+    """The first of `image_root_candidates(file)` that holds any of `probe` (image paths the source names); the file's
+    folder when it names none. Any, not all: a missing image is one skip later, not a reason to look elsewhere."""
+    candidates = image_root_candidates(file)
+    if not probe:
+        return candidates[0]
     for root in candidates:
-        if all((root / rel).is_file() for rel in sample):
+        if any((root / rel).is_file() for rel in probe):
             return root
-    raise VltkError(f"cannot find the images of {file} (looked in {', '.join(map(str, candidates))}); pass --images")
+    raise VltkError(f"cannot find the images of {file}: looked in {', '.join(map(str, candidates))} for "
+                    f"{' or '.join(probe)}; pass --images FOLDER")
 
 
 def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...]) -> str | None:
@@ -323,7 +347,7 @@ def _merge_rows(rows: Iterable[_Row | Skip], root: Path) -> Iterator[Entry]:
         yield _record(pending, root)
 
 
-def _tsv(file: Path, root: Path, image_column: str | None, caption_column: str | None) -> Source:
+def _tsv(file: Path, images: Path | None, image_column: str | None, caption_column: str | None) -> Source:
     delimiter = "," if file.suffix.lower() == ".csv" else "\t"
 
     def open_table():  # surrogateescape: a row with bad bytes becomes a bad_caption skip, not a crashed run
@@ -353,19 +377,28 @@ def _tsv(file: Path, root: Path, image_column: str | None, caption_column: str |
                     meta = {k: v for k, v in row.items() if k and k not in (image_col, caption_col, split_col)}
                     yield _Row(image, [caption], row.get(split_col) if split_col else None, meta)
 
-    return Source("tsv", _table_inputs(file, root), None, lambda: _merge_rows(rows(), root))
+    root = images or find_image_root(file, _first_images(rows()))
+    return Source("tsv", _table_inputs(file, root), None, lambda: _merge_rows(rows(), root), root)
+
+
+def _first_images(rows: Generator[_Row | Skip, None, None]) -> list[str]:
+    """The first few distinct image paths of a table (to find its image folder), reading no further."""
+    with contextlib.closing(rows):  # closes the table file now, not when the generator is collected
+        named = (row.image for row in itertools.islice(rows, 100 * PROBES) if isinstance(row, _Row))
+        return list(itertools.islice(dict.fromkeys(named), PROBES))
 
 
 def _table_inputs(file: Path, root: Path) -> dict[str, Path]:
     # Images beside the table are not fingerprinted: its folder may be anything (a home directory).
-    return {"source": file} if root == file.parent else {"source": file, "images": root}
+    beside = os.path.abspath(root) == os.path.dirname(os.path.abspath(file))
+    return {"source": file} if beside else {"source": file, "images": root}
 
 
 def _undecodable(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def _jsonl(file: Path, root: Path, image_column: str | None, caption_column: str | None) -> Source:
+def _jsonl(file: Path, images: Path | None, image_column: str | None, caption_column: str | None) -> Source:
     def rows() -> Iterator[_Row | Skip]:
         with open(file, "rb") as f:
             for n, line in enumerate(f, start=1):
@@ -397,11 +430,13 @@ def _jsonl(file: Path, root: Path, image_column: str | None, caption_column: str
                     meta = {k: v for k, v in row.items() if k not in (image_key, caption_key, "split")}
                     yield _Row(image, captions, row.get("split"), meta)
 
+    root = images or find_image_root(file, _first_images(rows()))
     # A synth folder is an artifact: its manifest hash identifies it (and the images in it).
     inputs = {"source": file.parent} if file.name == SYNTH_INDEX else _table_inputs(file, root)
     with open(file, "rb") as f:
         total = sum(1 for line in f if line.strip())  # one item per non-empty line: the progress bar gets an ETA
-    return Source("jsonl", inputs, total, lambda: (_record(r, root) if isinstance(r, _Row) else r for r in rows()))
+    return Source("jsonl", inputs, total, lambda: (_record(r, root) if isinstance(r, _Row) else r for r in rows()),
+                  root)
 
 
 def _is_brace_pattern(text: str) -> bool:

@@ -7,8 +7,9 @@
     d = discriminator_loss("hinge", disc(x), disc(out.recon.detach()))
 
 LPIPS uses the `lpips` package's calibrated linear heads (shipped in its wheel) on a VGG16 backbone whose weights the
-user gives as a torchvision-format state dict (`features.0.weight`, ...). There is never a silently random backbone:
-without a path there is no perceptual loss, and a test that wants a random VGG saves one to a file.
+user gives as a torchvision-format state dict (`features.0.weight`, ...): torchvision's `vgg16-397923af.pth`, the one
+the heads were calibrated on, checked against the SHA-256 prefix in its name (`vltk.weights`). There is never a silently
+random backbone: without a path there is no perceptual loss, and a test that wants a random VGG saves one to a file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vltk.errors import VltkError
+from vltk.weights import LPIPS_LAYERS, VGG16, verify
 
 GanLoss = Literal["hinge", "vanilla"]
 # torchvision's vgg16().features indices of the convs LPIPS uses, by lpips' slice (relu1_2 ... relu5_3).
@@ -54,7 +56,7 @@ class Perceptual(nn.Module):
         for src, dst in vgg_to_lpips_keys().items():
             if state[src].shape != own[dst].shape:
                 raise VltkError(f"{vgg_path}: '{src}' has shape {tuple(state[src].shape)}, VGG16 has "
-                                f"{tuple(own[dst].shape)}; is this a torchvision vgg16 state dict?")
+                                f"{tuple(own[dst].shape)}; is this a torchvision vgg16 state dict? ({VGG16.hint})")
             own[dst] = state[src]
         self.lpips.load_state_dict(own)
         self.requires_grad_(False)
@@ -68,17 +70,19 @@ class Perceptual(nn.Module):
 
 
 def _load_vgg(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise VltkError(f"VGG16 weights not found: {path} (give a torchvision vgg16 state dict, e.g. "
-                        f"vgg16-397923af.pth, or leave the perceptual loss off)")
+    if not path.is_file():  # the linear layers come with lpips: named too, as users look for both
+        raise VltkError(f"VGG16 weights not found: {path} ({VGG16.hint}; with {LPIPS_LAYERS.hint}), or leave the "
+                        "perceptual loss off")
+    verify(path, VGG16)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or one that needs pickle code to load
-        raise VltkError(f"cannot read VGG16 weights {path}: {err}") from None
+        detail = " ".join(str(err).split())[:300]  # torch's weights_only refusal spans many lines
+        raise VltkError(f"cannot read VGG16 weights {path}: {detail} ({VGG16.hint})") from None
     missing = [k for k in vgg_to_lpips_keys() if not isinstance(state, dict) or k not in state]
     if missing:
         raise VltkError(f"{path} is not a torchvision VGG16 state dict: missing {', '.join(missing[:4])}"
-                        f"{' ...' if len(missing) > 4 else ''}")
+                        f"{' ...' if len(missing) > 4 else ''} ({VGG16.hint})")
     return state
 
 

@@ -3,8 +3,9 @@
     cfg, state = load_taming_checkpoint(Path("vqgan_imagenet_f16_16384/checkpoints/last.ckpt"))
     model = VQGAN(cfg); model.load_state_dict(state)           # strict: every tensor has its place
 
-The file is a Lightning checkpoint read with `weights_only=True`; its `state_dict` keys follow taming's modules, which
-`vltk.imagetok.cnn` mirrors name for name except for this table (taming/models/vqgan.py):
+The file is a Lightning checkpoint read with `weights_only=True` (where users get it: `vltk.weights.TAMING_F16_16384`;
+no hash is published with it, and any taming VQGAN checkpoint loads); its `state_dict` keys follow taming's modules,
+which `vltk.imagetok.cnn` mirrors name for name except for this table (taming/models/vqgan.py):
 
     taming                        vltk
     quantize.embedding.weight  -> quantizer.codebook
@@ -28,6 +29,7 @@ import torch
 from vltk.errors import VltkError
 from vltk.imagetok.config import CNNConfig, ImageTokenizerConfig, QuantizerConfig
 from vltk.imagetok.vqgan import VQGAN
+from vltk.weights import TAMING_F16_16384, require
 
 RENAMES = [  # (pattern, replacement) applied in order to every kept key
     (r"^quantize\.embedding\.weight$", "quantizer.codebook"),
@@ -46,15 +48,16 @@ def rename(key: str) -> str:
 def load_taming_checkpoint(path: Path, image_size: int = 256) -> tuple[ImageTokenizerConfig, dict[str, torch.Tensor]]:
     """A taming VQGAN checkpoint -> (its config, a state dict for `VQGAN(config)`)."""
     path = Path(path)
-    if not path.is_file():
-        raise VltkError(f"taming checkpoint not found: {path}")
+    require(path, TAMING_F16_16384, "taming checkpoint")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or one that needs arbitrary pickle code
-        raise VltkError(f"cannot read taming checkpoint {path}: {err}") from None
+        detail = " ".join(str(err).split())[:300]  # torch's weights_only refusal spans many lines
+        raise VltkError(f"cannot read taming checkpoint {path}: {detail} ({TAMING_F16_16384.hint})") from None
     source = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(source, dict) or "quantize.embedding.weight" not in source:
-        raise VltkError(f"{path} is not a taming VQGAN checkpoint (no state_dict with quantize.embedding.weight)")
+        raise VltkError(f"{path} is not a taming VQGAN checkpoint (no state_dict with quantize.embedding.weight; "
+                        f"{TAMING_F16_16384.hint})")
     source = {k: v for k, v in source.items() if not DROPPED.match(k)}
     cfg = infer_config(source, image_size, path)
     state = {rename(k): v for k, v in source.items()}

@@ -9,9 +9,10 @@ centre crop, CLIP's mean and std) and the text through its tokenizer (CLIP's BPE
 clip/clip.py prepares them for the model. The weights file is an open_clip state dict (`.safetensors`, or a torch file
 read with `weights_only=True`; open_clip's loader also takes a `{"state_dict": ...}` training checkpoint); nothing is
 downloaded. MAGVLT re-ranks and scores with OpenAI's CLIP ViT-B/32, which uses QuickGELU: with OpenAI's weights (e.g.
-`open_clip_model.safetensors` of timm/vit_base_patch32_clip_224.openai) pass `ViT-B-32-quickgelu`; plain `ViT-B-32` is
-for weights trained with GELU (LAION's). The activation has no weights, so a mismatch cannot be detected from the file.
-The TorchScript `ViT-B-32.pt` that OpenAI's package downloads is not a state dict and is refused.
+`open_clip_model.safetensors` of timm/vit_base_patch32_clip_224.openai, `vltk.weights.CLIP_VIT_B32`) pass
+`ViT-B-32-quickgelu`; plain `ViT-B-32` is for weights trained with GELU (LAION's). The activation has no weights, so a
+mismatch cannot be detected from the file; nor is the file checked against a hash, as any architecture's weights may be
+given. The TorchScript `ViT-B-32.pt` that OpenAI's package downloads is not a state dict and is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from vltk.errors import VltkError
+from vltk.weights import CLIP_VIT_B32, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +48,7 @@ def load_clip(weights: Path, arch: str = "ViT-B-32-quickgelu", device: str | tor
     """open_clip's `arch` with the weights at `weights`, its val transform and tokenizer."""
     open_clip = _open_clip()
     weights = Path(weights)
-    if not weights.is_file():
-        raise VltkError(f"CLIP weights not found: {weights}")
+    require(weights, CLIP_VIT_B32, "CLIP weights")
     if arch not in open_clip.list_models():  # also refuses 'hf-hub:...' names, which would download
         raise VltkError(f"unknown CLIP architecture {arch!r} (open_clip has e.g. ViT-B-32, ViT-B-32-quickgelu, "
                         "ViT-B-16, ViT-L-14)")
@@ -57,10 +58,10 @@ def load_clip(weights: Path, arch: str = "ViT-B-32-quickgelu", device: str | tor
     except Exception as err:  # open_clip / torch raise many kinds for a foreign file or a mismatched state dict
         if "TorchScript" in str(err):
             raise VltkError(f"{weights} is a TorchScript archive (like OpenAI's ViT-B-32.pt), which is not loaded: "
-                            "give an open_clip state dict, e.g. open_clip_model.safetensors of "
-                            "timm/vit_base_patch32_clip_224.openai with arch ViT-B-32-quickgelu") from None
+                            f"give an open_clip state dict ({CLIP_VIT_B32.hint})") from None
         detail = " ".join(str(err).split())[:300]
-        raise VltkError(f"{weights} is not an open_clip {arch} state dict ({type(err).__name__}: {detail})") from None
+        raise VltkError(f"{weights} is not an open_clip {arch} state dict ({type(err).__name__}: {detail}; "
+                        f"{CLIP_VIT_B32.hint})") from None
     return Clip(model.eval(), preprocess, open_clip.get_tokenizer(arch), torch.device(device))
 
 

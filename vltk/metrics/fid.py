@@ -13,7 +13,8 @@ numbers. FID takes the 2048-d pool features; IS the 1008 logits without the bias
 libraries), over `splits` chunks of a fixed shuffle (torch-fidelity's seed).
 
 Nothing is downloaded: the user gives the released `weights-inception-2015-12-05-6726825d.pth` (a torch-saved state
-dict; a `.safetensors` copy of it works too). It is read with `weights_only=True`, so no pickled code from disk runs.
+dict), checked against the SHA-256 prefix in its name (`vltk.weights`); a `.safetensors` copy of it works too, unchecked
+(which is said). It is read with `weights_only=True`, so no pickled code from disk runs.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
 from vltk.errors import VltkError
+from vltk.weights import INCEPTION, require
 
 NAME = "inception-v3-compat"  # torch-fidelity's name for this network
 FEATURES = ["2048", "logits_unbiased"]
 EXTRACTOR = "torch-fidelity inception-v3-compat (uint8 in, TF-1 bilinear resize to 299)"  # recorded beside the numbers
-RELEASED = "weights-inception-2015-12-05-6726825d.pth"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +55,16 @@ def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # torch / safetensors raise many kinds for a foreign or truncated file: one line
         raise VltkError(f"{weights} is not a weights file torch can read safely ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]}); give the {RELEASED} state dict") from None
+                        f"{str(err).splitlines()[0][:200]}); give {INCEPTION.hint}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VltkError(f"{weights} holds a {type(state).__name__}, not a state dict of tensors; give {RELEASED}")
+        raise VltkError(f"{weights} holds a {type(state).__name__}, not a state dict of tensors; give {INCEPTION.hint}")
     return state
 
 
 def load_inception(weights: Path, device: str | torch.device = "cpu") -> FeatureExtractorInceptionV3:
     """torch-fidelity's FID Inception with the weights at `weights`, in eval mode on `device`."""
     weights = Path(weights)
-    if not weights.is_file():
-        raise VltkError(f"Inception weights not found: {weights} (torch-fidelity's {RELEASED})")
+    require(weights, INCEPTION, "Inception weights")
     state = _state_dict(weights)
     # The library's constructor torch.load()s its weights argument with weights_only=False. It gets a buffer
     # serialised here from the tensors just read safely, so the user's file is never unpickled in full.
@@ -75,7 +75,8 @@ def load_inception(weights: Path, device: str | torch.device = "cpu") -> Feature
         net = FeatureExtractorInceptionV3(NAME, FEATURES, feature_extractor_weights_path=buffer)
     except RuntimeError as err:  # load_state_dict's missing / unexpected keys or shape mismatches
         detail = " ".join(str(err).split())[:300]
-        raise VltkError(f"{weights} does not fit torch-fidelity's Inception-v3 ({RELEASED}): {detail}") from None
+        raise VltkError(f"{weights} does not fit torch-fidelity's Inception-v3: {detail} "
+                        f"(give {INCEPTION.hint})") from None
     return net.to(device)
 
 

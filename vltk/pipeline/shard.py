@@ -98,6 +98,8 @@ def run(
     are still missing this returns the slice's record (`out/parts/i-of-n.json`, manifest-shaped) instead of `out`."""
     source = open_source(Path(src), cfg.format, images=Path(cfg.images) if cfg.images else None,
                          image_column=cfg.image_column, caption_column=cfg.caption_column)
+    if source.image_root is not None:  # found among several places: say which, before minutes of decoding
+        console().print(f"images from {source.image_root}")
     if part is not None:
         return _run_part(cfg, source, Path(out), *part, workers=workers, force=force)
     job = begin(out, stage=STAGE, config=cfg, inputs=source.inputs, force=force)
@@ -105,7 +107,7 @@ def run(
         return Path(out)
     written = write_shards(cfg, source, job.work, part=(0, 1), workers=workers)
     require_train(written, source, job.work / SKIPPED)
-    return job.publish(contents=_contents(cfg, source.format, written))
+    return job.publish(contents=_contents(cfg, source, written))
 
 
 def require_train(written: Written, source: Source, skip_list: Path) -> None:
@@ -228,12 +230,14 @@ def _reasons(skipped: collections.Counter[str]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _contents(cfg: ShardConfig, source_format: str, written: Written, prefix: str = "") -> dict[str, Any]:
+def _contents(cfg: ShardConfig, source: Source, written: Written, prefix: str = "") -> dict[str, Any]:
     skipped = sum(written.skipped.values())
     summary = f"{prefix}{_images(written)} images, {skipped} skipped" + (
         f" ({_reasons(written.skipped)})" if skipped else "")
+    # The image folder is a record of where the pictures came from, not an input identity (a moved copy is the same).
+    root = {"image_root": os.path.abspath(source.image_root)} if source.image_root is not None else {}
     return ShardsContents(splits=written.splits, image_size=cfg.size, skipped=dict(sorted(written.skipped.items())),
-                          extra={"image_format": cfg.image_format, "source_format": source_format,
+                          extra={"image_format": cfg.image_format, "source_format": source.format, **root,
                                  "summary": summary}).to_dict()
 
 
@@ -280,7 +284,7 @@ def _build_part(cfg: ShardConfig, source: Source, out: Path, index: int, count: 
             os.replace(work / tar, out / tar)
     os.replace(work / SKIPPED, out / "parts" / f"{name}.{SKIPPED}")
     # The record is written last: a part is done exactly when its record exists.
-    contents = _contents(cfg, source.format, written, prefix=f"part {index}/{count}: ")
+    contents = _contents(cfg, source, written, prefix=f"part {index}/{count}: ")
     write_json_atomic(out / "parts" / f"{name}.json", make_manifest(ident, contents, started, part=[index, count]))
     work.rmdir()
 
@@ -317,7 +321,7 @@ def _combine(cfg: ShardConfig, source: Source, out: Path, ident: dict[str, Any],
     os.replace(tmp, out / SKIPPED)
     written = Written(splits, skipped)
     require_train(written, source, out / SKIPPED)
-    manifest = make_manifest(ident, _contents(cfg, source.format, written), time.time(), parts=count)
+    manifest = make_manifest(ident, _contents(cfg, source, written), time.time(), parts=count)
     manifest["seconds"] = round(sum(rec["seconds"] for rec in records), 3)  # machine time over all parts
     write_json_atomic(out / MANIFEST, manifest)
     return out
