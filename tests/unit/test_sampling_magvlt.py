@@ -228,8 +228,8 @@ def test_i2t_with_a_real_model_is_valid():
 
 def test_infilling_changes_only_the_span():
     model = tiny()
-    with torch.no_grad():  # the model never proposes EOS, so the caption after the span cannot be cut
-        model.head.bias[VI + EOS] = -1e4
+    with torch.no_grad():  # EOS is the likeliest text id: only the ban keeps it out of the span
+        model.head.bias[VI + EOS] = 1e4
     g = torch.Generator().manual_seed(4)
     text = torch.full((2, C), EOS)
     text[0, :6] = torch.randint(0, EOS, (6,), generator=g)  # n = 6 non-EOS tokens -> span [2, 5)

@@ -214,9 +214,14 @@ def _remask_text(logprob: torch.Tensor, window: torch.Tensor, counts: torch.Tens
 
 
 def _text_step(text: torch.Tensor, logprob: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor,
-               cfg: MAGVLTSampling, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-sample the masked text positions from their (M, V) logits; store log p under the filtered distribution."""
-    filtered = filter_logits(logits.float() / cfg.text_temperature, cfg.text_top_k, cfg.text_top_p)
+               cfg: MAGVLTSampling, generator: torch.Generator | None, banned: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-sample the masked text positions from their (M, V) logits; store log p under the filtered distribution.
+    `banned`: an id never drawn (infilling's EOS, see `generate_text`)."""
+    logits = logits.float()
+    if banned is not None:
+        logits = logits.index_fill(1, torch.tensor([banned], device=logits.device), float("-inf"))
+    filtered = filter_logits(logits / cfg.text_temperature, cfg.text_top_k, cfg.text_top_p)
     ids, probs = sample(filtered, generator)
     return text.masked_scatter(masked, ids), logprob.masked_scatter(masked, probs.log())
 
@@ -276,8 +281,9 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
     """Captions for (B, N) codes (I2T), or infilling of the (B, C) bool `masked` span of (B, C) `text` rows.
 
     length (B,) long sets N (EOS included) instead of the length head; infilling defaults it to the true length of
-    `text` (vltk's choice: the official code keeps the length head's N), and every iteration's re-mask is intersected
-    with the span.
+    `text` (vltk's choice: the official code keeps the length head's N), every iteration's re-mask is intersected
+    with the span, and the span never draws EOS: the window's EOS is given, and one drawn inside the span would end
+    the caption there and drop the given words after it (`_finish_text` cuts at the first EOS).
     """
     model.eval()
     b, c = image.shape[0], model.cfg.text_tokens
@@ -305,7 +311,8 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
         if not remask.any():
             continue
         logits = guided_logits(model, Inputs("i2t", image, no_image_mask, text_w, remask, length), remask, scales[t])
-        text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator)
+        text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator,
+                                       banned=eos_id if span is not None else None)
     ids, logprob = torch.cat([text_w, ids[:, w:]], dim=1), F.pad(logprob_w, (0, c - w))
     return _finish_text(ids, logprob, length, eos_id)
 
