@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
+from rich.markup import escape
 
 from vltk import __version__
 from vltk.artifacts import abandon_open_jobs
@@ -65,7 +66,7 @@ def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
 
 def _fail(message: str) -> NoReturn:
     abandon_open_jobs()
-    console().print(f"[bold red]error:[/] {message}")
+    console().print(f"[bold red]error:[/] {escape(message)}")  # shown as written: "[red circle]" is no markup
     raise typer.Exit(2) from None
 
 
