@@ -273,10 +273,11 @@ def train_gen(
 def sample(
     gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen).")],
     out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
-    task: Annotated[Optional[str], typer.Option(help="t2i | i2t | it2it | inpaint | infill | class (GIVT).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT).")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option(
-        "--prompt", help="A t2i prompt, or a class id / name for --task class (repeat); default: the split's "
-        "records.")] = None,
+        "--prompt", help="A t2i prompt, a class id / name for --task class, or for --task joint a caption with the "
+        "words to regenerate in [brackets] (repeat); default: the split's records.")] = None,
     count: Annotated[Optional[int], typer.Option(help="Records of the split (or it2it pairs) to sample for.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Split of the generator's encoded data.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first batch (batch k: seed + its first index).")] = None,
@@ -292,8 +293,8 @@ def sample(
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Generate: images from captions or classes, captions from images, pairs, inpainting or infilling, with the
-    papers' samplers."""
+    """Generate: images from captions or classes, captions from images, pairs, inpainting, infilling or both at once,
+    with the papers' samplers."""
     from vltk.config import load_config
     from vltk.pipeline import sample as stage
 

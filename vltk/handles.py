@@ -33,7 +33,7 @@ from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.models.artifact import load_generator
 from vltk.records import RECORDS, Contents, GeneratorContents, ImageTokenizerContents, Stage
 from vltk.sampling.generate import (
-    GenerateConfig, Query, check_prompts, check_task, generate, pictures, to_grid,
+    GenerateConfig, Query, bracket_spans, check_prompts, check_task, generate, pictures, to_grid,
 )
 from vltk.text.bpe import BPETokenizer
 from vltk.train.launch import local_device
@@ -216,15 +216,29 @@ class Generator(Artifact):
         blended into the source along the boundary (MaskGIT's composite), as `vltk sample --task inpaint`."""
         items = self._items(prompts=prompts, images=images)
         codes, _ = self._generate("inpaint", items, seed, config)
-        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), self.record.grid_size, "inpaint",
-                         items, self.device)
-        return [Image.fromarray(picture) for picture in drawn]
+        return self._blended("inpaint", codes, items)
 
     def infill(self, images: Images, captions: Sequence[str], *, seed: int = 0, config: GenerateConfig | None = None
                ) -> list[str]:
         """Each caption with its central half regenerated given the image and the rest, at its true length (MAGVLT)."""
         _, text = self._generate("infill", self._items(prompts=captions, images=images), seed, config)
         return self.text_tokenizer.decode_batch(text)
+
+    def inpaint_and_infill(self, images: Images, captions: Sequence[str], *, seed: int = 0,
+                           config: GenerateConfig | None = None) -> tuple[list[Image.Image], list[str]]:
+        """Each image's central block and each caption's [bracketed] words ("a small [red circle] above a blue
+        square", regenerated at their token count) completed together, in one sequence (MAGVLT), as `vltk sample
+        --task joint --prompt`: the images blended into the sources as `inpaint`'s, and the completed captions."""
+        items = [dataclasses.replace(item, text=row, span=span) for item, (row, span)  # the brackets dropped
+                 in zip(self._items(prompts=captions, images=images), bracket_spans(self.text_tokenizer, captions))]
+        codes, text = self._generate("joint", items, seed, config)
+        return self._blended("joint", codes, items), self.text_tokenizer.decode_batch(text)
+
+    def _blended(self, task: str, codes: torch.Tensor, items: list[Query]) -> list[Image.Image]:
+        """The images of (B, N) codes with the generated block blended into each item's source (`pictures`)."""
+        drawn = pictures(self.image_tokenizer.model, codes.to(self.device), self.record.grid_size, task, items,
+                         self.device)
+        return [Image.fromarray(picture) for picture in drawn]
 
     def _items(self, *, prompts: Sequence[str] | None = None, images: Images | None = None) -> list[Query]:
         """What the sample stage samples for: caption rows and/or (N,) raster codes, one item per input."""

@@ -88,6 +88,8 @@ def test_user_errors_are_one_line(root, gen, tmp_path):
         (lambda: gen.text_to_image([]), "nothing to sample"),
         (lambda: gen.text_to_image(["a red circle", " \x0c"]), r"prompt 2 of 2 (' \x0c') is empty"),
         (lambda: gen.inpaint(np.zeros((2, 8, 8), dtype=np.int64), PROMPTS), "2 images but 3 captions"),
+        (lambda: gen.inpaint_and_infill(np.zeros((1, 8, 8), dtype=np.int64), PROMPTS[:1]),
+         "prompt 1 of 1 ('a red circle') has no [bracketed] words"),
         (lambda: gen.image_to_text(np.zeros((1, 7, 7), dtype=np.int64)), "8x8 code grids"),
         (lambda: gen.image_to_text(np.full((1, 64), 64)), "[0, 64)"),
         (lambda: gen.image_to_text(torch.zeros(1, 3, 16, 16)), "integer ids"),
@@ -160,3 +162,22 @@ def test_inpaint_keeps_the_source_outside_the_block_and_infill_gives_captions(ro
     assert len(BPETokenizer.from_artifact(root / "text-tok").encode(PROMPTS[0])) == 3
     first, second = gen.infill(source, PROMPTS[:2], seed=0)
     assert first.startswith("a ") and first.endswith("circle") and isinstance(second, str)
+
+
+def test_inpaint_and_infill_completes_the_block_and_the_bracketed_words_together(root, gen):
+    source = np.stack([r.image["codes"] for r in list(vltk.load(root / "encoded").records("val"))[:2]]).astype(np.int64)
+    captions = ["a [red] circle", "a small blue square above a [green triangle]"]
+    images, completed = gen.inpaint_and_infill(source, captions, seed=0)
+    # The same images and captions as the sampler called by hand on the rows without brackets and their spans.
+    tokenizer = BPETokenizer.from_artifact(root / "text-tok")
+    text = torch.from_numpy(tokenizer.encode_batch(["a red circle", "a small blue square above a green triangle"]))
+    span = torch.zeros_like(text, dtype=torch.bool)
+    span[0, 1], span[1, 6:] = True, text[1, 6:] != tokenizer.eos_id  # "red"; "green triangle" (to the EOS)
+    grid = gen.record.grid_size
+    region = mg.center_box(grid).expand(2, -1)
+    codes, caps = mg.generate_joint(gen.model, torch.from_numpy(source).view(2, -1), region, text.long(), span,
+                                    mg.MAGVLTSampling(), torch.Generator().manual_seed(0), eos_id=tokenizer.eos_id)
+    assert completed == tokenizer.decode_batch(caps.ids.numpy())
+    assert completed[0].startswith("a ") and completed[0].endswith("circle")  # one token between: maybe no word end
+    assert completed[1].startswith("a small blue square above a ")
+    assert pixels(images).shape == (2, 16, 16, 3)

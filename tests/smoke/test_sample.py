@@ -34,7 +34,7 @@ def lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("kind,task", [("magvlt", t) for t in ("t2i", "i2t", "it2it", "inpaint", "infill")]
+@pytest.mark.parametrize("kind,task", [("magvlt", t) for t in ("t2i", "i2t", "it2it", "inpaint", "infill", "joint")]
                          + [("argvlt", t) for t in ("t2i", "i2t", "inpaint")])
 def test_every_task(generators, kind, task):
     out = generators / f"{kind}-{task}"
@@ -44,9 +44,11 @@ def test_every_task(generators, kind, task):
     for row in rows:
         with Image.open(out / row["file"]) as png:
             assert png.size == (16, 16)
-        if task != "it2it":  # sampled for the val records: their captions are the references for scoring
+        if task not in ("it2it", "joint"):  # sampled for the val records: their captions are the references
             assert row["references"] and row["prompt"] == row["references"][0]
-        assert (row["caption"] is not None) == (task in ("i2t", "it2it", "infill"))
+        if task == "joint":  # the prompt shows the record's caption with its central span in brackets
+            assert row["references"] and kept_outside_brackets(row["prompt"], row["caption"])
+        assert (row["caption"] is not None) == (task in ("i2t", "it2it", "infill", "joint"))
         # One candidate: nothing re-ranked, but the self score (mean log-prob per caption token) is there.
         assert row["candidates"] == 1 and row["rerank"] is None and "first_file" not in row
         assert -100 < row["score"] < 0
@@ -54,6 +56,28 @@ def test_every_task(generators, kind, task):
     assert (out / "grid.png").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["contents"]["count"] == 3 and manifest["contents"]["generator"] == kind
+
+
+def kept_outside_brackets(prompt: str, caption: str) -> bool:
+    """Whether `caption` keeps the words of `prompt` before its "[" and after its "]" (one bracketed span)."""
+    before, rest = prompt.split("[")
+    after = rest.split("]")[1].strip()
+    return caption.startswith(before) and caption.endswith(after) and len(caption) > len(before) + len(after)
+
+
+def test_joint_completes_bracketed_prompts_over_the_records_images(generators):
+    out = generators / "joint-prompts"
+    prompts = ["a small [red circle] above a blue square", "a [large] green triangle"]
+    run_cli("sample", generators / "magvlt", out, "--task", "joint", *(a for p in prompts for a in ("--prompt", p)),
+            "--cpu")
+    rows = lines(out)
+    assert [row["prompt"] for row in rows] == prompts
+    assert all(kept_outside_brackets(row["prompt"], row["caption"]) for row in rows)
+    assert all("key" in row and "references" not in row for row in rows)  # the records' images, not their captions
+    # The judge reads each completed image against its completed caption; with no references, no caption metrics.
+    run_cli("score", out, generators / "joint-prompts-scores", "--no-meteor")
+    metrics = json.loads((generators / "joint-prompts-scores" / "metrics.json").read_text())
+    assert metrics["judge"]["all"]["captions"] == 2 and "captions" not in metrics
 
 
 def test_prompts_and_repeatability(generators):
@@ -72,6 +96,13 @@ def test_user_errors(generators):
     result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(generators / "x"), "--task", "i2t",
                                       "--prompt", "a red circle"])
     assert result.exit_code == 2 and "--prompt is for t2i" in result.output
+    for kind in ("argvlt", "magvlt"):  # joint: MAGVLT only, and a prompt must bracket the words to regenerate
+        result = CliRunner().invoke(app, ["sample", str(generators / kind), str(generators / "x"), "--task", "joint",
+                                          "--prompt", "a red circle"])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == [
+            "error: argvlt cannot do joint (it does t2i, i2t, inpaint)" if kind == "argvlt" else
+            "error: prompt 1 of 1 ('a red circle') has no [bracketed] words: joint regenerates the words in brackets, "
+            "e.g. 'a small [red circle] above a blue square'"]
     result = CliRunner().invoke(app, ["sample", str(generators / "magvlt"), str(generators / "x"), "--split", "nope"])
     assert result.exit_code == 2 and "nope" in result.output
 
@@ -86,7 +117,8 @@ def test_a_prompt_without_text_is_refused(tmp_path, prompts, culprit):
     assert result.output.strip().splitlines() == [f"error: {culprit} is empty: a prompt needs some text"]
 
 
-@pytest.mark.parametrize("task", ["t2i", pytest.param("i2t", marks=needs_java), "it2it"])
+@pytest.mark.parametrize("task", ["t2i", pytest.param("i2t", marks=needs_java), "it2it",
+                                  pytest.param("joint", marks=needs_java)])
 def test_score(generators, task):
     samples, out = generators / f"score-{task}-samples", generators / f"score-{task}"
     run_cli("sample", generators / "magvlt", samples, "--task", task, "--count", 4, "--cpu")
@@ -101,7 +133,7 @@ def test_score(generators, task):
         heldout = [row for row in lines(samples) if row.get("heldout")]
         assert ("heldout" in metrics["judge"]) == bool(heldout)
         assert metrics["judge"].get("seen", {"captions": 0})["captions"] + len(heldout) == count  # every synth row says which it is
-    if task == "i2t":
+    if task in ("i2t", "joint"):  # joint's val records hold references: the completed captions are scored too
         assert set(metrics["captions"]) >= {"BLEU-4", "CIDEr", "ROUGE-L"} and metrics["captions"]["METEOR"] is None
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["contents"]["judge"] == metrics["judge"]

@@ -16,8 +16,8 @@ from vltk.models.magvlt import MAGVLT, Inputs, MAGVLTConfig, Outputs
 from vltk.pipeline.sample import SampleConfig
 from vltk.sampling import magvlt as magvlt_sampling
 from vltk.sampling.magvlt import (
-    MAGVLTSampling, blend, center_box, generate_images, generate_pairs, generate_text, guidance_scales, guided_logits,
-    infill_span, unmask_counts, unmask_table,
+    MAGVLTSampling, blend, center_box, generate_images, generate_joint, generate_pairs, generate_text, guidance_scales,
+    guided_logits, infill_span, unmask_counts, unmask_table, window_lengths,
 )
 
 N, C, VI, VT, EOS = 16, 8, 13, 17, 16
@@ -228,8 +228,8 @@ def test_i2t_with_a_real_model_is_valid():
 
 def test_infilling_changes_only_the_span():
     model = tiny()
-    with torch.no_grad():  # the model never proposes EOS, so the caption after the span cannot be cut
-        model.head.bias[VI + EOS] = -1e4
+    with torch.no_grad():  # EOS is the likeliest text id: only the ban keeps it out of the span
+        model.head.bias[VI + EOS] = 1e4
     g = torch.Generator().manual_seed(4)
     text = torch.full((2, C), EOS)
     text[0, :6] = torch.randint(0, EOS, (6,), generator=g)  # n = 6 non-EOS tokens -> span [2, 5)
@@ -271,6 +271,80 @@ def test_pairs_follow_the_length_head_and_fill_everything():
     assert steps[1].text_masked[:, 2:5].all()  # newly exposed positions start masked
     assert (codes >= 1).all()
     assert r.lengths.tolist() == [6, 6] and (r.ids[:, :5] != EOS).all()
+
+
+# ---- joint inpainting + infilling ----
+
+def joint_inputs(b: int = 3):
+    """(B, N) codes, a region per row (the centre, three tokens, none), (B, C) captions of 6, 7 and 5 tokens + EOS and
+    a span per row (the infilling span, the last two words, none)."""
+    g = torch.Generator().manual_seed(7)
+    image = torch.randint(0, VI, (b, N), generator=g)
+    region = torch.zeros(b, N, dtype=torch.bool)
+    region[0], region[1, [0, 5, 15]] = center_box(4), True
+    text, span = torch.full((b, C), EOS), torch.zeros(b, C, dtype=torch.bool)
+    for row, n in enumerate((6, 7, 5)):
+        text[row, :n] = torch.randint(0, EOS, (n,), generator=g)
+    start, count = infill_span(6)
+    span[0, start:start + count], span[1, 5:7] = True, True
+    return image, region, text, span
+
+
+def test_joint_keeps_the_given_tokens_and_never_draws_eos_in_the_span():
+    model = tiny()
+    with torch.no_grad():  # EOS is the likeliest text id: only the ban keeps the span from ending the caption
+        model.head.bias[VI + EOS] = 1e4
+    image, region, text, span = joint_inputs()
+    codes, r = generate_joint(model, image, region, text, span, MAGVLTSampling(), torch.Generator().manual_seed(0),
+                              eos_id=EOS)
+    assert torch.equal(codes[~region], image[~region]) and ((codes >= 0) & (codes < VI)).all()
+    assert torch.equal(r.ids[~span], text[~span]) and (r.ids[span] != EOS).all()
+    assert r.lengths.tolist() == [7, 8, 6]  # the true lengths, EOS included
+    assert not torch.equal(r.ids[span], text[span]) and not torch.equal(codes[region], image[region])
+
+
+def test_joint_fills_every_masked_token_and_queries_both_modalities_at_each_step():
+    # The stub never draws the placeholder 0: a 0 left in the region or the span would be a token never filled.
+    stub = Stub([2] * N, text_allowed=[3] * C)
+    image, region, text, span = joint_inputs()
+    image, text = image.masked_fill(region, 0), text.masked_fill(span, 0)
+    codes, r = generate_joint(stub, image, region, text, span, MAGVLTSampling(image_steps=3, text_steps=4),
+                              torch.Generator().manual_seed(0), eos_id=EOS)
+    assert (codes[region] >= 1).all() and (r.ids[span] >= 1).all()
+    calls = [x for x, _ in stub.calls]
+    assert len(calls) == 4 and all(x.layout == "i2t" for x in calls)  # T = max(3, 4) joint passes
+    assert torch.equal(calls[0].image_masked, region) and torch.equal(calls[0].text_masked, span[:, :8])
+    assert all(not (x.text_masked & ~span[:, :x.text.shape[1]]).any() for x in calls)  # text re-masks stay in the span
+    table = unmask_table(region.sum(dim=1), 4, "cosine")  # (B, T): the image schedule stretched over the 4 passes
+    masked = torch.stack([x.image_masked.sum(dim=1) for x in calls], dim=1)  # (B, T) masked before each pass
+    assert torch.equal(masked, region.sum(dim=1, keepdim=True) - table.cumsum(dim=1) + table)
+
+
+def test_joint_with_an_empty_region_is_infilling_bit_for_bit():
+    model = tiny()
+    image, _, text, span = joint_inputs()
+    none = torch.zeros(3, N, dtype=torch.bool)
+    for cfg in (MAGVLTSampling(), MAGVLTSampling(image_steps=5, text_steps=5, text_remask="topk")):
+        codes, joint = generate_joint(model, image, none, text, span, cfg, torch.Generator().manual_seed(3), eos_id=EOS)
+        alone = generate_text(model, image, cfg, torch.Generator().manual_seed(3), eos_id=EOS, text=text, masked=span)
+        assert torch.equal(codes, image)
+        assert all(torch.equal(getattr(joint, f), getattr(alone, f)) for f in ("ids", "lengths", "logprob"))
+
+
+def test_joint_with_an_empty_span_unmasks_the_region_as_inpainting_does():
+    # Distinct confidences and the noiseless "maskgit" rule make the order of unmasking deterministic.
+    allowed = [3, 1, 4, 8, 2, 6, 5, 7, 9, 10, 11, 12, 2, 3, 4, 5]
+    cfg = MAGVLTSampling(image_steps=3, text_steps=5, unmask="maskgit")
+    image, region, text, _ = joint_inputs()
+    joint, alone = Stub(allowed, text_allowed=[3] * C), Stub(allowed)
+    codes, r = generate_joint(joint, image, region, text, torch.zeros(3, C, dtype=torch.bool), cfg,
+                              torch.Generator().manual_seed(0), eos_id=EOS)
+    inpainted = generate_images(alone, text, window_lengths(text, EOS), dataclasses.replace(cfg, image_steps=5),
+                                torch.Generator().manual_seed(0), image=image, masked=region)  # T = max(3, 5)
+    assert torch.equal(r.ids, text) and torch.equal(codes[~region], image[~region])
+    assert len(joint.calls) == len(alone.calls) == 4  # unmask 1, 1, 1, 1, (0): a pass per step until none is left
+    assert all(torch.equal(a.image_masked, b.image_masked) for (a, _), (b, _) in zip(joint.calls, alone.calls))
+    assert (inpainted[region] >= 1).all() and (codes[region] >= 1).all()
 
 
 # ---- blending ----

@@ -1,9 +1,10 @@
 """`vltk sample`: generate with a trained MAGVLT, ARGVLT or GIVT: text-to-image, captions, pairs, inpainting,
-infilling, class-conditional images.
+infilling, both at once, class-conditional images.
 
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i                  # prompts: the val split's captions
     vltk sample build/demo/gen build/demo/samples-t2i --task t2i --prompt "a small red circle"
     vltk sample build/demo/gen build/demo/samples-i2t --task i2t --count 32       # captions for val images
+    vltk sample build/demo/gen build/demo/samples-joint --task joint --prompt "a small [red circle] above a blue square"
     vltk sample build/demo/gen build/demo/samples-t2i --candidates 32             # best of 32 by the model's own score
     vltk sample build/demo/gen build/demo/samples-t2i --candidates 32 --rerank clip --clip open_clip_model.safetensors
     vltk sample build/demo/gen-givt build/demo/samples-givt-t2i --task t2i --set givt.cfg_weight=0.4
@@ -12,30 +13,33 @@ infilling, class-conditional images.
 
 The generator's manifest names its encoded data and tokenizers, so nothing else is given. Prompts come from `--prompt`
 (repeatable) or else from the first caption of the first `count` records of the encoded artifact's `split`; images
-(i2t, inpaint, infill) from the same records. `inpaint` regenerates the central block of the image (a quarter of the
-tokens) given the rest and the caption, then blends it into the source along the boundary; `infill` regenerates the
-central half of the caption given the image and the rest of it, with the true length; `it2it` draws `count`
-unconditional image + caption pairs (MAGVLT only). GIVT (`givt.*` keys: variance scaling, DB-CFG weight, beam search,
-MaskGIT steps) does `t2i` when it was trained on captions and `class` when on class labels (prompts: class ids or
-names, else the classes of the split's records); its latents are inverted through the adapter and decoded by the
+(i2t, inpaint, infill, joint) from the same records. `inpaint` regenerates the central block of the image (a quarter of
+the tokens) given the rest and the caption, then blends it into the source along the boundary; `infill` regenerates the
+central half of the caption given the image and the rest of it, with the true length; `joint` (MAGVLT only) masks both
+at once in one IT2IT sequence and decodes them together (`magvlt.generate_joint`), the block blended as inpaint's; with
+`--prompt` it regenerates the [bracketed] words of prompt i, at their token count, over record i's image. `it2it` draws
+`count` unconditional image + caption pairs (MAGVLT only). GIVT (`givt.*` keys: variance scaling, DB-CFG weight, beam
+search, MaskGIT steps) does `t2i` when it was trained on captions and `class` when on class labels (prompts: class ids
+or names, else the classes of the split's records); its latents are inverted through the adapter and decoded by the
 beta-VAE, and with DB-CFG the manifest records the rejection sampler's acceptance rate.
 
-Candidates (MAGVLT §4.1): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image
-(i2t, infill) are drawn and the one with the best score is kept (ties: the first). `rerank` "self" scores a pair by the
-generator's own mean log p(caption | image) per caption token (`vltk.sampling.rerank`, no external weights); "clip"
-by the cosine similarity of open_clip's embeddings (`clip_weights`, `clip_arch`; CLIP's own preprocessing and
-tokenizer, `vltk.metrics.clip`), of the prompt and each image, or of each caption and the source image as the image
-tokenizer reconstructs it (the encoded data keeps codes, not pixels). it2it pairs have no prompt to re-rank for.
+Candidates (MAGVLT §4.1): with `candidates` N > 1, N images per prompt (t2i, inpaint) or N captions per image (i2t,
+infill) or N completions (joint) are drawn and the one with the best score is kept (ties: the first). `rerank` "self"
+scores a pair by the generator's own mean log p(caption | image) per caption token (`vltk.sampling.rerank`, no external
+weights); "clip" by the cosine similarity of open_clip's embeddings (`clip_weights`, `clip_arch`; CLIP's own
+preprocessing and tokenizer, `vltk.metrics.clip`), of the prompt and each image, or of each caption and the source
+image as the image tokenizer reconstructs it (the encoded data keeps codes, not pixels). it2it pairs have no prompt to
+re-rank for.
 
 The artifact holds `images/{i:05d}.png` (the generated image, the best candidate, or for i2t / infill the source
-image), `grid.png`, and `samples.jsonl`: index, task, prompt, caption (generated for i2t / infill / it2it), the
-record's key, all its reference captions and, for shapes data, whether it holds a held-out colour-shape pair (for
-`vltk score`), the seed of the batch that drew the kept sample, the file, "score" (the kept sample's self score with
-N = 1: one forward pass, cheap next to sampling), "rerank" (null with N = 1) and "candidates". With N > 1 a row also
-holds "candidate" (the kept one's index) and "scores" (all N, in drawing order), and candidate 0 is kept beside the
-best, so that scores can be compared without re-ranking: `first/{i:05d}.png` and "first_file" for t2i / inpaint,
-"first_caption" for i2t / infill. Every knob of the samplers is a config key (`magvlt.*`, `argvlt.*`) with the paper's
-default.
+image), `grid.png`, and `samples.jsonl`: index, task, prompt (joint's: the caption with the regenerated words in
+brackets), caption (generated for i2t / infill / it2it, completed for joint), the record's key, all its reference
+captions and, for shapes data, whether it holds a held-out colour-shape pair (for `vltk score`), the seed of the batch
+that drew the kept sample, the file, "score" (the kept sample's self score with N = 1: one forward pass, cheap next to
+sampling), "rerank" (null with N = 1) and "candidates". With N > 1 a row also holds "candidate" (the kept one's index)
+and "scores" (all N, in drawing order), and candidate 0 is kept beside the best, so that scores can be compared without
+re-ranking: `first/{i:05d}.png` and "first_file" for t2i / inpaint / joint, "first_caption" for i2t / infill / joint.
+Every knob of the samplers is a config key (`magvlt.*`, `argvlt.*`) with the paper's default.
 
 Seeds: candidates are drawn in batches of `batch_size` over the prompts each repeated N times (item i's candidate k is
 draw i * N + k), and a batch's generator is seeded with `seed` + the index of its first draw (with N = 1: its first
@@ -72,8 +76,10 @@ from vltk.data.token_batches import class_index, record_class
 from vltk.errors import VltkError
 from vltk.records import SamplesContents, Stage
 from vltk.sampling import rerank
+from vltk.sampling.magvlt import window_lengths
 from vltk.sampling.generate import (
-    IMAGE_TASKS, GenerateConfig, Query, check_prompts, check_task, draw_batches, givt_condition, long_rows, pictures,
+    IMAGE_TASKS, TEXT_TASKS, GenerateConfig, Query, bracket_spans, bracketed, central_span, check_prompts, check_task,
+    draw_batches, givt_condition, long_rows, pictures,
 )
 from vltk.text.bpe import BPETokenizer
 from vltk.train import loop
@@ -91,7 +97,7 @@ class SampleConfig(GenerateConfig):
     """The generation knobs (task, batch_size, seed, magvlt.*, argvlt.*, givt.*) and what the stage adds: where the
     prompts come from, re-ranking, the grid and the precision."""
 
-    prompts: tuple[str, ...] = ()  # t2i / inpaint prompts; empty: the captions of the split's records
+    prompts: tuple[str, ...] = ()  # t2i prompts, class ids / names, joint's [bracketed] captions; empty: the records
     count: int = 64  # records of the split (or it2it pairs) to sample for
     split: str = "val"
     columns: int = 8  # of grid.png
@@ -151,12 +157,16 @@ def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: t
     if cfg.prompts and cfg.task == "t2i" and not classes:
         rows = tokenizer.encode_batch(list(cfg.prompts))
         return [Query(row, None, {"prompt": prompt}) for row, prompt in zip(rows, cfg.prompts)]
-    if cfg.prompts:
-        raise VltkError(f"--prompt is for t2i (or class); {cfg.task} samples for the records of the '{cfg.split}' "
-                        "split" + (" (this generator also needs each record's class)" if classes else ""))
-    records = _records(encoded, cfg.split, cfg.count)
+    if cfg.prompts and cfg.task != "joint":
+        raise VltkError(f"--prompt is for t2i (or class, or joint's [bracketed] captions); {cfg.task} samples for the "
+                        f"records of the '{cfg.split}' split" +
+                        (" (this generator also needs each record's class)" if classes else ""))
+    records = _records(encoded, cfg.split, len(cfg.prompts) or cfg.count)
     if not records:
         raise VltkError(f"{encoded} has no records in its '{cfg.split}' split")
+    if len(records) < len(cfg.prompts):
+        raise VltkError(f"{len(cfg.prompts)} prompts but {len(records)} records in the '{cfg.split}' split: joint "
+                        "completes prompt i over record i's image")
     items = []
     for record in records:
         label = record_class(record, classes, class_key) if classes else None
@@ -165,7 +175,20 @@ def gather(cfg: SampleConfig, encoded: Path, tokenizer: BPETokenizer, classes: t
                  "references": list(record.captions), **({"label": label} if label is not None else {}),
                  **({"heldout": record.meta["heldout"]} if "heldout" in record.meta else {})}
         items.append(Query(record.text[0], codes, about, label))
-    return items
+    return joint_queries(items, cfg.prompts, tokenizer) if cfg.task == "joint" else items
+
+
+def joint_queries(items: list[Query], prompts: Sequence[str], tokenizer: BPETokenizer) -> list[Query]:
+    """The records' queries made joint's: each record's image with its caption's central span masked (infilling's,
+    `central_span`; its prompt shows the span in brackets), or with `prompts`, prompt i's [bracketed] words masked over
+    record i's image (the record's references and held-out flag, which describe its own caption, are left out)."""
+    if prompts:
+        return [Query(row, item.codes, {"prompt": prompt, "key": item.about["key"]}, span=span)
+                for item, prompt, (row, span) in zip(items, prompts, bracket_spans(tokenizer, prompts))]
+    text = long_rows([item.text for item in items], torch.device("cpu"))
+    spans = central_span(window_lengths(text, tokenizer.eos_id), text.shape[1]).numpy()  # (B, C) bool
+    return [dataclasses.replace(item, span=span, about={**item.about, "prompt": bracketed(tokenizer, item.text, span)})
+            for item, span in zip(items, spans)]
 
 
 def score_batch(model: torch.nn.Module, cfg: SampleConfig, clip: Any, pictures: np.ndarray | None,
@@ -198,8 +221,9 @@ def keep(index: int, item: Query, candidates: list[Candidate], cfg: SampleConfig
     if n == 1:
         return line, chosen, None
     line.update(candidate=k, scores=[c.score for c in candidates])
-    if cfg.task not in IMAGE_TASKS:
+    if cfg.task in TEXT_TASKS:
         line["first_caption"] = candidates[0].caption
+    if cfg.task not in IMAGE_TASKS:
         return line, chosen, None
     line["first_file"] = f"first/{index:05d}.png"
     return line, chosen, candidates[0]

@@ -12,13 +12,15 @@ By task:
   and the others ("seen", the combinations training saw);
 - i2t, infill: caption metrics (pycocoevalcap, every reference caption of the image) and the judge on each generated
   caption against its image;
+- joint: the judge on each completed caption against its completed image (do the two completions agree?), and caption
+  metrics where the rows hold references (the val records', not hand-written prompts');
 - it2it: the judge on each generated caption against its own generated image (do the pairs agree?).
 The judge applies to the built-in shapes data; elsewhere its parse rate says it read no caption, and only the caption
 metrics count.
 
 With `inception_weights` (torch-fidelity's Inception-v3, `vltk.metrics.fid`), the tasks that generate images (t2i,
-inpaint, it2it) get "images": FID against the real images behind the samples and IS (`is_splits` chunks), with the
-sample count, the reference set and the extractor (which resizes every image to 299 px itself, as for published
+inpaint, joint, it2it) get "images": FID against the real images behind the samples and IS (`is_splits` chunks), with
+the sample count, the reference set and the extractor (which resizes every image to 299 px itself, as for published
 numbers). The real set is read from the shards that the generator's encoded data was made from, in the sampled split:
 the records of the samples' keys (t2i on the val captions is the COCO-30k protocol of kakaobrain/magvlt's eval_t2i.py:
 N generated images against those N real images), or for it2it the split's first records, as many as there are samples.
@@ -26,14 +28,14 @@ Hand-written prompts (`vltk sample --prompt`) have no real images: FID is unavai
 samples (rows with "first_file") get "images" for the kept images and "images_first" for candidate 0's, the numbers
 without re-ranking (the official eval_t2i.py reports both).
 
-With `clip_weights` (an open_clip state dict of `clip_arch`, `vltk.metrics.clip`) every task gets "CLIP score": the
-mean cosine (MAGVLT's convention) and torchmetrics' CLIPScore of each image with a text (`CLIP_PAIRS`): the prompt
-(t2i, inpaint; candidate 0's image too when re-ranked); the generated caption, candidate 0's when re-ranked, and the
-first reference caption, for comparison (i2t, infill); the pair's own caption (it2it). Without weights, FID / IS and
-CLIP score say "unavailable", never a number. The artifact holds `metrics.json` and a self-contained `report.html`
-(the headline numbers, the judge per attribute as a bar chart, the samples with their prompts or captions and the
-judge's verdict on each, the full metric table, the tokenizer's reconstructions and the generator's loss curves, and
-the provenance chain); the manifest repeats the metrics.
+With `clip_weights` (an open_clip state dict of `clip_arch`, `vltk.metrics.clip`) every task gets "CLIP score": the mean
+cosine (MAGVLT's convention) and torchmetrics' CLIPScore of each image with a text (`CLIP_PAIRS`): the prompt (t2i,
+inpaint; candidate 0's image too when re-ranked); the generated caption, candidate 0's when re-ranked, and the first
+reference caption, for comparison (i2t, infill); the pair's own caption (it2it); the completed caption, candidate 0's
+too when re-ranked (joint). Without weights, FID / IS and CLIP score say "unavailable", never a number. The artifact
+holds `metrics.json` and a self-contained `report.html` (the headline numbers, the judge per attribute as a bar chart,
+the samples with their prompts or captions and the judge's verdict on each, the full metric table, the tokenizer's
+reconstructions and the generator's loss curves, and the provenance chain); the manifest repeats the metrics.
 
 Under `accelerate launch` (or torchrun) each process reads its contiguous share of the rows (and of the real images)
 through the judge, the Inception and CLIP, and the shares are gathered in order, so FID, IS and CLIP score see every
@@ -65,14 +67,15 @@ from vltk.train.launch import begin_shared, main_progress, share
 
 STAGE = Stage.SCORE
 REPORT = "report.html"
-CAPTION_TASKS = ("i2t", "infill")
-IMAGE_TASKS = ("t2i", "inpaint", "it2it")  # the tasks that generate images: FID and IS
+CAPTION_TASKS = ("i2t", "infill", "joint")  # caption metrics, where the rows hold references
+IMAGE_TASKS = ("t2i", "inpaint", "joint", "it2it")  # the tasks that generate images: FID and IS
 # What CLIP compares, by task: (name, the row's image field, the row's text field; "reference": the first reference).
 CLIP_PAIRS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "t2i": (("image_vs_prompt", "file", "prompt"), ("first_vs_prompt", "first_file", "prompt")),
     "i2t": (("image_vs_caption", "file", "caption"), ("image_vs_first_caption", "file", "first_caption"),
             ("image_vs_reference", "file", "reference")),
     "it2it": (("image_vs_caption", "file", "caption"),),
+    "joint": (("image_vs_caption", "file", "caption"), ("first_vs_first_caption", "first_file", "first_caption")),
 }
 CLIP_PAIRS["inpaint"], CLIP_PAIRS["infill"] = CLIP_PAIRS["t2i"], CLIP_PAIRS["i2t"]
 # The fields of a samples.jsonl row that scoring reads (vltk.pipeline.sample writes them), checked as the rows are read
@@ -282,7 +285,7 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     for suffix, scored in (("", rows), ("_first", first)):
         if scored is None:
             continue
-        if task in CAPTION_TASKS and state.is_main_process:
+        if task in CAPTION_TASKS and state.is_main_process and any(r.get("references") for r in scored):
             metrics["captions" + suffix] = _captions(cfg, scored)
         readings[suffix] = judge_each(scored, samples, field, state)
         metrics["judge" + suffix] = accuracies(scored, [verdict for verdict, _ in readings[suffix]])

@@ -1,5 +1,6 @@
 """The in-memory generation core that `vltk sample` and the Python API share: batching, seeding, the per-task
-dispatch to the samplers, and turning tokens into pictures (decode, inpainting's blend, grids).
+dispatch to the samplers, joint prompts' [bracketed] spans, and turning tokens into pictures (decode, inpainting's
+blend, grids).
 
     cfg = GenerateConfig(task="t2i", seed=0, magvlt=MAGVLTSampling(image_steps=12))
     check_task(kind, cfg.task, model_config)                  # one line when the generator cannot do the task
@@ -13,6 +14,8 @@ its first query, so a run repeats exactly for a given batch size whichever proce
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
@@ -26,15 +29,20 @@ from vltk.masking import span_mask
 from vltk.sampling import argvlt as ar
 from vltk.sampling import givt as gv
 from vltk.sampling import magvlt as mg
+from vltk.text.bpe import WORD_END, BPETokenizer
 
-SampleTask = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "class"]
+SampleTask = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "joint", "class"]
 TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
-    "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill"),
+    "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill", "joint"),
     "argvlt": ("t2i", "i2t", "inpaint"),
     "givt-causal": ("t2i", "class"),
     "givt-maskgit": ("t2i", "class"),
 }
-IMAGE_TASKS = ("t2i", "inpaint", "it2it", "class")  # the tasks that generate the image (the others: the caption)
+IMAGE_TASKS = ("t2i", "inpaint", "it2it", "joint", "class")  # the tasks that generate the image
+TEXT_TASKS = ("i2t", "infill", "it2it", "joint")  # the tasks that generate the caption
+BLENDED_TASKS = ("inpaint", "joint")  # the tasks whose generated block is blended into the source image
+UNGUIDED = {"it2it": "it2it pairs are unconditional: there is no condition to guide by",
+            "joint": "joint decodes both modalities: there is no one condition to drop and guide by"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,8 +59,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         require_range(self, "batch_size")
-        if self.magvlt.guidance > 0 and self.task == "it2it":
-            raise ValueError("it2it pairs are unconditional: there is no condition to guide by (magvlt.guidance = 0)")
+        if self.magvlt.guidance > 0 and self.task in UNGUIDED:
+            raise ValueError(f"{UNGUIDED[self.task]} (magvlt.guidance = 0)")
 
 
 def check_task(kind: str, task: str, model_config: dict[str, Any]) -> None:
@@ -75,15 +83,69 @@ def check_prompts(prompts: Sequence[str]) -> None:
             raise VltkError(f"prompt {i + 1} of {len(prompts)} ({prompt!r}) is empty: a prompt needs some text")
 
 
+def split_brackets(caption: str) -> list[tuple[str, bool]]:
+    """The non-empty parts of a caption in order, each with whether it lay in [brackets]:
+    "a small [red circle] above" -> [("a small ", False), ("red circle", True), (" above", False)].
+    ValueError on an empty, nested or unbalanced pair."""
+    parts = re.split(r"\[([^\[\]]*)\]", caption)  # odd places: the bracketed texts
+    for k, part in enumerate(parts):
+        if k % 2 and not part.strip():
+            raise ValueError("[] encloses no words")
+        if "[" in part or "]" in part:
+            raise ValueError("its brackets are unbalanced or nested")
+    return [(part, bool(k % 2)) for k, part in enumerate(parts) if part]
+
+
+def bracket_spans(tokenizer: BPETokenizer, captions: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(C,) caption row (`encode_batch`'s, the brackets dropped) and (C,) bool span of each caption: the tokens of its
+    [bracketed] words, which the joint task regenerates at their token count. One-line VltkError naming the first
+    caption without brackets, with brackets that cut a word (BPE would tokenize the word differently whole) or longer
+    than the context."""
+    out = []
+    for i, caption in enumerate(captions):
+        culprit = f"prompt {i + 1} of {len(captions)} ({caption!r})"
+        try:
+            parts = split_brackets(caption)
+        except ValueError as err:
+            raise VltkError(f"{culprit}: {err}") from None
+        if not any(inside for _, inside in parts):
+            raise VltkError(f"{culprit} has no [bracketed] words: joint regenerates the words in brackets, e.g. "
+                            "'a small [red circle] above a blue square'")
+        plain = "".join(text for text, _ in parts)
+        pieces, ids = [tokenizer.encode(text) for text, _ in parts], tokenizer.encode(plain)
+        if sum(pieces, []) != ids:
+            raise VltkError(f"{culprit}: brackets must enclose whole words")
+        if len(ids) > tokenizer.context_length:
+            raise VltkError(f"{culprit} has {len(ids)} tokens; the generator reads {tokenizer.context_length}")
+        span = np.zeros(tokenizer.context_length, dtype=bool)
+        span[:len(ids)] = [inside for (_, inside), piece in zip(parts, pieces) for _ in piece]
+        out.append((tokenizer.encode_batch([plain])[0], span))
+    return out
+
+
+def bracketed(tokenizer: BPETokenizer, row: np.ndarray, span: np.ndarray) -> str:
+    """The caption of a (C,) row with the tokens of the (C,) bool `span` in [brackets] (a joint sample's prompt)."""
+    is_eos = row == tokenizer.eos_id
+    n = int(is_eos.argmax()) if is_eos.any() else len(row)  # the tokens before the EOS
+    text = ""
+    for inside, run in itertools.groupby(range(n), key=lambda k: bool(span[k])):
+        ids = [int(row[k]) for k in run]
+        text += f"[{tokenizer.decode(ids)}]" if inside else tokenizer.decode(ids)
+        text += " " if tokenizer.tokens[ids[-1]].endswith(WORD_END) else ""  # a word ends here
+    return text.rstrip(" ")
+
+
 @dataclasses.dataclass(frozen=True)
 class Query:
     """One thing to sample for: a caption row and/or an image's codes (none for it2it pairs), the class of a
-    class-conditional GIVT, and what the stage lists beside the result (`about`: prompt, key, references, ...)."""
+    class-conditional GIVT, the caption tokens that joint regenerates, and what the stage lists beside the result
+    (`about`: prompt, key, references, ...)."""
 
     text: np.ndarray | None  # (C,) MAGVLT row
     codes: np.ndarray | None  # (N,) raster codes
     about: dict[str, Any]
     label: int | None = None  # the class (class-conditional GIVT)
+    span: np.ndarray | None = None  # (C,) bool: the caption tokens joint regenerates
 
 
 def long_rows(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -133,12 +195,13 @@ def sample_batch(model: torch.nn.Module, generator_kind: str, task: str, queries
             out = ar.inpaint(model, codes, region, text, cfg.argvlt, generator)
         return out, None, region
     if task == "infill":
-        start_count = [mg.infill_span(int(n) - 1) for n in lengths.tolist()]  # n - 1: tokens before the EOS
-        starts = torch.tensor([s for s, _ in start_count], device=device)
-        ends = starts + torch.tensor([c for _, c in start_count], device=device)
-        span = span_mask(starts, ends, text.shape[1])
         return None, mg.generate_text(model, codes, cfg.magvlt, generator, eos_id=eos_id, text=text,
-                                      masked=span).ids, None
+                                      masked=central_span(lengths, text.shape[1])).ids, None
+    if task == "joint":
+        region, span = inpaint_region(grid, len(queries), device), torch.from_numpy(np.stack([q.span for q in queries]))
+        out, captions = mg.generate_joint(model, codes, region, text, span.to(device), cfg.magvlt, generator,
+                                          eos_id=eos_id)
+        return out, captions.ids, region
     pairs_codes, captions = mg.generate_pairs(model, len(queries), cfg.magvlt, generator, eos_id=eos_id)
     return pairs_codes, captions.ids, None
 
@@ -175,6 +238,14 @@ def render(image_tok: torch.nn.Module, codes: torch.Tensor, grid: int, sources: 
     return images
 
 
+def central_span(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) bool: infilling's span of captions of (B,) n_txt, the central floor(n / 2) of the n = n_txt - 1
+    tokens before the EOS (`mg.infill_span`)."""
+    start_count = [mg.infill_span(int(n) - 1) for n in lengths.tolist()]
+    starts = torch.tensor([s for s, _ in start_count], device=lengths.device)
+    return span_mask(starts, starts + torch.tensor([c for _, c in start_count], device=lengths.device), size)
+
+
 def inpaint_region(grid: int, batch: int, device: torch.device) -> torch.Tensor:
     """(B, N) bool: the tokens `inpaint` regenerates, the central block of side grid // 2 (`mg.center_box`)."""
     return mg.center_box(grid).to(device).expand(batch, -1)
@@ -182,10 +253,10 @@ def inpaint_region(grid: int, batch: int, device: torch.device) -> torch.Tensor:
 
 def pictures(image_tok: torch.nn.Module, tokens: torch.Tensor, grid: int, task: str, queries: list[Query],
              device: torch.device) -> np.ndarray:
-    """(B, H, W, 3) uint8 pictures of the (B, N) codes or (B, N, d) latents of `queries`; for `inpaint`, the generated
-    block blended into each item's source image (`render`)."""
+    """(B, H, W, 3) uint8 pictures of the (B, N) codes or (B, N, d) latents of `queries`; for `inpaint` and `joint`, the
+    generated block blended into each item's source image (`render`)."""
     sources = region = None
-    if task == "inpaint":
+    if task in BLENDED_TASKS:
         sources, region = long_rows([q.codes for q in queries], device), inpaint_region(grid, len(queries), device)
     return to_uint8(render(image_tok, tokens, grid, sources, region))
 

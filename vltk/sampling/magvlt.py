@@ -7,6 +7,7 @@
     caps = generate_text(model, codes, cfg, g, eos_id=tok.eos_id)      # I2T: caps.ids (B, C), caps.lengths (B,)
     codes = generate_images(model, text, text_len, MAGVLTSampling(guidance=3, guidance_schedule="linear"), g)
     codes, caps = generate_pairs(model, 8, cfg, g, eos_id=tok.eos_id)  # unconditional image + text
+    codes, caps = generate_joint(model, codes, region, text, span, cfg, g, eos_id=tok.eos_id)  # inpaint + infill
     pixels = blend(decoded, source, center_box(16).expand(B, -1), grid=16)
 
 Images (magvlt `sample_t2i`, `sample_it2i`; t2i layout): every step samples all still-masked tokens at the annealed
@@ -21,6 +22,10 @@ log-probs (already generated text can be re-masked), and re-samples them at temp
 Output rows follow the data contract (BPE ids, EOS, EOS padding): positions >= N and everything after the first EOS
 become EOS. No EOS is forced: a caption that fills its window keeps all N sampled tokens (the official decoder also
 reads up to the first EOS, which is then the padding at N), so `lengths` = first EOS + 1, or C when there is none.
+
+Joint inpainting + infilling (`generate_joint`; IT2IT layout): a region of the image and a span of the caption are
+masked at once, and each step's one forward pass updates both, the image by the image rule and the text by infilling's
+rule, each on its own schedule over max(image_steps, text_steps) steps.
 
 Classifier-free guidance (Ho & Salimans 2022; for masked token models Muse, Chang et al. 2023): with `guidance` w > 0
 every step's logits are c + w (c - u), Muse's (1 + w) c - w u, where c are the conditional logits and u those of the
@@ -214,9 +219,14 @@ def _remask_text(logprob: torch.Tensor, window: torch.Tensor, counts: torch.Tens
 
 
 def _text_step(text: torch.Tensor, logprob: torch.Tensor, masked: torch.Tensor, logits: torch.Tensor,
-               cfg: MAGVLTSampling, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-sample the masked text positions from their (M, V) logits; store log p under the filtered distribution."""
-    filtered = filter_logits(logits.float() / cfg.text_temperature, cfg.text_top_k, cfg.text_top_p)
+               cfg: MAGVLTSampling, generator: torch.Generator | None, banned: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-sample the masked text positions from their (M, V) logits; store log p under the filtered distribution.
+    `banned`: an id never drawn (infilling's EOS, see `generate_text`)."""
+    logits = logits.float()
+    if banned is not None:
+        logits = logits.index_fill(1, torch.tensor([banned], device=logits.device), float("-inf"))
+    filtered = filter_logits(logits / cfg.text_temperature, cfg.text_top_k, cfg.text_top_p)
     ids, probs = sample(filtered, generator)
     return text.masked_scatter(masked, ids), logprob.masked_scatter(masked, probs.log())
 
@@ -224,6 +234,22 @@ def _text_step(text: torch.Tensor, logprob: torch.Tensor, masked: torch.Tensor, 
 def _text_counts(window: torch.Tensor, t: int, steps: int) -> torch.Tensor:
     """(B,) long: positions masked at iteration t = 0..T-1 for windows of `window` (B,) tokens (linear, >= 1)."""
     return (window * (steps - t) // steps).clamp(min=1)
+
+
+def _span_remask(logprob: torch.Tensor, window: torch.Tensor, length: torch.Tensor, span: torch.Tensor | None, t: int,
+                 steps: int, cfg: MAGVLTSampling, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, w) bool: iteration t's re-mask, Mask-Predict's linear count over each (B,) `length` window chosen from the
+    running (B, w) log-probs, kept inside the (B, w) bool `span` when there is one (infilling)."""
+    remask = _remask_text(logprob, window, _text_counts(length, t, steps), cfg.text_remask, generator)
+    return remask if span is None else remask & span
+
+
+def _close_window(text_w: torch.Tensor, logprob_w: torch.Tensor, ids: torch.Tensor, length: torch.Tensor,
+                  eos_id: int) -> TextResult:
+    """The text loop's first w columns, (B, w) ids and log-probs, put back before the rest of the (B, C) rows `ids`
+    (EOS padding past every window) and finished (`_finish_text`)."""
+    w, c = text_w.shape[1], ids.shape[1]
+    return _finish_text(torch.cat([text_w, ids[:, w:]], dim=1), F.pad(logprob_w, (0, c - w)), length, eos_id)
 
 
 def _finish_text(text: torch.Tensor, logprob: torch.Tensor, window: torch.Tensor, eos_id: int) -> TextResult:
@@ -276,8 +302,9 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
     """Captions for (B, N) codes (I2T), or infilling of the (B, C) bool `masked` span of (B, C) `text` rows.
 
     length (B,) long sets N (EOS included) instead of the length head; infilling defaults it to the true length of
-    `text` (vltk's choice: the official code keeps the length head's N), and every iteration's re-mask is intersected
-    with the span.
+    `text` (vltk's choice: the official code keeps the length head's N), every iteration's re-mask is intersected
+    with the span, and the span never draws EOS: the window's EOS is given, and one drawn inside the span would end
+    the caption there and drop the given words after it (`_finish_text` cuts at the first EOS).
     """
     model.eval()
     b, c = image.shape[0], model.cfg.text_tokens
@@ -299,15 +326,60 @@ def generate_text(model: MAGVLT, image: torch.Tensor, cfg: MAGVLTSampling, gener
     span = masked[:, :w] if masked is not None else None
     scales = guidance_scales(cfg.guidance, cfg.text_steps, cfg.guidance_schedule)
     for t in range(cfg.text_steps):
-        remask = _remask_text(logprob_w, window, _text_counts(length, t, cfg.text_steps), cfg.text_remask, generator)
-        if span is not None:
-            remask = remask & span
+        remask = _span_remask(logprob_w, window, length, span, t, cfg.text_steps, cfg, generator)
         if not remask.any():
             continue
         logits = guided_logits(model, Inputs("i2t", image, no_image_mask, text_w, remask, length), remask, scales[t])
-        text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator)
-    ids, logprob = torch.cat([text_w, ids[:, w:]], dim=1), F.pad(logprob_w, (0, c - w))
-    return _finish_text(ids, logprob, length, eos_id)
+        text_w, logprob_w = _text_step(text_w, logprob_w, remask, logits, cfg, generator,
+                                       banned=eos_id if span is not None else None)
+    return _close_window(text_w, logprob_w, ids, length, eos_id)
+
+
+@torch.no_grad()
+def generate_joint(model: MAGVLT, image: torch.Tensor, image_masked: torch.Tensor, text: torch.Tensor,
+                   text_masked: torch.Tensor, cfg: MAGVLTSampling, generator: torch.Generator | None, *,
+                   eos_id: int) -> tuple[torch.Tensor, TextResult]:
+    """Joint inpainting and infilling: the (B, N) bool `image_masked` region of (B, N) codes and the (B, C) bool
+    `text_masked` span of (B, C) caption rows, decoded together in one IT2IT sequence (the `i2t` layout, both
+    modalities masked, as MAGVLT's IT2IT task trains, §3.1); every other token is returned unchanged. (B, N) codes and
+    the completed captions (vltk's form: the paper and the official code do not include this task).
+
+    Interleaved, not alternating: each of T = max(image_steps, text_steps) steps is one forward pass that queries both
+    modalities' masked positions, and each modality takes its own rule on its own schedule from that pass: the image
+    unmasks its count of the region (`unmask_table` over the region, temperature and choice-noise anneals stretched
+    over T, as `generate_pairs`), never re-masking; the text re-masks and re-samples inside the span (infilling's rule:
+    the window at the true length, so the span keeps its token count, Mask-Predict's linear count over T, no EOS).
+    Why: at every step each modality reads the other's partial fill (the region's tokens unmasked so far, the span's
+    current words), the cross-modal context that two separate passes lack (inpainting reads the span as MASK,
+    infilling the region as MASK or as a finished guess it cannot revise). Alternating (all image steps, then all text
+    steps) is those two passes in sequence; round-robin gives each modality the other's fill one pass late and costs
+    image_steps + text_steps passes, 22 at the defaults, where interleaving gives each modality at least its own
+    default step count (§4.1: 10 for images, 12 for text) in max(10, 12) = 12 passes.
+
+    Equivalences (tests/unit/test_sampling_magvlt.py): with an empty region and image_steps <= text_steps this is
+    infilling (`generate_text` with `text`, `masked`) bit for bit; with an empty span the region is unmasked at
+    inpainting's counts with image_steps = T (the same positions under the deterministic "maskgit" rule). Unguided:
+    both modalities are generated, so there is no one condition to drop.
+    """
+    model.eval()
+    length = window_lengths(text, eos_id)  # (B,) the true n_txt, EOS included
+    w = int(length.max())  # the text loop's columns, as generate_text's
+    text_w, logprob_w = text[:, :w], torch.zeros(text.shape[0], w, device=text.device)  # (B, w)
+    window, span = prefix_mask(length, w), text_masked[:, :w]  # (B, w) each
+    steps = max(cfg.image_steps, cfg.text_steps)
+    table = unmask_table(image_masked.sum(dim=1), steps, cfg.image_schedule)  # (B, T)
+    temperatures, noises = anneal(cfg.image_temperature, steps), anneal(cfg.choice_noise, steps)
+    for t in range(steps):
+        remask = _span_remask(logprob_w, window, length, span, t, steps, cfg, generator)  # (B, w)
+        if not (remask.any() or image_masked.any()):
+            continue
+        out = model(Inputs("i2t", image, image_masked, text_w, remask, length), image_query=image_masked,
+                    text_query=remask)
+        if image_masked.any():
+            image, image_masked = _image_step(image, image_masked, out.image_logits, table[:, t], temperatures[t],
+                                              noises[t], cfg, generator)
+        text_w, logprob_w = _text_step(text_w, logprob_w, remask, out.text_logits, cfg, generator, banned=eos_id)
+    return image, _close_window(text_w, logprob_w, text, length, eos_id)
 
 
 @torch.no_grad()
