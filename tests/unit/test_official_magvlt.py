@@ -12,6 +12,7 @@ their key / shape tables on the meta device.
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from vltk.errors import VltkError
 from vltk.models import magvlt
 from vltk.models.magvlt import MAGVLT, Inputs, MAGVLTConfig
 from vltk.models.official import official_config, official_shapes, to_vltk
+from vltk.pipeline.import_magvlt import read_checkpoint
 from vltk.train.checkpoint import layout_mismatch
 
 # magvlt/models/utils.py SPECIAL_TOKENS_HNH, written out from the official code (not from vltk's constants).
@@ -245,3 +247,38 @@ def test_layout_problems_are_named():
         state["model.tok_emb.weight"] = torch.empty(V_IMG + V_TXT, 768)
     with pytest.raises(VltkError, match="width 768: the released MAGVLT configs have widths 1024, 1280"):
         official_config(state, image_vocab=V_IMG)
+
+
+class Hyperparameters:  # stands for what Lightning pickles beside the weights (MaskGITModel's tokenizer)
+    pass
+
+
+def test_checkpoints_load_without_running_their_code(tmp_path):
+    weights = {"model.tok_emb.weight": torch.zeros(3, 2)}
+    plain = tmp_path / "state.pt"
+    torch.save({"state_dict": weights, "epoch": 3}, plain)
+    assert read_checkpoint(plain).keys() == weights.keys()
+    torch.save(weights, plain)  # a bare state dict, as the re-save writes it
+    assert read_checkpoint(plain).keys() == weights.keys()
+
+    pickled = tmp_path / "magvlt-it2it-base.ckpt"
+    torch.save({"state_dict": weights, "hyper_parameters": {"tokenizer": Hyperparameters()}}, pickled)
+    with pytest.raises(VltkError) as err:
+        read_checkpoint(pickled)
+    message = str(err.value)
+    assert "\n" not in message and "weights_only=False" in message and "on a machine you trust" in message
+    snippet = message.split("with: ")[1].split(" and import")[0]
+    assert snippet.startswith('python -c "') and "torch.save(ckpt.get('state_dict', ckpt)" in snippet
+    resaved = tmp_path / "magvlt-it2it-base.state.pt"
+    assert str(resaved) in snippet
+    exec(snippet.removeprefix('python -c "').removesuffix('"'))  # the test's own file: trusted
+    assert read_checkpoint(resaved).keys() == weights.keys()
+
+    garbage = tmp_path / "garbage.ckpt"
+    for junk in (b"not a checkpoint", pickle.dumps([1, 2], protocol=2) + b"not torch"):
+        garbage.write_bytes(junk)
+        with pytest.raises(VltkError, match="^cannot read MAGVLT checkpoint [^\n]*$"):
+            read_checkpoint(garbage)
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(1)}}, plain)
+    with pytest.raises(VltkError, match="is not a MAGVLT checkpoint"):
+        read_checkpoint(plain)
