@@ -11,7 +11,7 @@ from vltk import artifacts
 from vltk.cli import app
 
 runner = CliRunner()
-COMMANDS = [["synth", "shapes"], ["shard"], ["tokenize", "text"], ["info"]]
+COMMANDS = [["synth", "shapes"], ["shard"], ["tokenize", "text"], ["import", "magvlt"], ["info"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -23,7 +23,7 @@ def test_every_command_explains_itself(command):
 
 def test_top_level_help_lists_the_stages():
     result = runner.invoke(app, ["--help"])
-    for name in ("synth", "shard", "tokenize", "info"):
+    for name in ("synth", "shard", "tokenize", "import", "info"):
         assert name in result.output
 
 
