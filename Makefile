@@ -172,9 +172,9 @@ PAPER_SAMPLE_i2t = $(if $(CLIP),--set candidates=64 --set rerank=clip --set clip
 PAPER_SCORE_t2i = $(if $(INCEPTION),--set inception_weights=$(INCEPTION)) $(PAPER_SCORE_i2t)
 PAPER_SCORE_i2t = $(if $(CLIP),--set clip_weights=$(CLIP))
 
-.PHONY: paper paper-argvlt
+.PHONY: paper paper-argvlt paper-eval
 
-ifneq ($(filter paper paper-argvlt,$(MAKECMDGOALS)),)
+ifneq ($(filter paper paper-argvlt paper-eval,$(MAKECMDGOALS)),)
 ifeq ($(strip $(DATA)),)
 $(error make paper needs DATA=path/to/captions.json (Karpathy's dataset_coco.json, or a COCO captions JSON whose images carry a split); add IMAGES=folder when the images are not beside it)
 endif
@@ -220,6 +220,38 @@ $(PAPER_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/ge
 
 $(PAPER_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-%/manifest.json | $(INSTALLED)
 	$(LAUNCH) score $(PAPER_RUN)/samples-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
+
+# ---- make paper-eval: the released MAGVLT evaluated as make paper evaluates its own, without training -------------
+#   make paper-eval DATA=coco/dataset_coco.json MAGVLT_CKPT=magvlt-it2it-base.ckpt
+#                   VQGAN=vqgan_imagenet_f16_16384/checkpoints/last.ckpt [IMAGES=...] [CLIP=...] [INCEPTION=...] [LAUNCH=...]
+# make paper's shard -> CLIP's BPE -> the released VQ-GAN -> encode (the same artifacts, shared with it) -> vltk import
+# magvlt (kakaobrain/magvlt's magvlt-it2it-base.ckpt or -large.ckpt) -> gen-released -> T2I and I2T with the same
+# sample configs and flags -> scores-released-t2i, scores-released-i2t.
+ifneq ($(filter paper-eval,$(MAKECMDGOALS)),)
+ifeq ($(strip $(MAGVLT_CKPT)),)
+$(error make paper-eval needs MAGVLT_CKPT=path/to/magvlt-it2it-base.ckpt (or -large.ckpt, or the state dict re-saved from it))
+endif
+ifeq ($(strip $(VQGAN)),)
+$(error make paper-eval needs VQGAN=path/to/vqgan_imagenet_f16_16384/checkpoints/last.ckpt: the released MAGVLT reads its codes)
+endif
+endif
+
+paper-eval: $(PAPER_RUN)/scores-released-t2i/manifest.json $(PAPER_RUN)/scores-released-i2t/manifest.json
+	$(VLTK) info $(PAPER_RUN)/gen-released
+	$(VLTK) info $(PAPER_RUN)/scores-released-t2i
+	$(VLTK) info $(PAPER_RUN)/scores-released-i2t
+	@echo "reports: $(PAPER_RUN)/scores-released-t2i/report.html $(PAPER_RUN)/scores-released-i2t/report.html"
+
+# One process: a key map and a file write.
+$(PAPER_RUN)/gen-released/manifest.json: $(PAPER_RUN)/encoded/manifest.json $(wildcard $(MAGVLT_CKPT)) | $(INSTALLED)
+	$(VLTK) import magvlt $(MAGVLT_CKPT) $(PAPER_RUN)/encoded $(@D) $(FORCE)
+
+# These rules win over make paper's samples-% and scores-% by their shorter stem (t2i, i2t).
+$(PAPER_RUN)/samples-released-%/manifest.json: $(PAPER_CFG)/sample_%.toml $(PAPER_RUN)/gen-released/manifest.json | $(INSTALLED)
+	$(LAUNCH) sample $(PAPER_RUN)/gen-released $(@D) --config $< $(PAPER_SAMPLE_$*) $(PAPER_SAMPLE_FLAGS) $(FORCE)
+
+$(PAPER_RUN)/scores-released-%/manifest.json: $(PAPER_CFG)/score.toml $(PAPER_RUN)/samples-released-%/manifest.json | $(INSTALLED)
+	$(LAUNCH) score $(PAPER_RUN)/samples-released-$* $(@D) --config $< $(PAPER_SCORE_$*) $(PAPER_SCORE_FLAGS) $(FORCE)
 
 # ---- make paper-givt: GIVT Default, class-conditional, on ImageNet-style data (GIVT §4.1, App. B) ----------------
 #   make paper-givt DATA=imagenet.jsonl [IMAGES=...] [GIVT=causal|maskgit] [GIVT_RUN=build/givt] [LAUNCH=...]

@@ -32,8 +32,10 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Make a built-in data set.", no_args_is_help=True)
 tokenize_app = typer.Typer(help="Train or load a tokenizer.", no_args_is_help=True)
+import_app = typer.Typer(help="Turn a released checkpoint into a vltk artifact.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(tokenize_app, name="tokenize")
+app.add_typer(import_app, name="import")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Stage config (TOML).", dir_okay=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set key=value (repeat).")]
@@ -268,10 +270,26 @@ def train_gen(
     done(stage.run(stage.load_train_config(model, config, set_ or (), flags), encoded, out, force=force, cpu=cpu))
 
 
+@import_app.command("magvlt")
+@cli_errors
+def import_magvlt(
+    checkpoint: Annotated[Path, typer.Argument(help="A released MAGVLT checkpoint (magvlt-it2it-base.ckpt, "
+                                                    "magvlt-it2it-large.ckpt) or its state dict.", dir_okay=False)],
+    encoded: Annotated[Path, typer.Argument(help="Encoded artifact (vltk encode) made with taming's VQ-GAN (tokenize "
+                                                 "image --from-taming) and CLIP's BPE (tokenize text clip).")],
+    out: Annotated[Path, typer.Argument(help="Output generator artifact (for vltk sample).")],
+    force: ForceOpt = False,
+) -> None:
+    """A released MAGVLT (kakaobrain/magvlt) as a generator artifact over encoded data, to sample and score."""
+    from vltk.pipeline import import_magvlt as stage
+
+    done(stage.run(checkpoint, encoded, out, force=force))
+
+
 @app.command("sample")
 @cli_errors
 def sample(
-    gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen).")],
+    gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen or vltk import magvlt).")],
     out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
     task: Annotated[Optional[str], typer.Option(
         help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT).")] = None,

@@ -62,7 +62,7 @@ def test_the_walk_finds_every_command():
 
 def test_top_level_help_lists_the_stages():
     result = runner.invoke(app, ["--help"])
-    for name in ("synth", "shard", "tokenize", "info"):
+    for name in ("synth", "shard", "tokenize", "import", "info"):
         assert name in result.output
 
 

@@ -111,6 +111,34 @@ def test_make_paper_dry_runs_every_stage_and_needs_data():
     assert missing.returncode != 0 and "DATA=" in missing.stderr
 
 
+def test_make_paper_eval_dry_runs_the_released_model_through_the_same_evaluation():
+    given = dict(DATA="d.json", VQGAN="last.ckpt", MAGVLT_CKPT="magvlt-it2it-base.ckpt", CLIP="clip.pt",
+                 INCEPTION="inception.pth", PAPER_RUN="build/paper-eval-dry")
+    dry = make("-n", "paper-eval", **given)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    for stage in ("shard", "tokenize text", "tokenize image", "encode", "import magvlt", "sample", "score"):
+        assert any(f"vltk {stage} " in line for line in lines), stage
+    assert not any("vltk train-gen" in line for line in lines)  # evaluation only
+    run = "build/paper-eval-dry"
+    assert f"tokenize image {run}/shards {run}/image-tok --from-taming last.ckpt" in dry.stdout  # the released VQ-GAN
+    assert f"vltk import magvlt magvlt-it2it-base.ckpt {run}/encoded {run}/gen-released" in dry.stdout
+    samples = [line for line in lines if "vltk sample " in line]
+    assert [line.split()[3] for line in samples] == [f"{run}/samples-released-t2i", f"{run}/samples-released-i2t"]
+    assert all(f"sample {run}/gen-released " in line for line in samples)
+    # make paper's configs and CLIP re-ranking (MAGVLT §4.1: 32 images per caption, 64 captions per image).
+    assert "--config stages/paper/sample_t2i.toml --set candidates=32 --set rerank=clip" in samples[0]
+    assert "--config stages/paper/sample_i2t.toml --set candidates=64 --set rerank=clip" in samples[1]
+    scores = [line for line in lines if "vltk score " in line]
+    assert [line.split()[3] for line in scores] == [f"{run}/scores-released-t2i", f"{run}/scores-released-i2t"]
+    assert ["inception_weights=inception.pth" in line for line in scores] == [True, False]
+    assert not (ROOT / run).exists()
+
+    for missing, named in (("MAGVLT_CKPT", "MAGVLT_CKPT="), ("VQGAN", "VQGAN="), ("DATA", "DATA=")):
+        refused = make("-n", "paper-eval", **{k: v for k, v in given.items() if k != missing})
+        assert refused.returncode != 0 and named in refused.stderr, missing
+
+
 @pytest.mark.slow
 @needs_java  # the I2T scores' caption metrics
 def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):

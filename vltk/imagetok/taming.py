@@ -29,6 +29,7 @@ import torch
 from vltk.errors import VltkError
 from vltk.imagetok.config import CNNConfig, ImageTokenizerConfig, QuantizerConfig
 from vltk.imagetok.vqgan import VQGAN
+from vltk.train.checkpoint import layout_mismatch
 from vltk.weights import TAMING_F16_16384, require
 
 RENAMES = [  # (pattern, replacement) applied in order to every kept key
@@ -96,11 +97,6 @@ def infer_config(state: dict[str, torch.Tensor], image_size: int, path: Path) ->
 
 def _check_against_model(state: dict[str, torch.Tensor], cfg: ImageTokenizerConfig, path: Path) -> None:
     with torch.device("meta"):  # shapes only, no memory
-        expected = {k: v.shape for k, v in VQGAN(cfg).state_dict().items()}
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    wrong = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k])
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise VltkError(f"{path} does not fit the taming VQGAN architecture read from it ({'; '.join(parts)})")
+        expected = {k: tuple(v.shape) for k, v in VQGAN(cfg).state_dict().items()}
+    if problem := layout_mismatch({k: tuple(v.shape) for k, v in state.items()}, expected):
+        raise VltkError(f"{path} does not fit the taming VQGAN architecture read from it ({problem})")

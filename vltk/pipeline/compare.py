@@ -3,7 +3,8 @@
     vltk compare build/demo/scores-t2i build/demo/scores-argvlt-t2i build/demo/compare
 
 Each scores artifact is one column, labelled by its task and by the generator behind it (kind, size, parameters,
-training steps and seconds, read from the chain of manifests); each metric is one row, blank where a column lacks it.
+training steps and seconds, or "released weights" for `vltk import magvlt`, read from the chain of manifests); each
+metric is one row, blank where a column lacks it.
 Above that table, the headline numbers of each artifact (as its own report shows them) make one row each; the sample
 grids follow, side by side for each task. The artifact holds `comparison.json` (the columns: label, task,
 generator, training and metrics) and a self-contained `report.html`.
@@ -41,9 +42,11 @@ def column(scores: Path) -> dict[str, Any]:
         raise VltkError(f"{scores}: its samples or generator artifact is gone, so its column cannot be labelled")
     gen = GeneratorContents.from_manifest(made[1], made[0])
     metrics = json.loads((scores / "metrics.json").read_text())
-    train = {"steps": gen.extra["train"]["steps"], "seconds": gen.extra["train"]["seconds"],
-             "parameters": gen.extra["parameters"]}
-    label = f"{metrics['task']}: {gen.generator} {gen.model['size']}, {train['steps']} steps"
+    trained = gen.extra.get("train")  # absent for released weights (vltk import magvlt): trained elsewhere
+    train = {"steps": trained["steps"], "seconds": trained["seconds"]} if trained else {}
+    train["parameters"] = gen.extra["parameters"]
+    label = f"{metrics['task']}: {gen.generator} {gen.model['size']}, "
+    label += f"{train['steps']} steps" if trained else "released weights"
     if gen.generator.startswith("givt"):  # GIVT's sampler settings tell its columns apart (a sweep)
         knobs = sampled["config"]["givt"]
         label += f", t = {knobs['temperature']}, w = {knobs['cfg_weight']}"

@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -243,3 +243,15 @@ def load_published_weights(model: nn.Module, artifact: Path, name: str = "model.
         raise VltkError(f"{file} does not match the model config in {artifact}/manifest.json: {err}") from None
     return model.eval()
 
+
+
+def layout_mismatch(got: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    """What keeps a state dict's key -> shape table `got` from being `expected` ("missing: a, b; unexpected: c; wrong
+    shape: d (2, 3) != (3, 2)", three keys at most of each), or None when it is exactly that; for the one-line error of
+    an importer of someone else's checkpoint."""
+    missing = sorted(expected.keys() - got.keys())
+    unexpected = sorted(got.keys() - expected.keys())
+    wrong = sorted(f"{k} {got[k]} != {expected[k]}" for k in expected.keys() & got.keys() if got[k] != expected[k])
+    parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    return "; ".join(parts) or None
