@@ -16,7 +16,7 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainGenConfig:
+class ToyConfig:
     depth: int = 4
     name: str = "tiny"
     schedule: Literal["cosine", "linear"] = "cosine"
@@ -32,9 +32,10 @@ class TrainGenConfig:
 def test_layers_merge_in_order(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('depth = 8\nname = "from-file"\n[optim]\nlr = 3e-4\n')
-    cfg = load_config(TrainGenConfig, toml, ["optim.betas=[0.8, 0.99]", "depth=12"], flags={"name": "flag", "limit": None})
-    assert cfg == TrainGenConfig(depth=12, name="flag", optim=OptimConfig(lr=3e-4, betas=(0.8, 0.99)))
-    assert load_config(TrainGenConfig) == TrainGenConfig()
+    cfg = load_config(ToyConfig, toml, ["optim.betas=[0.8, 0.99]", "depth=12"],
+                      flags={"name": "flag", "limit": None})
+    assert cfg == ToyConfig(depth=12, name="flag", optim=OptimConfig(lr=3e-4, betas=(0.8, 0.99)))
+    assert load_config(ToyConfig) == ToyConfig()
 
 
 def test_override_values_are_toml_or_bare_strings():
@@ -47,12 +48,12 @@ def test_override_values_are_toml_or_bare_strings():
 
 
 def test_int_promotes_to_float_but_not_the_reverse():
-    assert load_config(TrainGenConfig, overrides=["optim.lr=1"]).optim.lr == 1.0
-    assert isinstance(load_config(TrainGenConfig, overrides=["optim.lr=1"]).optim.lr, float)
+    assert load_config(ToyConfig, overrides=["optim.lr=1"]).optim.lr == 1.0
+    assert isinstance(load_config(ToyConfig, overrides=["optim.lr=1"]).optim.lr, float)
     with pytest.raises(VltkError, match="'depth' must be int"):
-        load_config(TrainGenConfig, overrides=["depth=1.5"])
+        load_config(ToyConfig, overrides=["depth=1.5"])
     with pytest.raises(VltkError, match="'compile' must be bool"):
-        load_config(TrainGenConfig, overrides=["compile=1"])
+        load_config(ToyConfig, overrides=["compile=1"])
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_int_promotes_to_float_but_not_the_reverse():
 )
 def test_errors_name_the_key(override, message):
     with pytest.raises(VltkError) as err:
-        load_config(TrainGenConfig, overrides=[override])
+        load_config(ToyConfig, overrides=[override])
     assert message in str(err.value)
 
 
@@ -75,16 +76,16 @@ def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("depth = = 3\n")
     with pytest.raises(VltkError, match="not valid TOML"):
-        load_config(TrainGenConfig, bad)
+        load_config(ToyConfig, bad)
     with pytest.raises(VltkError, match="config file not found"):
-        load_config(TrainGenConfig, tmp_path / "nope.toml")
+        load_config(ToyConfig, tmp_path / "nope.toml")
 
 
 def test_round_trip_through_dict():
-    cfg = TrainGenConfig(depth=3, optim=OptimConfig(betas=(0.5, 0.6)))
+    cfg = ToyConfig(depth=3, optim=OptimConfig(betas=(0.5, 0.6)))
     data = config_to_dict(cfg)
     assert data["optim"]["betas"] == [0.5, 0.6]
-    assert load_config(TrainGenConfig, flags={"depth": 3, "optim.betas": data["optim"]["betas"]}) == cfg
+    assert load_config(ToyConfig, flags={"depth": 3, "optim.betas": data["optim"]["betas"]}) == cfg
 
 
 def test_a_partial_table_keeps_its_field_s_own_defaults():

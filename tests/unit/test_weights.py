@@ -53,8 +53,9 @@ def test_a_file_matches_the_full_hash_or_a_published_prefix(tmp_path):
                               "https://example.org/net-0123abcd.pth")
     with pytest.raises(VltkError) as err:
         verify(file, release("0123abcd"))
-    assert str(err.value) == (f"{file} is not net-0123abcd.pth (sha256 {DIGEST}, expected 0123abcd... (only this prefix "
-                              "is published, in the file name)); get it from https://example.org/net-0123abcd.pth")
+    assert str(err.value) == (f"{file} is not net-0123abcd.pth (sha256 {DIGEST}, expected 0123abcd... "
+                              "(only this prefix is published, in the file name)); "
+                              "get it from https://example.org/net-0123abcd.pth")
 
 
 def test_skipped_checks_say_so(tmp_path, monkeypatch, capsys):

@@ -253,8 +253,8 @@ def to_tensor(sample: Sample, size: int, path: Path) -> torch.Tensor:
 
 
 def _contents(cfg: EncodeConfig, kind: str, shard_contents: ShardsContents, tok_contents: ImageTokenizerContents,
-              text_contents: TextTokenizerContents, records: list[dict[str, Any]], device: str, processes: int, mixed: str,
-              ) -> dict[str, Any]:
+              text_contents: TextTokenizerContents, records: list[dict[str, Any]], device: str, processes: int,
+              mixed: str) -> dict[str, Any]:
     splits: dict[str, dict[str, Any]] = {}
     for split in shard_contents.splits:
         names = [split, mixsel_split(split)] if split in cfg.mixsel_splits and cfg.mixsel_pairs else [split]
