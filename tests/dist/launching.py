@@ -1,5 +1,5 @@
 """Running `python -m vltk ...` in one process or under `accelerate launch` with N CPU processes (gloo), as a user
-would (ENVIRONMENT.md: `--multi_gpu` + `--cpu` is what all-reduces on a CPU)."""
+would (accelerate's `--multi_gpu` with `--cpu` is what all-reduces on a CPU)."""
 
 from __future__ import annotations
 

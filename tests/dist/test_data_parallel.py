@@ -1,6 +1,6 @@
 """Two processes (accelerate launch, gloo on the CPU) train to the same weights as one process with the same global
 batch: the data is split by rank, every random draw is keyed by the sample's place in the global batch, and every mean
-divides by the global count (ENVIRONMENT.md: `--multi_gpu` + `Accelerator(cpu=True)` is what all-reduces on a CPU)."""
+divides by the global count (`--multi_gpu` with `Accelerator(cpu=True)` is what all-reduces on a CPU)."""
 
 from __future__ import annotations
 

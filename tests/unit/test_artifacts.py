@@ -1,4 +1,4 @@
-"""The artifact contract (DESIGN.md): manifests with input hashes, atomic publish, no-op re-runs, --force."""
+"""The artifact contract (docs/architecture.md): manifests with input hashes, atomic publish, no-op re-runs, --force."""
 
 import dataclasses
 import json
