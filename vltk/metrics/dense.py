@@ -118,6 +118,6 @@ class PanopticQuality:
 def _average(per_class: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
     """panopticapi's pq_average: the mean of the kept rows of per_class (C, 3) [PQ, SQ, RQ]; NaN over none."""
     n = int(keep.sum())
-    means = per_class[keep].double().mean(0).tolist() if n else [math.nan] * 3
+    means = per_class[keep].mean(0).tolist() if n else [math.nan] * 3  # per_class is float64
     return {"pq": means[0], "sq": means[1], "rq": means[2], "n": n}
 
