@@ -1,5 +1,6 @@
 """Dense-prediction metrics (vltk.metrics.dense): PQ on hand-computed label maps and against a re-statement of
-cocodataset/panopticapi's pq_compute on random ones, streaming against one-shot, the missing-torchmetrics line."""
+cocodataset/panopticapi's pq_compute on random ones, streaming against one-shot, the missing-torchmetrics line; depth
+errors on a hand-computed pair of images and against numpy (UViM's per-image means)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from vltk.errors import VltkError
-from vltk.metrics.dense import PanopticQuality
+from vltk.metrics.dense import DepthMetrics, PanopticQuality
 
 V, PERSON, CAR, SKY, BUS = 0, 1, 2, 3, 4  # void, things (bus never appears), stuff
 THINGS, STUFF = [PERSON, CAR, BUS], [SKY]
@@ -188,3 +189,47 @@ def panopticapi_pq(images, things=THINGS, stuff=STUFF) -> dict[str, dict[str, fl
         results[name] = {"pq": float(means[0]), "sq": float(means[1]), "rq": float(means[2]), "n": len(rows)}
     return results
 
+
+def test_depth_by_hand():
+    # Image 1: truth 1, 2, 4 m and 0 (no reading: left out); prediction 1.5, 2, 2 (and 7, unscored).
+    #   errors 0.5, 0, -2: RMSE sqrt((0.25 + 0 + 4)/3) = sqrt(17/12); AbsRel (0.5/1 + 0/2 + 2/4)/3 = 1/3;
+    #   max(p/t, t/p) = 1.5, 1, 2: delta1 1/3.
+    # Image 2: truth 2, 2, 2 and 12 m (beyond 10 m: left out); prediction 2.5, 2, 2.
+    #   RMSE sqrt(0.25/3) = sqrt(1/12); AbsRel (0.25 + 0 + 0)/3 = 1/12; ratios 1.25 (not < 1.25), 1, 1: delta1 2/3.
+    # Means over the images: RMSE (sqrt(17/12) + sqrt(1/12))/2 = 0.7395 (pixel-pooled would be sqrt(4.5/6) = 0.866),
+    # AbsRel (1/3 + 1/12)/2 = 5/24, delta1 (1/3 + 2/3)/2 = 1/2.
+    truth = np.array([[[1.0, 2.0], [4.0, 0.0]], [[2.0, 2.0], [12.0, 2.0]]])
+    pred = np.array([[[1.5, 2.0], [2.0, 7.0]], [[2.5, 2.0], [1.0, 2.0]]])
+    depth = DepthMetrics()
+    depth.update(pred, truth)
+    expected = {"rmse": (math.sqrt(17 / 12) + math.sqrt(1 / 12)) / 2, "abs_rel": 5 / 24, "delta1": 1 / 2, "images": 2}
+    assert depth.compute() == pytest.approx(expected, rel=1e-12)
+    assert depth.compute()["rmse"] != pytest.approx(math.sqrt(4.5 / 6))
+
+
+def test_depth_equals_numpy_and_streams():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.5, 10.5, (7, 9, 11)).astype(np.float32)  # some beyond 10 m
+    truth[rng.random(truth.shape) < 0.2] = 0.0  # missing readings
+    pred = (truth * rng.uniform(0.7, 1.4, truth.shape)).astype(np.float32)
+    depth = DepthMetrics()
+    for start, stop in [(0, 1), (1, 4), (4, 7)]:
+        depth.update(torch.from_numpy(pred[start:stop]), torch.from_numpy(truth[start:stop]))
+    depth.update(pred[0], truth[0])  # one (H, W) image more: the first again
+    rmse, abs_rel, delta1 = [], [], []
+    for p, t in zip([*pred, pred[0]], [*truth, truth[0]]):  # UViM's nyu_depth evaluator, in numpy
+        valid = (t > 1e-3) & (t < 10)
+        p, t = p[valid].astype(np.float64), t[valid].astype(np.float64)
+        rmse.append(np.sqrt(np.mean((t - p) ** 2)))
+        abs_rel.append(np.mean(np.abs(t - p) / t))
+        delta1.append(np.mean(np.maximum(t / p, p / t) < 1.25))
+    expected = {"rmse": np.mean(rmse), "abs_rel": np.mean(abs_rel), "delta1": np.mean(delta1), "images": 8}
+    assert depth.compute() == pytest.approx(expected, rel=1e-12)
+
+
+def test_depth_refuses_mismatched_shapes_and_images_without_valid_depth():
+    depth = DepthMetrics()
+    with pytest.raises(VltkError, match=r"prediction \(2, 2\) and truth \(2, 3\)"):
+        depth.update(np.ones((2, 2)), np.ones((2, 3)))
+    with pytest.raises(VltkError, match="an image has no valid depth"):
+        depth.update(np.ones((2, 2)), np.zeros((2, 2)))

@@ -1,10 +1,14 @@
-"""Dense-prediction metrics of UViM (Kolesnikov et al. 2022) and GIVT §4.2 / §5.2 (Table 3): COCO panoptic quality,
-accumulated image by image over a data set.
+"""Dense-prediction metrics of UViM (Kolesnikov et al. 2022) and GIVT §4.2 / §5.2 (Table 3): COCO panoptic quality and
+NYU Depth v2 depth errors, accumulated image by image over a data set.
 
     pq = PanopticQuality(things=[1, 2], stuff=[3])      # COCO: the categories' `isthing` split, ids as in the data
     for pred_cat, pred_ins, true_cat, true_ins in batches:       # each (H, W) or (B, H, W) integer maps
         pq.update(pred_cat, pred_ins, true_cat, true_ins)
     pq.compute()    # {"All": {"pq", "sq", "rq", "n"}, "Things": {...}, "Stuff": {...}}, fractions in [0, 1]
+
+    depth = DepthMetrics()
+    depth.update(pred_metres, true_metres)                       # (H, W) or (B, H, W) float maps
+    depth.compute()  # {"rmse": m, "abs_rel": ..., "delta1": ..., "images": N}
 
 Panoptic label maps, the convention of vltk: two integer maps of one shape per image, the semantic category of each
 pixel and an instance id. A thing (a countable class: person, car) has one instance id per object, unique among that
@@ -23,6 +27,13 @@ the truth as in panopticapi (in the union of a true segment, and a true segment 
 where torchmetrics alone would ignore them: they go in as one extra stuff category whose scores are dropped. One
 difference from panopticapi stays: crowd regions, which panopticapi keeps out of the matching and FN/FP counts but
 inside the union of a prediction matched elsewhere, are plain void here.
+
+Depth errors follow UViM's NYU evaluator (google-research/big_vision, big_vision/evaluators/proj/uvim/nyu_depth.py): in
+metres, over the pixels whose true depth is in (1e-3, 10) m (NYU stores a missing reading as 0), each image's RMSE,
+AbsRel = mean |pred - true| / true and delta1 = the share of pixels with max(pred/true, true/pred) < 1.25 are averaged
+over the images (the per-image mean, not the pixel-pooled sqrt(sum of squares / all valid pixels) some papers use).
+The caller gives the truth already cropped to the evaluation area (UViM: big_vision's `nyu_eval_crop`, 426 x 560 of
+the 480 x 640 frame) and the prediction resized to it (UViM: nearest); the prediction is not clipped.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from vltk.errors import VltkError
 
 VOID = 0  # the category of unlabelled pixels (COCO panoptic's segment id 0)
 GROUPS = {"All": (True, True), "Things": (True, False), "Stuff": (False, True)}  # name -> (has things, has stuff)
+MIN_DEPTH, MAX_DEPTH = 1e-3, 10.0  # metres; UViM's NYU evaluator scores only the truth inside (MIN_DEPTH, MAX_DEPTH)
 
 Maps = torch.Tensor | np.ndarray
 
@@ -121,3 +133,40 @@ def _average(per_class: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
     means = per_class[keep].mean(0).tolist() if n else [math.nan] * 3  # per_class is float64
     return {"pq": means[0], "sq": means[1], "rq": means[2], "n": n}
 
+
+def depth_errors(pred: torch.Tensor, truth: torch.Tensor, min_depth: float = MIN_DEPTH,
+                 max_depth: float = MAX_DEPTH) -> tuple[float, float, float]:
+    """(RMSE in metres, AbsRel, delta1) of one image's (H, W) depths over the pixels with truth in (min, max)."""
+    valid = (truth > min_depth) & (truth < max_depth)
+    if not valid.any():
+        raise VltkError(f"an image has no valid depth: no true depth in ({min_depth}, {max_depth}) m")
+    p, t = pred[valid].double(), truth[valid].double()  # (V,) each
+    rmse = (p - t).square().mean().sqrt()
+    abs_rel = ((p - t).abs() / t).mean()
+    delta1 = (torch.maximum(p / t, t / p) < 1.25).double().mean()  # p = 0 gives t/p = inf: not within 1.25
+    return rmse.item(), abs_rel.item(), delta1.item()
+
+
+class DepthMetrics:
+    """RMSE, AbsRel and delta1 (< 1.25) of depth maps in metres, each the mean of the per-image values (see the
+    module), over the images given to `update`."""
+
+    def __init__(self, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH) -> None:
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.sums = np.zeros(3)  # running sums of the per-image RMSE, AbsRel, delta1
+        self.images = 0
+
+    def update(self, pred: Maps, truth: Maps) -> None:
+        """Adds images: (H, W) depth maps of one image or (B, H, W) of B images, prediction and truth alike."""
+        pred, truth = torch.as_tensor(pred), torch.as_tensor(truth)
+        if pred.shape != truth.shape or pred.dim() not in (2, 3):
+            raise VltkError(f"depth maps must be (H, W) or (B, H, W) of one shape, got prediction "
+                            f"{tuple(pred.shape)} and truth {tuple(truth.shape)}")
+        for p, t in zip(pred.reshape(-1, *pred.shape[-2:]), truth.reshape(-1, *truth.shape[-2:])):
+            self.sums += depth_errors(p, t, self.min_depth, self.max_depth)
+            self.images += 1
+
+    def compute(self) -> dict[str, float]:
+        """{"rmse" (metres), "abs_rel", "delta1": means over the images; "images": how many}."""
+        rmse, abs_rel, delta1 = self.sums / self.images if self.images else [math.nan] * 3
+        return {"rmse": float(rmse), "abs_rel": float(abs_rel), "delta1": float(delta1), "images": self.images}
