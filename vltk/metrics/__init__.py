@@ -1,1 +1,1 @@
-"""Metrics: the shapes judge, caption metrics, FID/IS and the HTML report."""
+"""Metrics: the shapes judge, caption metrics, FID/IS, CLIP, dense prediction (PQ, depth) and the HTML report."""
