@@ -144,9 +144,11 @@ def _parse_part(text: str | None) -> tuple[int, int] | None:
 @app.command("shard")
 @cli_errors
 def shard(
-    src: Annotated[Path, typer.Argument(help="A folder, COCO captions JSON, TSV/CSV, JSONL, WebDataset tar(s) or synth folder.")],
+    src: Annotated[Path, typer.Argument(help="A folder, COCO captions or panoptic JSON, TSV/CSV, JSONL, WebDataset "
+                                             "tar(s) or synth folder.")],
     out: Annotated[Path, typer.Argument(help="Output shards artifact.")],
-    format: Annotated[Optional[str], typer.Option("--format", help="folder|coco|tsv|jsonl|wds (auto-detected).")] = None,
+    format: Annotated[Optional[str], typer.Option(
+        "--format", help="folder|coco|coco-panoptic|tsv|jsonl|wds (auto-detected).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Output image side in pixels.")] = None,
     resize: Annotated[Optional[str], typer.Option(help="center-crop | pad.")] = None,
     image_format: Annotated[Optional[str], typer.Option(help="png | jpeg.")] = None,
@@ -156,6 +158,8 @@ def shard(
     images: Annotated[Optional[Path], typer.Option(help="Image folder of a COCO JSON / TSV / JSONL source.")] = None,
     image_column: Annotated[Optional[str], typer.Option(help="TSV/JSONL column holding the image path.")] = None,
     caption_column: Annotated[Optional[str], typer.Option(help="TSV/JSONL column holding the caption(s).")] = None,
+    depth: Annotated[Optional[Path], typer.Option(help="Folder of depth maps named as the images (stem + .png 16-bit "
+                                                       "mm or .npy metres), e.g. NYU Depth v2.")] = None,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
     part: Annotated[Optional[str], typer.Option(help="i/n: shard only slice i of n (one per machine).")] = None,
     config: ConfigOpt = None,
@@ -170,6 +174,7 @@ def shard(
         "format": format, "size": size, "resize": resize, "image_format": image_format, "quality": quality,
         "shard_size": shard_size, "val_fraction": val_fraction,
         "images": str(images) if images else None, "image_column": image_column, "caption_column": caption_column,
+        "depth": str(depth) if depth else None,
     }
     cfg = load_config(stage.ShardConfig, config, set_ or (), flags)
     done(stage.run(cfg, src, out, workers=workers, part=_parse_part(part), force=force))

@@ -65,11 +65,12 @@ def rewrite(tar: Path, change: Callable[[str, bytes], bytes | None]) -> None:
 
 
 def first(suffix: str, replacement: bytes | None) -> Callable[[str, bytes], bytes | None]:
-    """A `rewrite` change that replaces the first member ending in `suffix`."""
+    """A `rewrite` change that replaces the first member whose extension (all after the key's first dot) is `suffix`:
+    ".png" is an image, not the "panoptic.png" label beside it."""
     done: list[str] = []
 
     def change(name: str, data: bytes) -> bytes | None:
-        if name.endswith(suffix) and not done:
+        if "." + name.split(".", 1)[-1] == suffix and not done:
             done.append(name)
             return replacement
         return data

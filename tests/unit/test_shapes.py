@@ -115,7 +115,8 @@ def test_stage_writes_the_folder_format(tmp_path):
     records = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(records) == 40
     for index, record in enumerate(records):
-        assert list(record) == ["image", "captions", "split", "heldout", "objects"]
+        assert list(record) == ["image", "captions", "split", "heldout", "objects",
+                                "panoptic", "segments_info", "depth"]
         assert record["image"] == f"images/{index:06d}.png"
         with Image.open(out / record["image"]) as image:
             assert (image.format, image.mode, image.size) == ("PNG", "RGB", (48, 48))
@@ -139,5 +140,5 @@ def test_stage_writes_the_folder_format(tmp_path):
     assert run(cfg, out) == out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamp
     again = run(cfg, tmp_path / "again")
-    for path in [out / "captions.jsonl", *sorted((out / "images").iterdir())]:
+    for path in [out / "captions.jsonl", *sorted(p for p in out.rglob("*.png"))]:
         assert path.read_bytes() == (again / path.relative_to(out)).read_bytes()

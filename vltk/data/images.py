@@ -52,34 +52,44 @@ class Rejection:
 
 def prepare_file(image: Path | bytes, spec: ImageSpec) -> bytes | Rejection:
     """`prepare` on a file's contents (or on bytes already read, e.g. from a tar); a missing file is a rejection."""
-    if isinstance(image, bytes):
-        return prepare(image, spec)
+    data = read_file(image)
+    return data if isinstance(data, Rejection) else prepare(data, spec)
+
+
+def read_file(file: Path | bytes) -> bytes | Rejection:
+    """The file's contents (bytes given are returned as they are); a missing or unreadable file is a rejection."""
+    if isinstance(file, bytes):
+        return file
     try:
-        data = Path(image).read_bytes()
+        return Path(file).read_bytes()
     except FileNotFoundError:
-        return Rejection("missing_file", str(image))
+        return Rejection("missing_file", str(file))
     except OSError as err:  # a directory, no permission: the source's fault, not the run's
-        return Rejection("unreadable", f"{image}: {err.strerror or err}")
-    return prepare(data, spec)
+        return Rejection("unreadable", f"{file}: {err.strerror or err}")
 
 
 def prepare(data: bytes, spec: ImageSpec) -> bytes | Rejection:
     """Encoded `spec.size`-square RGB image, or the reason this input cannot become one."""
-    if not data:
-        return Rejection("empty_file")
-    img = _open(data, spec)
+    img = load(data, spec)
     if isinstance(img, Rejection):
         return img
+    rgb = upright_rgb(img)
+    return rgb if isinstance(rgb, Rejection) else encode(fit(rgb, spec.size, spec.resize), spec)
+
+
+def upright_rgb(img: Image.Image) -> Image.Image | Rejection:
+    """The loaded image turned by its EXIF orientation, as 8-bit RGB."""
     try:
-        rgb = to_rgb(ImageOps.exif_transpose(img))
+        return to_rgb(ImageOps.exif_transpose(img))
     except Exception as err:  # PIL raises many types on bad data; none of them may stop a shard run
-        return _decode_failure(err)
-    out = center_crop(rgb, spec.size) if spec.resize == "center-crop" else pad(rgb, spec.size)
-    return encode(out, spec)
+        return decode_failure(err)
 
 
-def _open(data: bytes, spec: ImageSpec) -> Image.Image | Rejection:
-    """Open and check the header (size limits) before decoding a single pixel, then decode."""
+def load(data: bytes, spec: ImageSpec, *, draft: bool = True) -> Image.Image | Rejection:
+    """Open and check the header (size limits) before decoding a single pixel, then decode. `draft`: let a large JPEG
+    decode at a reduced scale (off where label maps must line up with the image's own pixels)."""
+    if not data:
+        return Rejection("empty_file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
@@ -89,24 +99,24 @@ def _open(data: bytes, spec: ImageSpec) -> Image.Image | Rejection:
     except UnidentifiedImageError:
         return Rejection("not_an_image")
     except Exception as err:
-        return _decode_failure(err)
+        return decode_failure(err)
     width, height = img.size
     if width * height > spec.max_pixels:
         return Rejection("too_many_pixels", f"{width}x{height} > max_pixels={spec.max_pixels}")
     if min(width, height) < spec.min_size:
         return Rejection("too_small", f"{width}x{height} < min_size={spec.min_size}")
-    if img.format == "JPEG":
+    if draft and img.format == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= 2x the output, so big photos decode fast and
         # the final LANCZOS step still has real pixels to filter.
         img.draft(img.mode, (2 * spec.size, 2 * spec.size))
     try:
         img.load()
     except Exception as err:
-        return _decode_failure(err)
+        return decode_failure(err)
     return img
 
 
-def _decode_failure(err: Exception) -> Rejection:
+def decode_failure(err: Exception) -> Rejection:
     text = f"{type(err).__name__}: {err}"[:200]
     if isinstance(err, EOFError) or "truncated" in str(err).lower():
         return Rejection("truncated", text)
@@ -135,30 +145,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def center_crop(img: Image.Image, size: int) -> Image.Image:
+def fit(img: Image.Image, size: int, resize: Literal["center-crop", "pad"], *, label: bool = False) -> Image.Image:
+    """`img` as `size` x `size` by `resize`. `label`: `img` is a map of ids or depths (PIL mode "I" or "I;16"); it
+    gets the image's crop box or placement exactly (they depend on the size only), NEAREST resampling (a pixel keeps
+    one of the values around it, never a blend of two ids) and 0 (void, no depth) as padding."""
+    resample = Image.Resampling.NEAREST if label else Image.Resampling.LANCZOS
+    if resize == "center-crop":
+        return center_crop(img, size, resample)
+    return pad(img, size, 0 if label else BACKGROUND, resample)
+
+
+def center_crop(img: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
     """Scale the shorter side to `size` and keep the centred square (the centre square is cut first, then resized)."""
     width, height = img.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     square = img.crop((left, top, left + side, top + side))
-    return _resize(square, (size, size))
+    return _resize(square, (size, size), resample)
 
 
-def pad(img: Image.Image, size: int) -> Image.Image:
-    """Fit the whole image inside `size` x `size` (longer side = size), centred on a white canvas."""
+def pad(img: Image.Image, size: int, fill: int | tuple[int, int, int] = BACKGROUND,
+        resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """Fit the whole image inside `size` x `size` (longer side = size), centred on a canvas of `fill` (white)."""
     width, height = img.size
     scale = size / max(width, height)
-    fitted = _resize(img, (max(1, round(width * scale)), max(1, round(height * scale))))
-    canvas = Image.new("RGB", (size, size), BACKGROUND)
+    fitted = _resize(img, (max(1, round(width * scale)), max(1, round(height * scale))), resample)
+    canvas = Image.new(img.mode, (size, size), fill)
     canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
     return canvas
 
 
-def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _resize(img: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
     if img.size == size:
         return img
     # reducing_gap: integer-factor box reduction first for big downscales, then LANCZOS (fast, visually identical).
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # PIL never reduces before NEAREST, so a label map's values are never averaged.
+    return img.resize(size, resample, reducing_gap=3.0)
 
 
 def encode(img: Image.Image, spec: ImageSpec) -> bytes:

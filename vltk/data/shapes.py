@@ -4,6 +4,7 @@ writer whose small grammar `vltk.metrics.judge.parse_caption` reads back.
     rng = random.Random(0)
     scene = sample_scene(rng, min_objects=1, max_objects=2)
     image = render(scene, size=32)                 # PIL RGB image, 32x32
+    masks(scene, size=32)                          # (objects, 32, 32) bool: each object's pixels
     write_captions(scene, rng, k=4)                # ['a small red circle above a large blue square', ...]
 
 A scene holds one to three objects, at most one per grid cell, each with a shape, a colour and a size (small / large),
@@ -19,6 +20,7 @@ import math
 import random
 from typing import Protocol, Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 GRID = 2  # cells per side; the judge segments the image by cell
@@ -130,9 +132,26 @@ def render(scene: Scene, size: int, supersample: int = 4) -> Image.Image:
     image = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene:
-        points = [((obj.x + u * obj.extent) * big, (obj.y + v * obj.extent) * big) for u, v in outline(obj.shape)]
-        draw.polygon(points, fill=COLORS[obj.color])
+        draw.polygon(_polygon(obj, big), fill=COLORS[obj.color])
     return image.resize((size, size), Image.Resampling.BOX)
+
+
+def masks(scene: Scene, size: int, supersample: int = 4) -> np.ndarray:
+    """(N, size, size) bool: pixel (i, j) is object n's when its polygon, drawn as `render` draws it, covers more than
+    half of the pixel's `supersample`^2 samples. Objects never share a cell, so at most one mask holds a pixel."""
+    big = size * supersample
+    out = np.zeros((len(scene), size, size), dtype=bool)
+    for n, obj in enumerate(scene):
+        canvas = Image.new("1", (big, big), 0)
+        ImageDraw.Draw(canvas).polygon(_polygon(obj, big), fill=1)
+        covered = np.asarray(canvas).reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+        out[n] = covered > 0.5
+    return out
+
+
+def _polygon(obj: SceneObject, big: int) -> list[tuple[float, float]]:
+    """The object's outline in the pixels of a `big`-side canvas."""
+    return [((obj.x + u * obj.extent) * big, (obj.y + v * obj.extent) * big) for u, v in outline(obj.shape)]
 
 
 class Located(Protocol):

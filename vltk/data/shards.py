@@ -8,7 +8,14 @@ Layout of a shards artifact:
       val-000-000000.tar ...
       skipped.jsonl     one line per source item that was skipped, with the reason
 
-Each sample in a tar is `{key}.png` (or `.jpg`) plus `{key}.json` = {"captions": [...], "source": ..., "meta": {...}}.
+Each sample in a tar is `{key}.png` (or `.jpg`) plus `{key}.json` = {"captions": [...], "source": ..., "meta": {...}},
+and, when its source has dense labels, in the image's pixels (resized with NEAREST, cropped or padded as the image):
+
+    {key}.panoptic.png    COCO panoptic ids (vltk.data.panoptic; 0 = void, also the padding)
+    {key}.segments.json   its segments_info, areas and boxes counted in this map
+    {key}.depth.png       16-bit depth in millimetres (vltk.data.depth; 0 = no measurement, also the padding)
+
+The manifest's contents.categories lists the panoptic categories (COCO's {id, name, isthing, ...}) when known.
 """
 
 from __future__ import annotations
@@ -20,16 +27,20 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import webdataset as wds
 from PIL import Image
 
 from vltk.artifacts import open_artifact
 from vltk.data.schema import Shape
+from vltk.data import depth, panoptic
 from vltk.data.tars import DAMAGED, decoding, member, tar_samples
 from vltk.errors import VltkError
 from vltk.records import Stage
 
 IMAGE_EXTS = ("png", "jpg")
+PANOPTIC, SEGMENTS, DEPTH = "panoptic.png", "segments.json", "depth.png"
+LABEL_MEMBERS = (PANOPTIC, SEGMENTS, DEPTH)
 # A sample's JSON member (the encoded artifact's records carry the same fields).
 ABOUT = Shape({"captions": list[str]}, optional={"source": str, "meta": dict})
 
@@ -43,6 +54,7 @@ class Sample:
     source: str
     meta: dict[str, Any]
     tar: str = ""  # the tar it was read from, for errors about its image ("" when it comes from a source)
+    labels: dict[str, bytes] = dataclasses.field(default_factory=dict)  # LABEL_MEMBERS it has -> their bytes
 
 
 class TarSetWriter:
@@ -82,7 +94,8 @@ class SplitWriter(TarSetWriter):
 
     def write(self, sample: Sample) -> None:
         record = {"captions": list(sample.captions), "source": sample.source, "meta": sample.meta}
-        self.write_sample({"__key__": sample.key, sample.ext: sample.image, "json": json.dumps(record).encode()})
+        self.write_sample({"__key__": sample.key, sample.ext: sample.image, "json": json.dumps(record).encode(),
+                           **sample.labels})
         self.captions += len(sample.captions)
 
 
@@ -115,6 +128,7 @@ def read_tars(paths: list[Path], images: bool = True) -> Iterator[Sample]:
         yield Sample(
             key=raw["__key__"], image=raw.get(ext, b""), ext=ext, captions=tuple(record["captions"]),
             source=record.get("source", ""), meta=record.get("meta", {}), tar=raw["__url__"],
+            labels={name: raw[name] for name in LABEL_MEMBERS if name in raw},
         )
 
 
@@ -127,3 +141,14 @@ def decode_image(sample: Sample) -> Image.Image:
     """The sample's image as RGB; one that does not decode is a VltkError naming its tar and member."""
     with decoding(sample.tar, f"{sample.key}.{sample.ext}"), Image.open(io.BytesIO(sample.image)) as img:
         return img.convert("RGB")
+
+
+def decode_panoptic(sample: Sample) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The sample's panoptic label: (segment ids (H, W) int64, its segments_info); a VltkError if it has none."""
+    raw = {"__url__": sample.tar, "__key__": sample.key, **sample.labels}
+    return member(raw, PANOPTIC, panoptic.decode_png), member(raw, SEGMENTS, json.loads)
+
+
+def decode_depth(sample: Sample) -> np.ndarray:
+    """The sample's depth: (H, W) uint16 millimetres, 0 where unmeasured; a VltkError if it has none."""
+    return member({"__url__": sample.tar, "__key__": sample.key, **sample.labels}, DEPTH, depth.decode_png)

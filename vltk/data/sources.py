@@ -5,14 +5,22 @@
         ...
 
 Formats: `folder` (images + same-named .txt captions), `coco` (COCO captions JSON or Karpathy's dataset_coco.json),
-`tsv` (.tsv/.csv with a header), `jsonl` (one object per line; a folder holding captions.jsonl, as `vltk synth shapes`
-writes, is read as jsonl) and `wds` (WebDataset tars, e.g. img2dataset output). Sources stream: images are never read
+`coco-panoptic` (COCO's panoptic_<split>.json with its PNG folder panoptic_<split>/ beside it; a .json whose
+annotations hold `segments_info` is read as one), `tsv` (.tsv/.csv with a header), `jsonl` (one object per line; a
+folder holding captions.jsonl, as `vltk synth shapes` writes, is read as jsonl) and `wds` (WebDataset tars, e.g.
+img2dataset output). Sources stream: images are never read
 here (records carry a path, or the bytes already in a tar), and only a COCO JSON's index is held in memory. A COCO,
 TSV or JSONL source's image folder (`Source.image_root`) is the one given (`--images`), else the first of the places
 people keep them (`image_root_candidates`) that holds one of the images it names. Every item
 gets a unique key made from the source (sanitised relative path or file name) and clean captions (control characters
 as spaces, whitespace collapsed, empty ones dropped); what cannot become a record is a `Skip` with a reason, in order,
 so that the stage can count and list it.
+
+Dense labels (`Labels`): a JSONL row may name its COCO panoptic PNG ("panoptic", with "segments_info") and its depth
+map ("depth"), relative to the image folder, as synth writes them; a COCO panoptic source gives each image its PNG and
+segments, and the captions of captions_<split>.json beside it when that file is there; `depth=FOLDER` pairs each image
+of any file-based source with FOLDER/<its path, suffix .png or .npy> (NYU Depth v2 style). A record with labels may
+have no caption (a folder image without .txt once `depth` is given, a panoptic image without captions).
 """
 
 from __future__ import annotations
@@ -29,17 +37,19 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Iterator, Literal
 
+from vltk.data.depth import SUFFIXES as DEPTH_SUFFIXES
 from vltk.errors import VltkError
 from vltk.records import Stage
 
-Format = Literal["auto", "folder", "coco", "tsv", "jsonl", "wds"]
-FORMATS = ("folder", "coco", "tsv", "jsonl", "wds")
+Format = Literal["auto", "folder", "coco", "coco-panoptic", "tsv", "jsonl", "wds"]
+FORMATS = ("folder", "coco", "coco-panoptic", "tsv", "jsonl", "wds")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "image_path", "filepath", "file", "path", "filename")
 CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 # A source's own split names -> ours. Karpathy's "restval" is the rest of COCO val used for training.
 SPLITS = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SYNTH_INDEX = "captions.jsonl"
+LABEL_KEYS = ("panoptic", "segments_info", "depth")  # a JSONL row's dense labels (vltk synth shapes writes them)
 IMAGE_FOLDER = "images"  # the folder of pictures beside a captions file (vltk synth, many dataset downloads, LAVIS)
 PROBES = 3  # image paths of a source looked for in each candidate folder
 DATA_STAGES = (Stage.SYNTH, Stage.SHARD)  # the artifacts that hold images with captions (a shards artifact is tars)
@@ -50,6 +60,15 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 @dataclasses.dataclass(frozen=True)
+class Labels:
+    """A record's dense labels (GIVT §4.2's panoptic and depth tasks), as files to read or bytes from a tar."""
+
+    panoptic: Path | bytes | None = None  # a COCO panoptic PNG (vltk.data.panoptic), in the image's pixels
+    segments: tuple[dict[str, Any], ...] = ()  # its COCO segments_info
+    depth: Path | None = None  # a 16-bit PNG of millimetres or an .npy (vltk.data.depth), in the image's pixels
+
+
+@dataclasses.dataclass(frozen=True)
 class Record:
     key: str  # unique in the source, safe as a WebDataset key
     image: Path | bytes  # a file to read, or the encoded bytes (from a tar)
@@ -57,6 +76,7 @@ class Record:
     split: str | None  # "train" | "val" | "test", or None when the source has no split
     meta: dict[str, Any]
     source: str  # where it came from, relative to the source (shown in skipped.jsonl and kept in the shard)
+    labels: Labels | None = None  # dense labels; a record with labels may have no caption (NYU, COCO panoptic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +97,7 @@ class Source:
     total: int | None  # number of items, when known without reading the whole source
     read: Callable[[], Iterator[Entry]]  # the raw items, before keys are made unique
     image_root: Path | None = None  # the folder the image paths are relative to (COCO, TSV, JSONL)
+    categories: list[dict[str, Any]] | None = None  # COCO panoptic categories ({id, name, isthing, ...}), if known
 
     def items(self) -> Iterator[Entry]:
         """Every item in a deterministic order, with unique keys, clean captions and normalised splits."""
@@ -90,9 +111,16 @@ def open_source(
     images: Path | None = None,
     image_column: str | None = None,
     caption_column: str | None = None,
+    depth: Path | None = None,
 ) -> Source:
-    """The source at `src`, read as `format` (auto-detected from the path when "auto")."""
-    src = Path(src)
+    """The source at `src`, read as `format` (auto-detected from the path when "auto"); with `depth`, each record also
+    gets the depth map of its image in that folder."""
+    source = _open(Path(src), format, images, image_column, caption_column, uncaptioned=depth is not None)
+    return source if depth is None else _with_depth(source, Path(depth))
+
+
+def _open(src: Path, format: Format, images: Path | None, image_column: str | None, caption_column: str | None,
+          uncaptioned: bool) -> Source:
     if format == "auto":
         format = detect_format(src)
     elif format not in FORMATS:
@@ -106,9 +134,9 @@ def open_source(
     if format == "folder":
         if not src.is_dir():
             raise VltkError(f"a folder source must be a directory: {src}")
-        return _folder(src)
-    if format == "coco":
-        return _coco(src, images)
+        return _folder(src, uncaptioned)
+    if format in ("coco", "coco-panoptic"):
+        return _coco(src, images, panoptic=format == "coco-panoptic")
     if format == "wds":
         return _wds(src)
     table = src / SYNTH_INDEX if src.is_dir() else src
@@ -192,7 +220,7 @@ def _finish(items: Iterable[Entry]) -> Iterator[Entry]:
         cleaned = (clean_caption(c) for c in item.captions if isinstance(c, str))
         captions = tuple(c for c in cleaned if c)
         split = SPLITS.get(str(item.split).lower()) if item.split else None  # a blank split cell means no split
-        if not captions:
+        if not captions and item.labels is None:
             yield Skip(key, item.source, "empty_caption")
         elif item.split and split is None:
             yield Skip(key, item.source, "unknown_split", f"split {item.split!r} (known: {', '.join(SPLITS)})")
@@ -206,9 +234,11 @@ class _Row:
     captions: list[str]
     split: Any
     meta: dict[str, Any]
+    labels: dict[str, Any] = dataclasses.field(default_factory=dict)  # LABEL_KEYS of a JSONL row, as written
 
 
-def _folder(root: Path) -> Source:
+def _folder(root: Path, uncaptioned: bool) -> Source:
+    """Images and their .txt captions; `uncaptioned`: an image without one is a record with no caption."""
     def images() -> Iterator[Path]:
         for directory, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # os.walk's own order is the file system's
@@ -222,7 +252,8 @@ def _folder(root: Path) -> Source:
             key = sanitize_key(rel.rsplit(".", 1)[0])
             text = path.with_suffix(".txt")
             if not text.is_file():
-                yield Skip(key, rel, "missing_caption", f"no {text.name}")
+                yield Record(key, path, (), None, {}, rel) if uncaptioned else Skip(
+                    key, rel, "missing_caption", f"no {text.name}")
                 continue
             try:
                 captions = split_lines(text.read_bytes().decode("utf-8"))
@@ -234,11 +265,12 @@ def _folder(root: Path) -> Source:
     return Source("folder", {"source": root}, sum(1 for _ in images()), read)
 
 
-def _coco(file: Path, images: Path | None) -> Source:
-    try:
-        data = json.loads(file.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise VltkError(f"{file} is not valid JSON: {err}") from None
+def _coco(file: Path, images: Path | None, panoptic: bool) -> Source:
+    data = _read_json(file)
+    if _is_panoptic(data):
+        return _coco_panoptic(file, data, images)
+    if panoptic:
+        raise VltkError(f"{file} is not a COCO panoptic JSON (needs 'categories' and annotations with 'segments_info')")
     entries = data.get("images") if isinstance(data, dict) else None
     annotations = data.get("annotations", []) if isinstance(data, dict) else None
     if not all(isinstance(x, list) and all(isinstance(e, dict) for e in x) for x in (entries, annotations)):
@@ -247,10 +279,7 @@ def _coco(file: Path, images: Path | None) -> Source:
     if karpathy and entries and "sentences" not in entries[0]:
         raise VltkError(f"{file} has neither 'annotations' (COCO) nor images[].sentences (Karpathy's layout)")
     rows = _karpathy_rows(entries) if karpathy else _coco_rows(entries, annotations)
-    named = [row.image for row in rows if row is not None]
-    # First, middle and last: Karpathy's file mixes train2014/ and val2014/ paths, and either folder may be missing.
-    probe = [named[i] for i in sorted({0, len(named) // 2, len(named) - 1})] if named else []
-    root = Path(images) if images else find_image_root(file, probe)
+    root = Path(images) if images else find_image_root(file, _probe([row.image for row in rows if row is not None]))
 
     def read() -> Iterator[Entry]:
         for n, row in enumerate(rows):
@@ -266,11 +295,29 @@ def _coco(file: Path, images: Path | None) -> Source:
     return Source("coco", {"source": file, "images": root}, len(rows), read, root)
 
 
-def _coco_rows(entries: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> list[_Row | None]:
-    """COCO: images [{id, file_name, split?}], annotations [{image_id, caption}] (several per image)."""
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VltkError(f"{file} is not valid JSON: {err}") from None
+
+
+def _probe(named: list[str]) -> list[str]:
+    """First, middle and last: Karpathy's file mixes train2014/ and val2014/ paths, and either folder may be missing."""
+    return [named[i] for i in sorted({0, len(named) // 2, len(named) - 1})] if named else []
+
+
+def _captions_by_image(annotations: list[dict[str, Any]]) -> dict[Any, list[str]]:
+    """COCO captions annotations [{image_id, caption}] (several per image) -> {image_id: [caption, ...]}."""
     by_image: dict[Any, list[str]] = {}
     for a in annotations:
         by_image.setdefault(a.get("image_id"), []).append(a.get("caption", ""))
+    return by_image
+
+
+def _coco_rows(entries: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> list[_Row | None]:
+    """COCO: images [{id, file_name, split?}], annotations [{image_id, caption}] (several per image)."""
+    by_image = _captions_by_image(annotations)
     return [
         _Row(e["file_name"], by_image.get(e.get("id"), []), e.get("split"), {"id": e.get("id")})
         if isinstance(e.get("file_name"), str) else None
@@ -292,15 +339,65 @@ def _karpathy_rows(entries: list[dict[str, Any]]) -> list[_Row | None]:
     ]
 
 
+def _is_panoptic(data: Any) -> bool:
+    """A COCO panoptic JSON: categories, and annotations that list segments_info (Kirillov et al. 2019's format)."""
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    return (isinstance(data.get("categories") if isinstance(data, dict) else None, list)
+            and isinstance(annotations, list) and bool(annotations) and isinstance(annotations[0], dict)
+            and "segments_info" in annotations[0])
+
+
+def _coco_panoptic(file: Path, data: dict[str, Any], images: Path | None) -> Source:
+    """COCO panoptic: images [{id, file_name}], annotations [{image_id, file_name (its PNG in panoptic_<split>/),
+    segments_info}], categories [{id, name, isthing}]; captions from captions_<split>.json beside it if there."""
+    categories, entries, annotations = data["categories"], data.get("images"), data["annotations"]
+    if not isinstance(entries, list) or not all(isinstance(x, dict) for x in [*entries, *annotations, *categories]):
+        raise VltkError(f"{file}: 'images', 'annotations' and 'categories' must be lists of objects")
+    pngs = file.with_suffix("")
+    if not pngs.is_dir():
+        raise VltkError(f"the panoptic PNGs of {file} are not in {pngs} (COCO's {pngs.name}.zip unzips there)")
+    known = {c.get("id") for c in categories}
+    by_image = {a.get("image_id"): a for a in annotations}
+    beside = file.with_name(file.name.replace("panoptic_", "captions_", 1))
+    has_captions = file.name.startswith("panoptic_") and beside.is_file()
+    captions = _captions_by_image(_read_json(beside).get("annotations", [])) if has_captions else {}
+    named = [e["file_name"] for e in entries if isinstance(e.get("file_name"), str)]
+    root = Path(images) if images else find_image_root(file, _probe(named))
+
+    def read() -> Iterator[Entry]:
+        for n, entry in enumerate(entries):
+            name = entry.get("file_name")
+            if not isinstance(name, str):
+                yield Skip(f"image{n}", f"{file.name}:images[{n}]", "bad_row", "no file name")
+                continue
+            key = sanitize_key(name.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            ann = by_image.get(entry.get("id"), {})
+            segments = ann.get("segments_info")
+            if not isinstance(ann.get("file_name"), str) or not isinstance(segments, list):
+                yield Skip(key, name, "missing_panoptic", "no panoptic annotation for this image")
+                continue
+            unknown = [s for s in segments if not isinstance(s, dict) or s.get("category_id") not in known]
+            if unknown:
+                yield Skip(key, name, "bad_segments", f"{str(unknown[0])[:80]}: no category_id of the categories")
+                continue
+            labels = Labels(panoptic=pngs / ann["file_name"], segments=tuple(segments))
+            yield Record(key, root / name, tuple(captions.get(entry.get("id"), ())), None, {"id": entry.get("id")},
+                         name, labels)
+
+    inputs = {"source": file, "images": root, "panoptic": pngs, **({"captions": beside} if has_captions else {})}
+    return Source("coco-panoptic", inputs, len(entries), read, root, categories)
+
+
 def image_root_candidates(file: Path) -> list[Path]:
     """Where the images of the captions file `file` may lie, in the order they are tried: its folder and images/ in it;
-    for COCO's captions_<name>.json the folder <name>/ beside it or beside its folder, directly or under images/
+    for COCO's captions_<name>.json (or panoptic_<name>.json) the folder <name>/ beside it or beside its folder,
+    directly or under images/
     (annotations/captions_train2017.json beside train2017/ or images/train2017/); then the folder above it and
     images/ there (Karpathy's dataset_coco.json, whose paths start with train2014/ or val2014/, kept in annotations/ or
     a folder of its own). Absolute, so that the stage's report and errors say which folder."""
     here = Path(os.path.abspath(file)).parent
     up = here.parent
-    names = [file.stem.removeprefix("captions_")] if file.stem.startswith("captions_") else []
+    names = [file.stem.split("_", 1)[1] for prefix in ("captions_", "panoptic_") if file.stem.startswith(prefix)]
     named = [folder / name for name in names for folder in (here, here / IMAGE_FOLDER, up, up / IMAGE_FOLDER)]
     return list(dict.fromkeys([here, here / IMAGE_FOLDER, *named, up, up / IMAGE_FOLDER]))
 
@@ -327,8 +424,12 @@ def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...
 
 
 def _record(row: _Row, root: Path) -> Record:
+    labels = None
+    if row.labels:  # paths relative to the image folder, as the image's
+        maps = {name: root / row.labels[name] for name in ("panoptic", "depth") if name in row.labels}
+        labels = Labels(**maps, segments=tuple(row.labels.get("segments_info", ())))
     return Record(sanitize_key(row.image.rsplit(".", 1)[0]), root / row.image, tuple(row.captions), row.split,
-                  row.meta, row.image)
+                  row.meta, row.image, labels)
 
 
 def _merge_rows(rows: Iterable[_Row | Skip], root: Path) -> Iterator[Entry]:
@@ -426,9 +527,11 @@ def _jsonl(file: Path, images: Path | None, image_column: str | None, caption_co
                 elif not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                     yield Skip(sanitize_key(image.rsplit(".", 1)[0]), image, "bad_caption",
                                f"'{caption_key}' is not text or a list of text")
+                elif (bad := _bad_labels(row)) is not None:
+                    yield Skip(sanitize_key(image.rsplit(".", 1)[0]), image, "bad_row", bad)
                 else:
-                    meta = {k: v for k, v in row.items() if k not in (image_key, caption_key, "split")}
-                    yield _Row(image, captions, row.get("split"), meta)
+                    meta = {k: v for k, v in row.items() if k not in (image_key, caption_key, "split", *LABEL_KEYS)}
+                    yield _Row(image, captions, row.get("split"), meta, {k: row[k] for k in LABEL_KEYS if k in row})
 
     root = images or find_image_root(file, _first_images(rows()))
     # A synth folder is an artifact: its manifest hash identifies it (and the images in it).
@@ -436,7 +539,50 @@ def _jsonl(file: Path, images: Path | None, image_column: str | None, caption_co
     with open(file, "rb") as f:
         total = sum(1 for line in f if line.strip())  # one item per non-empty line: the progress bar gets an ETA
     return Source("jsonl", inputs, total, lambda: (_record(r, root) if isinstance(r, _Row) else r for r in rows()),
-                  root)
+                  root, _synth_categories(file.parent) if file.name == SYNTH_INDEX else None)
+
+
+def _bad_labels(row: dict[str, Any]) -> str | None:
+    """What is wrong with a JSONL row's label keys (None: nothing, or it has none)."""
+    for name in ("panoptic", "depth"):
+        if name in row and not isinstance(row[name], str):
+            return f"'{name}' is not a path"
+    if "panoptic" in row and not isinstance(row.get("segments_info"), list):
+        return "'panoptic' without a 'segments_info' list"
+    return None
+
+
+def _synth_categories(folder: Path) -> list[dict[str, Any]] | None:
+    """The panoptic categories a synth folder's manifest lists (None: an older folder, without labels)."""
+    try:
+        categories = json.loads((folder / "manifest.json").read_text())["contents"]["categories"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return categories if isinstance(categories, list) else None
+
+
+def _with_depth(source: Source, folder: Path) -> Source:
+    """`source` whose records also carry their depth map: FOLDER/<the image's path in the source, suffix .png or
+    .npy> (an images folder and a depth folder with matching stems, as NYU Depth v2 exports are); a missing_depth
+    skip when there is none."""
+    if source.format == "wds":
+        raise VltkError("--depth pairs depth maps with image files by name; a WebDataset source has no image files")
+    if not folder.is_dir():
+        raise VltkError(f"depth folder not found: {folder}")
+
+    def read() -> Iterator[Entry]:
+        for item in source.read():
+            if not isinstance(item, Record):
+                yield item
+                continue
+            stem = Path(item.source).with_suffix("").as_posix()
+            found = next((f for suffix in DEPTH_SUFFIXES if (f := folder / f"{stem}{suffix}").is_file()), None)
+            if found is None:
+                yield Skip(item.key, item.source, "missing_depth", f"no {stem}.png or .npy in {folder}")
+            else:
+                yield dataclasses.replace(item, labels=dataclasses.replace(item.labels or Labels(), depth=found))
+
+    return dataclasses.replace(source, inputs={**source.inputs, "depth": folder}, read=read)
 
 
 def _is_brace_pattern(text: str) -> bool:

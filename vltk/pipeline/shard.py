@@ -2,9 +2,13 @@
 
     vltk shard build/demo/raw build/demo/shards --size 32
     vltk shard coco/annotations/captions_train2014.json shards --part 3/8    # slice 3 of 8, on its own machine
+    vltk shard coco/annotations/panoptic_val2017.json shards               # COCO panoptic: + panoptic.png, segments
+    vltk shard nyu/images shards --depth nyu/depth                          # NYU-style pairs: + depth.png
 
 Reads any source `vltk.data.sources` knows, decodes and resizes images in `workers` processes (streaming, in bounded
-chunks, output order independent of `workers`), and writes the shards artifact described in `vltk.data.shards`.
+chunks, output order independent of `workers`), and writes the shards artifact described in `vltk.data.shards`. Dense
+labels a source has (a synth folder's panoptic/ and depth/, COCO panoptic, `--depth DIR`) are validated and carried
+beside their image in its pixels (`vltk.data.labels`); a record whose label is missing or broken is skipped.
 Items that cannot be used are skipped, counted by reason in the manifest and listed in `skipped.jsonl`. A source that
 gives no train sample (empty, or every item skipped) is an error and nothing is published: the training stages after
 this one need train samples. An empty val split is fine (`--val-fraction 0`).
@@ -36,7 +40,8 @@ from typing import Any, Iterable, Iterator, Literal
 from vltk.artifacts import (
     MANIFEST, begin, check_output, differences, identity, is_artifact, make_manifest, up_to_date, write_json_atomic,
 )
-from vltk.data.images import ImageSpec, Rejection, prepare_file
+from vltk.data.images import ImageSpec, Rejection
+from vltk.data.labels import Prepared, prepare_sample
 from vltk.data.shards import Sample, SplitWriter
 from vltk.data.sources import Entry, Record, Skip, Source, open_source
 from vltk.errors import VltkError
@@ -51,7 +56,7 @@ TASK = 8  # records per task handed to a worker process
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardConfig:
-    format: Literal["auto", "folder", "coco", "tsv", "jsonl", "wds"] = "auto"
+    format: Literal["auto", "folder", "coco", "coco-panoptic", "tsv", "jsonl", "wds"] = "auto"
     size: int = 256  # output images are size x size
     resize: Literal["center-crop", "pad"] = "center-crop"
     image_format: Literal["png", "jpeg"] = "jpeg"
@@ -59,6 +64,7 @@ class ShardConfig:
     shard_size: int = 1000  # samples per tar
     val_fraction: float = 0.05  # used only when the source has no split of its own
     images: str | None = None  # image folder of a COCO JSON / TSV / JSONL source
+    depth: str | None = None  # a folder of depth maps named as the images (stem + .png / .npy): NYU-style pairs
     image_column: str | None = None
     caption_column: str | None = None
     max_pixels: int = 89_478_485  # PIL's decompression-bomb limit; larger images are skipped as too_many_pixels
@@ -97,7 +103,8 @@ def run(
     """Build the shards artifact at `out` and return it. With `part` = (i, n), build slice i of it; while other slices
     are still missing this returns the slice's record (`out/parts/i-of-n.json`, manifest-shaped) instead of `out`."""
     source = open_source(Path(src), cfg.format, images=Path(cfg.images) if cfg.images else None,
-                         image_column=cfg.image_column, caption_column=cfg.caption_column)
+                         image_column=cfg.image_column, caption_column=cfg.caption_column,
+                         depth=Path(cfg.depth) if cfg.depth else None)
     if source.image_root is not None:  # found among several places: say which, before minutes of decoding
         console().print(f"images from {source.image_root}")
     if part is not None:
@@ -154,8 +161,9 @@ def write_shards(cfg: ShardConfig, source: Source, directory: Path, *, part: tup
             else:
                 split = item.split or assign_split(item.key, cfg.val_fraction, cfg.seed)
                 captions = item.captions[: cfg.max_captions] if cfg.max_captions else item.captions
-                writers[split].write(Sample(key=item.key, image=result, ext=spec.ext, captions=captions,
-                                            source=item.source, meta=item.meta))
+                image, labels = result
+                writers[split].write(Sample(key=item.key, image=image, ext=spec.ext, captions=captions,
+                                            source=item.source, meta=item.meta, labels=labels))
             advance(1, info=f"{sum(skipped.values())} skipped" if skipped else None)
     splits = {}
     for split, writer in writers.items():
@@ -185,22 +193,22 @@ def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
 
 
 def _prepared(items: Iterable[Entry], spec: ImageSpec, pool: multiprocessing.pool.Pool | None, chunk: int,
-              ) -> Iterator[tuple[Entry, bytes | Rejection | None]]:
-    """(item, encoded image or rejection; None for a Skip) in input order, decoding in `pool` if there is one.
+              ) -> Iterator[tuple[Entry, Prepared | Rejection | None]]:
+    """(item, encoded image and labels or rejection; None for a Skip) in input order, decoding in `pool` if any.
 
     Chunks of items are handed out a few at a time (not `Pool.imap`, whose feeder thread would read the whole source
     ahead), so memory stays flat however many images there are.
     """
-    prepare = functools.partial(prepare_file, spec=spec)
+    prepare = functools.partial(prepare_sample, spec=spec)
     chunks = _batched(items, chunk)
     if pool is None:
         for batch in chunks:
-            yield from _pair(batch, [prepare(it.image) for it in batch if isinstance(it, Record)])
+            yield from _pair(batch, [prepare((it.image, it.labels)) for it in batch if isinstance(it, Record)])
         return
     pending: collections.deque[tuple[list[Entry], multiprocessing.pool.AsyncResult]] = collections.deque()
     for batch in chunks:
-        images = [it.image for it in batch if isinstance(it, Record)]
-        pending.append((batch, pool.map_async(prepare, images, chunksize=TASK)))
+        inputs = [(it.image, it.labels) for it in batch if isinstance(it, Record)]
+        pending.append((batch, pool.map_async(prepare, inputs, chunksize=TASK)))
         if len(pending) > 2:  # one chunk being written, two being decoded
             done, result = pending.popleft()
             yield from _pair(done, result.get())
@@ -208,7 +216,8 @@ def _prepared(items: Iterable[Entry], spec: ImageSpec, pool: multiprocessing.poo
         yield from _pair(done, result.get())
 
 
-def _pair(chunk: list[Entry], results: list[bytes | Rejection]) -> Iterator[tuple[Entry, bytes | Rejection | None]]:
+def _pair(chunk: list[Entry], results: list[Prepared | Rejection],
+          ) -> Iterator[tuple[Entry, Prepared | Rejection | None]]:
     prepared = iter(results)
     for item in chunk:
         yield item, next(prepared) if isinstance(item, Record) else None
@@ -236,9 +245,10 @@ def _contents(cfg: ShardConfig, source: Source, written: Written, prefix: str = 
         f" ({_reasons(written.skipped)})" if skipped else "")
     # The image folder is a record of where the pictures came from, not an input identity (a moved copy is the same).
     root = {"image_root": os.path.abspath(source.image_root)} if source.image_root is not None else {}
+    categories = {"categories": source.categories} if source.categories is not None else {}
     return ShardsContents(splits=written.splits, image_size=cfg.size, skipped=dict(sorted(written.skipped.items())),
                           extra={"image_format": cfg.image_format, "source_format": source.format, **root,
-                                 "summary": summary}).to_dict()
+                                 **categories, "summary": summary}).to_dict()
 
 
 def _run_part(
