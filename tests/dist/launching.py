@@ -16,13 +16,17 @@ def free_port() -> int:
 
 
 def run_vltk(args: list[str], processes: int, precision: str = "no") -> subprocess.CompletedProcess:
-    """`vltk ARGS` in `processes` processes (one thread each); asserts it succeeded."""
+    """`vltk ARGS` in `processes` processes (one thread each); asserts it succeeded. The rendezvous port is free when
+    picked but another test worker may bind it before the launch does: that one failure is retried on a new port."""
     vltk = ["-m", "vltk", *map(str, args)]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no",
-              "--main_process_port", str(free_port())]
-    command = [*launch, *vltk] if processes > 1 else [sys.executable, *vltk]
-    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=600)
+    for attempt in range(2):
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                  "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no",
+                  "--main_process_port", str(free_port())]
+        command = [*launch, *vltk] if processes > 1 else [sys.executable, *vltk]
+        proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=600)
+        if proc.returncode == 0 or "Address already in use" not in proc.stderr or attempt:
+            break
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
