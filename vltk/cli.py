@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, NoReturn, Optional
 
@@ -51,6 +52,7 @@ def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
+            _end_process_group()
         except VltkError as err:
             _fail(str(err))
         except OSError as err:
@@ -64,6 +66,15 @@ def cli_errors(fn: Callable[..., None]) -> Callable[..., None]:
             raise
 
     return wrapper
+
+
+def _end_process_group() -> None:
+    """Tear down the process group of a finished command under `accelerate launch` (every process gets here after the
+    stage's last barrier). Left to the interpreter's exit, gloo's threads can abort a process whose work is done and
+    published (SIGABRT, "terminate called without an active exception"), and the launcher then reports a failure."""
+    distributed = sys.modules.get("torch.distributed")  # never imported by a command that did not use torch
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def _fail(message: str) -> NoReturn:
