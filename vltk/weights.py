@@ -28,7 +28,6 @@ from vltk.errors import VltkError
 from vltk.ui import console
 
 SKIP_HASH = "VLTK_SKIP_WEIGHT_HASH"
-CHUNK = 1 << 20  # bytes read at a time: a 500 MB VGG16 never sits in memory whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +71,9 @@ TAMING_F16_16384 = Release(
 
 
 def sha256_file(path: Path) -> str:
-    """The hex SHA-256 of the file at `path`, read in chunks."""
-    digest = hashlib.sha256()
+    """The hex SHA-256 of the file at `path` (hashlib reads it in chunks: a 500 MB VGG16 never sits in memory whole)."""
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def require(path: Path, release: Release, what: str) -> None:
