@@ -48,9 +48,9 @@ CFG_WEIGHTS = (0.0, 0.4)  # no guidance; DB-CFG at the paper's causal 256 px wei
 # GIVT has none of) and a batch. d = 16, k = 16 diagonal: the paper's Default (GIVT §4.1, §5.1).
 GMM = GMMConfig(kind="diagonal", mixtures=16, channels=16)
 DEMO = GIVTConfig(size="tiny", image_tokens=64, text_vocab=1024, text_tokens=32, gmm=GMM, dropout=0.0,
-                  attn_dropout=0.0)
+                  attn_dropout=0.0).sized()
 PAPER_LENGTH = GIVTConfig(size="default", depth=1, image_tokens=256, num_classes=1000, gmm=GMM, dropout=0.0,
-                          attn_dropout=0.0)
+                          attn_dropout=0.0).sized()
 DEFAULT = dataclasses.replace(PAPER_LENGTH, depth=24)
 CPU_SIZES = {"demo_w128_d4_b1": (DEMO, 1), "demo_w128_d4_b16": (DEMO, 16),
              "paper_length_w1024_d1_b1": (PAPER_LENGTH, 1)}

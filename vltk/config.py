@@ -71,7 +71,8 @@ def _own_defaults(field: dataclasses.Field, tp: type) -> dict[str, Any]:
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check `value` against annotation `tp`, converting only where no information is lost (int -> float, list -> tuple)."""
+    """Check `value` against annotation `tp`, converting only where no information is lost (int -> float, list -> tuple,
+    a single item -> a tuple of one for a `tuple[X, ...]` field)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -91,9 +92,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise VltkError(f"config key '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise VltkError(f"config key '{key}' must be a list, got {value!r}")
         item = args[0] if args else Any
+        if not isinstance(value, (list, tuple)):
+            if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # one item spells a list of one
+                return (_coerce(item, value, key),)
+            raise VltkError(f"config key '{key}' must be a list, got {value!r}")
         return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):

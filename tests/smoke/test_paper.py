@@ -77,8 +77,8 @@ def test_every_paper_config_loads_and_holds_the_papers_settings():
     assert image.encoder.attn_resolutions == (16,)
     # MAGVLT App. A, Tab. 8: base = 24 x 1024, 8 heads; batch 4,096 for 40K updates; label smoothing 0.1; clipping at 4.
     for name in ("train_gen_magvlt", "train_gen_argvlt"):
-        run = cfgs[name]
-        assert (run.model.depth, run.model.width, run.model.heads) == (24, 1024, 8)
+        run, model = cfgs[name], cfgs[name].model.sized()  # the TOML names the size preset
+        assert (model.depth, model.width, model.heads) == (24, 1024, 8)
         assert (run.train.batch_size, run.train.steps, run.optim.grad_clip) == (4096, 40_000, 4.0)
         assert run.objective.label_smoothing == 0.1
     # feat/eval eval_t2i.py / eval_i2t.py: T2I on 30k val captions, I2T on the Karpathy test split (5,000 images).

@@ -188,6 +188,18 @@ def test_blocks_have_givts_switches():
     assert block.mlp.fc.bias is not None and block.mlp.fc.out_features == 64 and block.mlp.gelu == "tanh"
 
 
+def test_size_presets_fill_only_the_unset_sizes_and_never_mutate():
+    # GIVT Tab. 5 Base: width 768, depth 12, 12 heads, MLP 3072; a set field overrides its preset value.
+    cfg = GIVTConfig(size="base", depth=2, image_tokens=4)
+    assert (cfg.width, cfg.depth, cfg.heads, cfg.mlp_width) == (0, 2, 0, 0)  # as given: 0 = the preset's
+    assert (cfg.trunk.width, cfg.trunk.depth, cfg.trunk.heads, cfg.trunk.hidden) == (768, 2, 12, 3072)
+    sized = cfg.sized()
+    assert (sized.width, sized.depth, sized.heads, sized.mlp_width) == (768, 2, 12, 3072)
+    assert sized.sized() == sized and sized.trunk == cfg.trunk
+    with torch.device("meta"):
+        assert GIVT(cfg).cfg == sized  # a model records the sizes it was built with
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown GIVT size"):
         GIVTConfig(size="huge")

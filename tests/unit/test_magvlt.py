@@ -50,7 +50,7 @@ def test_base_preset_has_the_papers_371m_parameters():
     with torch.device("meta"):
         model = MAGVLT(cfg)
     params = sum(p.numel() for p in model.parameters())
-    assert (cfg.width, cfg.depth, cfg.heads) == (1024, 24, 8)
+    assert (model.cfg.width, model.cfg.depth, model.cfg.heads) == (1024, 24, 8)
     assert abs(params - 371e6) / 371e6 < 0.005  # MAGVLT Tab. 8: 371M
 
 

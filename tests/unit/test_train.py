@@ -21,6 +21,7 @@ from vltk.train.checkpoint import (
     restore_checkpoint, save_rng,
     save_training_state,
 )
+from vltk.config import from_dict
 from vltk.train.ema import ema_update_
 from vltk.train.tracking import flatten
 from vltk.train.loop import split_batch
@@ -265,8 +266,12 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path):
 
 
 def test_log_with_takes_one_tracker_or_a_list():
-    assert TrainConfig(log_with="tensorboard").log_with == ("tensorboard",)  # one spelling of the same run
+    # A TOML file or --set may name one tracker or a list; both spellings load as the same config (the same run).
+    assert from_dict(TrainConfig, {"log_with": "tensorboard"}) == from_dict(TrainConfig, {"log_with": ["tensorboard"]})
+    assert from_dict(TrainConfig, {"log_with": "tensorboard"}).log_with == ("tensorboard",)
     assert TrainConfig(log_with=("tensorboard", "mlflow")).log_with == ("tensorboard", "mlflow")
+    with pytest.raises(ValueError, match="tuple of tracker names"):
+        TrainConfig(log_with="tensorboard")
     with pytest.raises(ValueError, match="unknown tracker 'neptune'"):
         TrainConfig(log_with=("tensorboard", "neptune"))
 

@@ -114,6 +114,7 @@ def drop_condition(order: Order, image: torch.Tensor, text: torch.Tensor, drop: 
 class ARGVLT(nn.Module):
     def __init__(self, cfg: ARGVLTConfig):
         super().__init__()
+        cfg = cfg.sized()
         cfg.check_sizes()
         self.cfg = cfg
         d = cfg.width

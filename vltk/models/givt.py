@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 from torch import nn
@@ -85,14 +85,11 @@ class GIVTConfig:
     def __post_init__(self) -> None:
         if self.size not in PRESETS:
             raise ValueError(f"unknown GIVT size {self.size!r}; choose from {', '.join(PRESETS)}")
-        for name, value in zip(("width", "depth", "heads", "mlp_width"), PRESETS[self.size]):
-            if getattr(self, name) == 0:
-                object.__setattr__(self, name, value)
-        self.trunk  # validates width / heads / MLP width / dropouts
+        trunk = self.trunk  # validates width / heads / MLP width / dropouts
         if self.variant not in ("causal", "maskgit"):
             raise ValueError(f"unknown GIVT variant {self.variant!r}; choose causal or maskgit")
-        if self.variant == "maskgit" and self.width % 2:
-            raise ValueError(f"MaskGIT's concat fusion halves the width: {self.width} is not even")
+        if self.variant == "maskgit" and trunk.width % 2:
+            raise ValueError(f"MaskGIT's concat fusion halves the width: {trunk.width} is not even")
         if min(self.image_tokens, self.num_classes, self.text_vocab, self.text_tokens) < 0:
             raise ValueError("image_tokens, num_classes, text_vocab and text_tokens must be >= 0")
         if (self.text_vocab > 0) != (self.text_tokens > 0):
@@ -102,10 +99,20 @@ class GIVTConfig:
         if self.adapter is not None and self.image_tokens and math.isqrt(self.image_tokens) ** 2 != self.image_tokens:
             raise ValueError(f"the adapter works on a square latent grid; {self.image_tokens} tokens are not one")
 
+    def _sizes(self) -> dict[str, int]:
+        """width, depth, heads and mlp_width: each the field where it is set (> 0), else the size preset's."""
+        return {name: getattr(self, name) or value for name, value in zip(("width", "depth", "heads", "mlp_width"),
+                                                                           PRESETS[self.size])}
+
+    def sized(self) -> Self:
+        """This config with the preset's sizes written out: what a model is built from and what a generator artifact
+        records. A field left 0 means "the preset's"; the config itself is never mutated."""
+        return dataclasses.replace(self, **self._sizes())
+
     @property
     def trunk(self) -> TransformerConfig:
-        return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, mlp_width=self.mlp_width,
-                                 bias=False, gelu="tanh", dropout=self.dropout, attn_dropout=self.attn_dropout)
+        return TransformerConfig(**self._sizes(), bias=False, gelu="tanh", dropout=self.dropout,
+                                 attn_dropout=self.attn_dropout)
 
     @property
     def latent_channels(self) -> int:
@@ -155,6 +162,7 @@ class GIVTCache(KVCache):
 class GIVT(nn.Module):
     def __init__(self, cfg: GIVTConfig):
         super().__init__()
+        cfg = cfg.sized()
         cfg.check_sizes()
         self.cfg = cfg
         e, d = cfg.width, cfg.latent_channels

@@ -16,7 +16,7 @@ LayerNorms, a tanh GELU, and an explicit MLP width.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F
@@ -79,15 +79,21 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         if self.size not in PRESETS:
             raise ValueError(f"unknown model size {self.size!r}; choose from {', '.join(PRESETS)}")
-        for name, value in zip(("width", "depth", "heads"), PRESETS[self.size]):
-            if getattr(self, name) == 0:
-                object.__setattr__(self, name, value)
         self.trunk  # validates width / heads / dropouts
+
+    def _sizes(self) -> dict[str, int]:
+        """width, depth and heads: each the field where it is set (> 0), else the size preset's."""
+        return {name: getattr(self, name) or value for name, value in zip(("width", "depth", "heads"),
+                                                                           PRESETS[self.size])}
+
+    def sized(self) -> Self:
+        """This config with the preset's width / depth / heads written out: what a model is built from and what a
+        generator artifact records. A field left 0 means "the preset's"; the config itself is never mutated."""
+        return dataclasses.replace(self, **self._sizes())
 
     @property
     def trunk(self) -> TransformerConfig:
-        return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, dropout=self.dropout,
-                                 attn_dropout=self.attn_dropout)
+        return TransformerConfig(**self._sizes(), dropout=self.dropout, attn_dropout=self.attn_dropout)
 
     def check_sizes(self) -> None:
         missing = [k for k in ("image_vocab", "text_vocab", "image_tokens", "text_tokens") if getattr(self, k) < 1]

@@ -171,6 +171,7 @@ def _drop_pad_columns(x: Inputs, text_query: torch.Tensor | None) -> tuple[Input
 class MAGVLT(nn.Module):
     def __init__(self, cfg: MAGVLTConfig):
         super().__init__()
+        cfg = cfg.sized()
         cfg.check_sizes()
         self.cfg = cfg
         d, n, c = cfg.width, cfg.image_tokens, cfg.text_tokens

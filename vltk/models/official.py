@@ -98,11 +98,12 @@ def official_config(state: Mapping[str, torch.Tensor], image_vocab: int) -> MAGV
         raise VltkError(f"image vocabulary {image_vocab} does not fit the joint token table's {rows} rows")
     return MAGVLTConfig(size=SIZES[width], depth=depth, image_vocab=image_vocab, text_vocab=rows - image_vocab,
                         image_tokens=image_tokens, text_tokens=text_tokens, official_positions=True,
-                        mixsel_tokens=specials == MIXSEL_SPECIALS, blind_prefix=False)
+                        mixsel_tokens=specials == MIXSEL_SPECIALS, blind_prefix=False).sized()
 
 
 def official_shapes(cfg: MAGVLTConfig) -> dict[str, Shape]:
     """Key -> shape of the official `model.*` state dict of a model of `cfg` (the table in the module docstring)."""
+    cfg = cfg.sized()
     d, n, c, v = cfg.width, cfg.image_tokens, cfg.text_tokens, cfg.image_vocab + cfg.text_vocab
     shapes: dict[str, Shape] = {
         "tok_emb.weight": (v, d), "tok_emb_spc.weight": (MIXSEL_SPECIALS if cfg.mixsel_tokens else BASIC_SPECIALS, d),
@@ -124,6 +125,7 @@ def to_vltk(state: Mapping[str, torch.Tensor], cfg: MAGVLTConfig) -> dict[str, t
     def get(key: str) -> torch.Tensor:
         return state[PREFIX + key].float()
 
+    cfg = cfg.sized()
     out = {vltk: get(official) for official, vltk in _TOP.items()}
     table = get("tok_emb_spc.weight")  # (6 or 10, D), official row order
     out["specials.weight"] = torch.empty_like(table)

@@ -114,7 +114,7 @@ def generator(folder: Path, name: str, sizes: dict[str, int]
     """A generator's run config from `folder` / `name` with the data's sizes, and its model built on the meta device."""
     kind = read_toml(_path(folder, name)).get("generator", "magvlt")
     run = _config(CONFIGS[kind], folder, name)
-    run = dataclasses.replace(run, model=dataclasses.replace(run.model, **sizes))
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, **sizes).sized())
     with torch.device("meta"):
         model = (MAGVLT if kind == "magvlt" else ARGVLT)(run.model)
     return run, model

@@ -182,7 +182,7 @@ def resolve(cfg: TrainGenConfig, encoded: Path) -> tuple[TrainGenConfig, Encoded
         sizes = {"image_vocab": contents.codebook_size, "text_vocab": text[0], "image_tokens": grid,
                  "text_tokens": text[1]}
     dropout = cfg.data.bpe_dropout if cfg.data.bpe_dropout is not None else contents.bpe_dropout
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes),
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **sizes).sized(),
                               data=dataclasses.replace(cfg.data, bpe_dropout=dropout))
     return cfg, contents
 

@@ -69,12 +69,13 @@ class TrainConfig:
     # collation); 0 builds them in the training process. The batches are the same either way.
     loader_workers: int = 0
     # Experiment trackers that also get the metrics lines, the config and the run's images (vltk.train.tracking):
-    # "tensorboard", "wandb", "mlflow" or a list of them, each from its extra (pip install 'vltk[wandb]').
-    log_with: Tracker | tuple[Tracker, ...] = ()
+    # "tensorboard", "wandb", "mlflow" or a list of them, each from its extra (pip install 'vltk[wandb]'). A single
+    # name in a TOML file or --set is read as a list of one (vltk.config), so both spellings are the same run.
+    log_with: tuple[Tracker, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.log_with, str):  # one tracker; kept as a list so that both spellings are the same run
-            object.__setattr__(self, "log_with", (self.log_with,))
+        if not isinstance(self.log_with, tuple):
+            raise ValueError(f"log_with must be a tuple of tracker names, got {self.log_with!r}")
         known = typing.get_args(Tracker)
         if unknown := [name for name in self.log_with if name not in known]:
             raise ValueError(f"log_with: unknown tracker {unknown[0]!r} (choose from {', '.join(known)})")
