@@ -17,6 +17,7 @@ from vltk.models.givt import GIVT, GIVTConfig
 from vltk.models.gmm import GMM, GMMConfig, log_density
 from vltk.models.layers import Transformer, TransformerConfig
 from vltk.models.vit import ViTConfig
+from vltk.objectives.givt import token_nll
 from vltk.sampling.givt import GIVTSampling, sample_causal
 
 L, D, V, B = 8, 4, 12, 3
@@ -107,6 +108,18 @@ def test_beam_search_finds_likelier_label_latents_than_ancestral_sampling(discre
     assert searched.shape == ancestral.shape == ((16, L) if discrete else (16, L, D))
     assert searched.dtype == (torch.long if discrete else torch.float32)
     assert log_likelihood(searched).mean() > log_likelihood(ancestral).mean() + 1.0
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("discrete", [False, True])
+def test_token_nll_is_cross_entropy_for_codes_and_the_gmm_nll_for_soft_tokens(discrete):
+    model, (z, image) = uvim(discrete), inputs(discrete)
+    raw = model(z, image=image)
+    per_token = token_nll(raw, z, model.cfg)
+    assert per_token.shape == (B, L)
+    expected = -(raw.log_softmax(-1).gather(-1, z.unsqueeze(-1))[..., 0] if discrete
+                 else log_density(GMM.from_logits(raw, GMM_CFG), z))
+    torch.testing.assert_close(per_token, expected, rtol=1e-5, atol=1e-5)
 
 
 def _fingerprint(model: GIVT) -> str:
