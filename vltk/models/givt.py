@@ -45,9 +45,9 @@ givt_coco_panoptic.py). With `encoder` set the causal GIVT is an encoder-decoder
 the image to (B, P, E_enc) patch features, and every decoder block cross-attends to them after its self-attention
 ("we employ the causal variant ... and insert a cross-attention layer after each self-attention layer"; big_vision's
 `EncoderDecoderBlock`, without biases as the decoder's self-attention). The prefix is the BOS label row alone
-(big_vision's num_labels=None; UViM's "without encoder and decoder context"): no classes, no text, no guidance. big_vision
-encodes at the decoder's width (one emb_dim for both); here the encoder may be narrower or wider, and only then a
-Linear E_enc -> E (LeCun-normal, zero bias) maps its features. The ViT runs once per forward or prefill.
+(big_vision's num_labels=None; UViM's "without encoder and decoder context"): no classes, no text, no guidance.
+big_vision encodes at the decoder's width (one emb_dim for both); here the encoder may be narrower or wider, and only
+then a Linear E_enc -> E (LeCun-normal, zero bias) maps its features. The ViT runs once per forward or prefill.
 
 The VQ baseline (UViM's original stage II) is the same network over discrete codes: with `codebook_size` V > 0 the
 tokens are (B, L) code indices that enter through an Embedding V x E (N(0, 1/E), Flax's nn.Embed default as in

@@ -100,7 +100,8 @@ def load_timm_vit(vit: ViT, path: Path) -> None:
     try:
         mapped = timm_to_vltk(state, vit.cfg)
     except KeyError as err:
-        raise VltkError(f"{path} is not a timm ViT with {vit.cfg.depth} blocks: key {err.args[0]!r} is missing") from None
+        missing = err.args[0]
+        raise VltkError(f"{path} is not a timm ViT with {vit.cfg.depth} blocks: key {missing!r} is missing") from None
     except ValueError as err:
         raise VltkError(f"{path}: {err}") from None
     expected = vit.state_dict()
