@@ -9,6 +9,11 @@
     raw1 = model.step(cache, z[:, :1])              # p(z_1 | z_0, c); feed each sampled token next
     masked = maskgit_mask(B, 64, generator)         # variant="maskgit": raw = model(z, labels, masked=masked)
 
+    uvim = GIVTConfig(size="default", image_tokens=256, gmm=GMMConfig(mixtures=1, channels=32), label_dropout=0.0,
+                      encoder=ViTConfig(image_size=512, patch_size=16, width=1024, depth=24, heads=16))
+    raw = GIVT(uvim)(z, image=images)               # images (B, 3, 512, 512) in [-1, 1]: UViM's stage II
+    raw0 = model.prefill(cache, image=images)       # the ViT runs once; its K/V stay in the cache for every step
+
 The sequence is [condition prefix, tokens]. The prefix is P = C + 1 long: for text conditioning (text_tokens = C > 0)
 the caption's C BPE ids from a text table, then one row of the label table (a class, BOS for a model without classes,
 or NOLABEL). The label row comes last because in the causal model its output predicts z_0, and a caption pad must not
@@ -34,6 +39,21 @@ so that at init every token is N(0, I). The trunk is vltk's shared pre-LN transf
 switches: no biases in the attention and the block LayerNorms, a tanh GELU (Flax's default, for checkpoint parity) and
 the preset's MLP width (Large: 8192 for 1536). The MLP keeps its biases, as big_vision's does although the paper says
 they were removed. One difference remains: big_vision's MLP drops out after its GELU, vltk's blocks after the MLP.
+
+UViM stage II (GIVT §4.2, App. B, C.3; big_vision givt.py with num_layers > 0, configs/proj/givt/givt_nyu_depth.py,
+givt_coco_panoptic.py). With `encoder` set the causal GIVT is an encoder-decoder: a ViT (`vltk.models.vit`) encodes
+the image to (B, P, E_enc) patch features, and every decoder block cross-attends to them after its self-attention
+("we employ the causal variant ... and insert a cross-attention layer after each self-attention layer"; big_vision's
+`EncoderDecoderBlock`, without biases as the decoder's self-attention). The prefix is the BOS label row alone
+(big_vision's num_labels=None; UViM's "without encoder and decoder context"): no classes, no text, no guidance.
+big_vision encodes at the decoder's width (one emb_dim for both); here the encoder may be narrower or wider, and only
+then a Linear E_enc -> E (LeCun-normal, zero bias) maps its features. The ViT runs once per forward or prefill.
+
+The VQ baseline (UViM's original stage II) is the same network over discrete codes: with `codebook_size` V > 0 the
+tokens are (B, L) code indices that enter through an Embedding V x E (N(0, 1/E), Flax's nn.Embed default as in
+big_vision's proj/uvim/vtt.py) instead of the Dense, and the head gives V logits (softmax, cross-entropy) instead of a
+GMM's parameters; `gmm` is then unused. Everything else (prefix, positions, trunk, norm, zero-initialised head: uniform
+logits at init, KV cache, encoder) is shared.
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ from vltk.masking import random_subset
 from vltk.models.adapter import Adapter, AdapterConfig
 from vltk.models.gmm import GMMConfig
 from vltk.models.layers import KVCache, Transformer, TransformerConfig, init_weights
+from vltk.models.vit import ViT, ViTConfig
 from vltk.schedules import mask_count, mask_fraction
 
 Variant = Literal["causal", "maskgit"]
@@ -81,6 +102,8 @@ class GIVTConfig:
     text_tokens: int = 0  # the caption context C (both 0: no text)
     label_dropout: float = 0.1  # classifier-free guidance: the condition is dropped with this probability
     adapter: AdapterConfig | None = None  # "+A": GIVT models adapter(z) on the square latent grid (None: z itself)
+    encoder: ViTConfig | None = None  # UViM stage II: cross-attend to a ViT encoding of an image (causal only)
+    codebook_size: int = 0  # > 0: discrete tokens (UViM's VQ baseline): code indices in, V softmax logits out
 
     def __post_init__(self) -> None:
         if self.size not in PRESETS:
@@ -98,6 +121,16 @@ class GIVTConfig:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if self.adapter is not None and self.image_tokens and math.isqrt(self.image_tokens) ** 2 != self.image_tokens:
             raise ValueError(f"the adapter works on a square latent grid; {self.image_tokens} tokens are not one")
+        if self.encoder is not None:
+            if self.variant != "causal":
+                raise ValueError("an image encoder (UViM) needs the causal variant")
+            if self.num_classes or self.text_tokens or self.label_dropout:
+                raise ValueError("with an image encoder the image is the condition: set num_classes = 0, no text and "
+                                 "label_dropout = 0")
+        if self.codebook_size < 0:
+            raise ValueError(f"codebook_size must be >= 0, got {self.codebook_size}")
+        if self.codebook_size and (self.variant != "causal" or self.adapter is not None):
+            raise ValueError("discrete tokens (codebook_size > 0) need the causal variant and no adapter")
 
     def _sizes(self) -> dict[str, int]:
         """width, depth, heads and mlp_width: each the field where it is set (> 0), else the size preset's."""
@@ -112,7 +145,17 @@ class GIVTConfig:
     @property
     def trunk(self) -> TransformerConfig:
         return TransformerConfig(**self._sizes(), bias=False, gelu="tanh", dropout=self.dropout,
-                                 attn_dropout=self.attn_dropout)
+                                 attn_dropout=self.attn_dropout, cross_attention=self.encoder is not None)
+
+    @property
+    def num_logits(self) -> int:
+        """The head's outputs per token: V code logits (discrete) or the GMM's raw parameters."""
+        return self.codebook_size or self.gmm.num_logits
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """One sequence of tokens: (L,) code indices (discrete) or (L, d) soft tokens."""
+        return (self.image_tokens,) if self.codebook_size else (self.image_tokens, self.latent_channels)
 
     @property
     def latent_channels(self) -> int:
@@ -167,23 +210,33 @@ class GIVT(nn.Module):
         self.cfg = cfg
         e, d = cfg.width, cfg.latent_channels
         specials = 1 + 3 * (cfg.variant == "maskgit")  # NOLABEL [, MASK, NOMASK, REPLACE]
-        self.embed_tokens = nn.Linear(d, e)
+        self.embed_tokens = nn.Embedding(cfg.codebook_size, e) if cfg.codebook_size else nn.Linear(d, e)
         self.labels = nn.Embedding(cfg.nolabel + specials, e)
         self.text = nn.Embedding(cfg.text_vocab, e) if cfg.text_tokens else None
         self.positions = nn.Parameter(torch.empty(cfg.sequence_length, e))
         self.transformer = Transformer(cfg.trunk)
         self.norm = nn.LayerNorm(e)
-        self.head = nn.Linear(e, cfg.gmm.num_logits)
+        self.head = nn.Linear(e, cfg.num_logits)
         self.adapter = Adapter(cfg.adapter, d) if cfg.adapter is not None else None
+        # Built last, and only when asked for: a GIVT without an encoder makes the same random draws as before.
+        self.encoder = ViT(cfg.encoder) if cfg.encoder is not None else None
+        widths_differ = cfg.encoder is not None and cfg.encoder.width != e
+        self.encoder_proj = nn.Linear(cfg.encoder.width, e) if widths_differ else None
         self.transformer.apply(init_weights)
-        nn.init.normal_(self.embed_tokens.weight, std=1 / math.sqrt(d))
-        nn.init.zeros_(self.embed_tokens.bias)
+        if cfg.codebook_size:
+            nn.init.normal_(self.embed_tokens.weight, std=1 / math.sqrt(e))
+        else:
+            nn.init.normal_(self.embed_tokens.weight, std=1 / math.sqrt(d))
+            nn.init.zeros_(self.embed_tokens.bias)
         for table in (self.labels, self.text):
             if table is not None:
                 nn.init.normal_(table.weight, std=1.0)
         nn.init.normal_(self.positions, std=1 / math.sqrt(e))
         nn.init.zeros_(self.head.weight)  # every token starts as N(0, I)
         nn.init.zeros_(self.head.bias)
+        if self.encoder_proj is not None:
+            nn.init.normal_(self.encoder_proj.weight, std=1 / math.sqrt(cfg.encoder.width))
+            nn.init.zeros_(self.encoder_proj.bias)
 
     # ---- the adapter (identity without one) -------------------------------------------------------------------------
 
@@ -203,6 +256,21 @@ class GIVT(nn.Module):
         return fn(grid).flatten(2).transpose(1, 2)
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [-1, 1] -> (B, P, E) the memory the decoder cross-attends to (encoder only)."""
+        memory = self.encoder(image)
+        return memory if self.encoder_proj is None else self.encoder_proj(memory)
+
+    def _memory(self, batch: int, image: torch.Tensor | None) -> torch.Tensor | None:
+        """The encoded image of an encoder-decoder GIVT (None without an encoder), after checking what was passed."""
+        if self.encoder is None:
+            if image is not None:
+                raise ValueError("this GIVT has no image encoder: pass no image")
+            return None
+        if image is None or image.shape[0] != batch:
+            raise ValueError(f"this GIVT is conditioned on images: pass image (B = {batch}, 3, H, W)")
+        return self.encode(image)
 
     def _condition(self, batch: int, labels: torch.Tensor | None, text: torch.Tensor | None,
                    text_len: torch.Tensor | None, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,25 +318,27 @@ class GIVT(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, text: torch.Tensor | None = None,
                 text_len: torch.Tensor | None = None, *, drop: torch.Tensor | None = None,
-                masked: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, num_logits) raw head outputs for the (B, L, d) tokens z: output i parametrises token i's GMM.
+                masked: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, num_logits) raw head outputs for the (B, L, d) tokens z (discrete: (B, L) long code indices):
+        output i parametrises token i's GMM (discrete: its code logits).
 
         labels (B,) long classes (when num_classes > 0); text (B, C) ids and text_len (B,) (with text conditioning);
         drop (B,) bool: these rows get the unconditional input (CFG); masked (B, L) bool, True = masked (maskgit only,
-        required there)."""
+        required there); image (B, 3, H, W) in [-1, 1] (with an encoder, required there)."""
         cfg = self.cfg
-        if z.shape[1:] != (cfg.image_tokens, cfg.latent_channels):
-            raise ValueError(f"expected tokens (B, {cfg.image_tokens}, {cfg.latent_channels}), got {tuple(z.shape)}")
+        if z.shape[1:] != cfg.token_shape:
+            raise ValueError(f"expected tokens (B, {', '.join(map(str, cfg.token_shape))}), got {tuple(z.shape)}")
         if (masked is None) != (cfg.variant == "causal"):
             raise ValueError("the maskgit variant needs `masked` (B, L); the causal one takes none")
         prefix, valid = self._condition(z.shape[0], labels, text, text_len, drop)
+        memory = self._memory(z.shape[0], image)  # (B, P, E) or None
         tokens = self.embed_tokens(z[:, :-1]) if masked is None else self._fuse(z, masked)
         x = torch.cat([prefix, tokens], dim=1) + self.positions  # (B, sequence_length, E)
         if self.text is None:  # nothing to block: the fast paths (causal without a mask, or no mask at all)
-            h = self.transformer(x, causal=cfg.variant == "causal")
+            h = self.transformer(x, causal=cfg.variant == "causal", memory=memory)
         else:
             valid = torch.cat([valid, valid.new_ones(x.shape[0], tokens.shape[1])], dim=1)
-            h = self.transformer(x, mask=self._mask(valid, 0, x.shape[1]))
+            h = self.transformer(x, mask=self._mask(valid, 0, x.shape[1]), memory=memory)
         first = cfg.prefix_length - (cfg.variant == "causal")  # the output that reads token 0's GMM
         return self.head(self.norm(h[:, first:]))
 
@@ -284,24 +354,28 @@ class GIVT(nn.Module):
                          device or weight.device, dtype or weight.dtype)
 
     def prefill(self, cache: GIVTCache, labels: torch.Tensor | None = None, text: torch.Tensor | None = None,
-                text_len: torch.Tensor | None = None, *, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed the condition prefix into an empty cache; return (B, num_logits): token 0's GMM."""
+                text_len: torch.Tensor | None = None, *, drop: torch.Tensor | None = None,
+                image: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed the condition prefix into an empty cache; return (B, num_logits): token 0's GMM (or code logits).
+        With an encoder, `image` (B, 3, H, W) is encoded here, once: its keys / values stay in the cache."""
         if cache.length:
             raise ValueError(f"prefill needs an empty cache; this one holds {cache.length} positions")
-        prefix, valid = self._condition(cache.keys.shape[1], labels, text, text_len, drop)
+        batch = cache.keys.shape[1]
+        prefix, valid = self._condition(batch, labels, text, text_len, drop)
         cache.valid[:, :valid.shape[1]] = valid
-        return self._decode(cache, prefix)
+        return self._decode(cache, prefix, self._memory(batch, image))
 
     def step(self, cache: GIVTCache, z: torch.Tensor) -> torch.Tensor:
-        """Feed the next (B, T, d) tokens after what the cache holds; return (B, num_logits): the next token's GMM."""
+        """Feed the next (B, T, d) tokens ((B, T) long codes) after what the cache holds; return (B, num_logits):
+        the next token's GMM (or code logits)."""
         if cache.length < self.cfg.prefix_length:
             raise ValueError("the cache holds no condition: call prefill first")
         return self._decode(cache, self.embed_tokens(z))
 
-    def _decode(self, cache: GIVTCache, x: torch.Tensor) -> torch.Tensor:
+    def _decode(self, cache: GIVTCache, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         start, t = cache.length, x.shape[1]
         if start + t > self.cfg.sequence_length:
             raise ValueError(f"the sequence holds {self.cfg.sequence_length} positions; {start + t} were asked for")
         mask = self._mask(cache.valid, start, t) if self.text is not None else None
-        h = self.transformer(x + self.positions[start:start + t], mask=mask, causal=True, cache=cache)
+        h = self.transformer(x + self.positions[start:start + t], mask=mask, causal=True, cache=cache, memory=memory)
         return self.head(self.norm(h[:, -1]))

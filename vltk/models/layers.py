@@ -5,12 +5,20 @@
     h = trunk(x, causal=True)                 # causal, without building a mask
     cache = trunk.new_cache(batch=4, max_length=324)
     h = trunk(x_new, cache=cache)             # causal decoding: appends the new keys / values, attends to the prefix
+    trunk = Transformer(TransformerConfig(width=1024, depth=24, heads=16, cross_attention=True))
+    h = trunk(x, causal=True, memory=m)       # m (B, P, D): every block also cross-attends to it
 
 The blocks follow MAGVLT's `Transformer1d` (kakaobrain/magvlt magvlt/models/stage2/layers.py): LayerNorm before
 attention and before the MLP, q/k/v and output projections with biases, attention and residual dropout, an MLP
 d -> 4d -> d with exact GELU. The q, k and v projections are one fused Linear (the same function; one matmul instead of
 three). GIVT's blocks (big_vision givt.py) are the same with three switches: no biases in the attention and the block
 LayerNorms, a tanh GELU, and an explicit MLP width.
+
+`cross_attention` adds, after self-attention, big_vision's encoder-decoder sub-layer (givt.py `EncoderDecoderBlock`:
+LayerNorm2 -> CrossAttn(query x, keys / values the encoded memory) -> dropout -> residual; GIVT §4.2 "insert a
+cross-attention layer after each self-attention layer"), with the block's bias switch. In causal decoding the memory's
+keys / values are computed once, at the step that passes the memory (the prefill), and kept in the KV cache.
+Without the switch a block has exactly the modules it always had, so seeded models and their outputs do not change.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ class TransformerConfig:
     gelu: Literal["none", "tanh"] = "none"  # torch's `approximate`: exact, or the tanh form (Flax's default; GIVT)
     dropout: float = 0.1  # residual dropout, after attention and after the MLP
     attn_dropout: float = 0.1  # on the attention probabilities
+    cross_attention: bool = False  # a cross-attention sub-layer over a memory (B, P, width) in every block
+    norm_eps: float = 1e-5  # the block LayerNorms' epsilon (torch's default; timm's and Flax's ViTs use 1e-6)
 
     def __post_init__(self) -> None:
         if min(self.width, self.depth, self.heads, self.mlp_ratio) < 1 or self.mlp_width < 0:
@@ -44,6 +54,8 @@ class TransformerConfig:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if not (0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1):
             raise ValueError("dropout and attn_dropout must be in [0, 1)")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
 
     @property
     def hidden(self) -> int:
@@ -102,7 +114,8 @@ class GeneratorConfig:
 
 
 class KVCache:
-    """Keys and values of every layer for causal decoding: (depth, B, heads, max_length, head_dim) each."""
+    """Keys and values of every layer for causal decoding: (depth, B, heads, max_length, head_dim) each; with
+    cross-attention also the memory's, per layer: memory[layer] = ((B, heads, P, head_dim) keys, values)."""
 
     def __init__(self, depth: int, batch: int, heads: int, max_length: int, head_dim: int,
                  device: torch.device | str, dtype: torch.dtype):
@@ -110,6 +123,7 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # positions filled so far
+        self.memory: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # filled by the first cross-attending call
 
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (B, H, T, hd) new keys / values of `layer` after the prefix; return the prefix + them."""
@@ -123,6 +137,7 @@ class KVCache:
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (B',), e.g. the survivors of a beam or of finished captions."""
         self.keys, self.values = self.keys[:, index], self.values[:, index]
+        self.memory = {layer: (k[index], v[index]) for layer, (k, v) in self.memory.items()}
 
 
 class Attention(nn.Module):
@@ -149,6 +164,34 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
+class CrossAttention(nn.Module):
+    """Queries from the sequence, keys / values from a memory (B, P, width) that every query may see (no mask)."""
+
+    def __init__(self, cfg: TransformerConfig, layer: int):
+        super().__init__()
+        self.heads, self.layer, self.attn_dropout = cfg.heads, layer, cfg.attn_dropout
+        self.q = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        self.kv = nn.Linear(cfg.width, 2 * cfg.width, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). With a cache, the memory's keys / values are projected when `memory` is given
+        and stored; later calls pass memory=None and read them back."""
+        b, t, d = x.shape
+        if memory is not None:
+            p = memory.shape[1]
+            k, v = self.kv(memory).view(b, p, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, P, hd)
+            if cache is not None:
+                cache.memory[self.layer] = (k, v)
+        elif cache is not None and self.layer in cache.memory:
+            k, v = cache.memory[self.layer]
+        else:
+            raise ValueError("this transformer cross-attends: pass memory (B, P, D), or a cache prefilled with one")
+        q = self.q(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -163,13 +206,21 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig, layer: int):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(cfg.width, bias=cfg.bias), nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, bias=cfg.bias)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, bias=cfg.bias)
         self.attn, self.mlp = Attention(cfg, layer), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        if cfg.cross_attention:  # registered last: a model without it keeps its parameter order and init draws
+            self.norm_cross = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, bias=cfg.bias)
+            self.cross = CrossAttention(cfg, layer)
+        else:
+            self.cross = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, memory: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), mask, causal, cache))
+        if self.cross is not None:
+            x = x + self.drop(self.cross(self.norm_cross(x), memory, cache))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -182,10 +233,13 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, D). mask: (B, T, S) or (T, S) bool, True = may attend. With a cache, S = prefix + T."""
+                cache: KVCache | None = None, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). mask: (B, T, S) or (T, S) bool, True = may attend. With a cache, S = prefix + T.
+        memory (B, P, D): what the blocks cross-attend to (cross_attention only; with a cache, once, at the prefill)."""
+        if memory is not None and not self.cfg.cross_attention:
+            raise ValueError("this transformer has no cross-attention: pass no memory")
         for block in self.blocks:
-            x = block(x, mask, causal, cache)
+            x = block(x, mask, causal, cache, memory)
         if cache is not None:
             cache.length += x.shape[1]
         return x

@@ -11,7 +11,9 @@ every token under the GMM the model predicts for it:
 - maskgit: the mean over the masked tokens only; each sample masks ceil(rho L) tokens, rho = cos(pi u / 2),
   u ~ U(0, 1 - min_masking_rate) (`vltk.models.givt.maskgit_mask`).
 The NLL is in nats per token (a sum over the d channels) and, logged as "nll_per_dim", per channel; continuous
-densities make both negative once the model is better than N(0, I) by enough, which is expected.
+densities make both negative once the model is better than N(0, I) by enough, which is expected. `token_nll` is the
+per-token loss of either GIVT: the GMM NLL, or for a discrete one (UViM's VQ baseline) the softmax cross-entropy of
+its code indices. (This task reads VAE posteriors; a UViM task over images and label codes is not wired yet.)
 
 Every random draw (eps, the condition drop, the mask) is made for the whole global batch from a generator keyed by
 (seed, step, name) and sliced by the samples' places in it, and the mean divides by the token count of the whole
@@ -24,9 +26,10 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 
-from vltk.models.givt import maskgit_mask
+from vltk.models.givt import GIVTConfig, maskgit_mask
 from vltk.models.gmm import GMM, nll
 from vltk.objectives.common import Draws, GlobalMean, batch_offsets
 from vltk.train.loop import TOKENS, Part, unwrap
@@ -45,6 +48,14 @@ class GIVTObjective:
 def sample_latents(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """z = mean + sigma eps with sigma = exp(logvar / 2): the reparameterised posterior draw, all (b, L, d)."""
     return mean + (0.5 * logvar).exp() * noise
+
+
+def token_nll(raw: torch.Tensor, tokens: torch.Tensor, cfg: GIVTConfig) -> torch.Tensor:
+    """(b, L) float32 negative log-likelihood of each token under the head's (b, L, num_logits) outputs: the GMM's
+    for soft tokens (b, L, d), or cross-entropy over the codebook for code indices (b, L) (codebook_size > 0)."""
+    if cfg.codebook_size:
+        return F.cross_entropy(raw.float().transpose(1, 2), tokens, reduction="none")
+    return nll(GMM.from_logits(raw, cfg.gmm), tokens)
 
 
 class GIVTTask:
@@ -79,7 +90,7 @@ class GIVTTask:
             masked = draws.sliced("mask", lambda g, batch: maskgit_mask(
                 batch, mcfg.image_tokens, g, self.cfg.min_masking_rate))  # (b, L) True = masked
         raw = model(tokens, **condition, drop=drop, masked=masked)  # (b, L, num_logits)
-        per_token = nll(GMM.from_logits(raw, mcfg.gmm), tokens)  # (b, L) float32
+        per_token = token_nll(raw, tokens, mcfg)  # (b, L) float32
         scored = torch.ones_like(per_token, dtype=torch.bool) if masked is None else masked
         loss = self.mean(per_token[scored].sum(), scored.sum())
         self.accelerator.backward(loss)

@@ -22,15 +22,19 @@ rows) and its beams grow, min(beams, fans^t) per sample after step t, so the fir
 beams start as copies; `reorder_fn` expands the state as they grow. With beams = fans = 1 both are ancestral sampling.
 Beam search is not combined with DB-CFG: the reference asserts it (and a guided density is unnormalised, so its
 scores would not be log-probabilities).
+
+`CategoricalFan` is the Fan of a model with logits over a vocabulary (GIVT's VQ baseline, UViM's stage II); GIVT's
+Gaussian mixtures have theirs in `vltk.sampling.givt`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Protocol, TypeVar
 
 import torch
 
-from vltk.sampling.common import gumbel
+from vltk.sampling.common import gumbel, sample
 
 State = TypeVar("State")
 
@@ -41,6 +45,19 @@ class Fan(Protocol):
     def sample(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws for each of its R rows: ((n, R, *event) tokens, (n, R) their log-probabilities)."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalFan:
+    """A Fan over R rows of (R, V) logits (already divided by the temperature): n independent ids per row from
+    softmax(logits), with their log-probabilities, float32."""
+
+    logits: torch.Tensor
+
+    def sample(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = self.logits.float().log_softmax(-1)  # (R, V)
+        ids, _ = sample(logp.expand(n, *logp.shape), generator)  # (n, R)
+        return ids, logp.T.gather(0, ids)
 
 
 def choose(scores: torch.Tensor, k: int, generator: torch.Generator | None, rand_top_k: bool,

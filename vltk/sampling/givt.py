@@ -6,6 +6,7 @@ both with optional density-based CFG (GIVT §3.4; big_vision givt/decode.py).
     z, stats = sample(model, cfg, batch=8, labels=labels, generator=g)  # (8, L, d) float32 in GIVT's token space
     print(stats["acceptance"])                                       # DB-CFG's acceptance rate (only when w > 0)
     z, _ = sample(model, GIVTSampling(beams=4, fans=8), batch=8, labels=labels, generator=g)   # causal beam search
+    z, _ = sample(uvim, GIVTSampling(beams=4, fans=8), batch=8, image=images, generator=g)     # UViM: one per image
 
 Every token's GMM is read with the temperature t multiplying its standard deviations and the mixture temperature
 multiplying its mixture logits (`GMM.from_logits`). With cfg_weight w > 0 each forward pass runs on 2B rows, the B
@@ -14,6 +15,12 @@ p_c^(1+w) p_u^(-w) by `vltk.sampling.dbcfg`'s rejection sampler: the component i
 (per channel for the per_channel kind) and the same index picks the unconditional one. A full-covariance GMM cannot
 be guided (the rejection sampler is per channel), and beam search is not combined with guidance (a guided density is
 unnormalised: its scores are not log-probabilities), as in the reference.
+
+A discrete GIVT (codebook_size > 0, UViM's VQ baseline) draws code ids from softmax(logits / temperature): the
+temperature divides its logits, and mixture_temperature is unused; it returns (B, L) long ids. It is not guided.
+An encoder-decoder GIVT (UViM) takes `image` (B, 3, H, W) in [-1, 1] instead of labels / text: the prefill encodes it
+once, and beam search's cache reorders carry its keys / values with the beams. It is not guided either (there is no
+unconditional model to guide with).
 
 Causal: the prefix fills one KV cache (of 2B rows when guided), then one step per token. Beam search (`beams` or
 `fans` > 1) scores a beam by the log-density of its tokens under the scaled GMMs, as the reference does.
@@ -41,8 +48,9 @@ from vltk.models.givt import GIVT, GIVTCache
 from vltk.models.gmm import GMM
 from vltk.sampling.gmm import sample as sample_gmm
 from vltk.sampling.argvlt import new_cache
-from vltk.sampling.beam import beam_search
+from vltk.sampling.beam import CategoricalFan, beam_search
 from vltk.sampling.common import gumbel
+from vltk.sampling.common import sample as sample_categorical
 from vltk.sampling.dbcfg import (ENVELOPES, Envelope, at_component, guided_log_density, pick_component,
                                  rejection_sample)
 from vltk.schedules import mask_fraction
@@ -134,10 +142,23 @@ def _gmm(model: GIVT, cfg: GIVTSampling, raw: torch.Tensor) -> GMM:
                            mixture_temperature=cfg.mixture_temperature)
 
 
+def _fan(model: GIVT, cfg: GIVTSampling, raw: torch.Tensor) -> GMMFan | CategoricalFan:
+    """beam_search's Fan for the (R, num_logits) raw outputs: code logits / temperature, or the scaled GMMs."""
+    return CategoricalFan(raw.float() / cfg.temperature) if model.cfg.codebook_size else GMMFan(_gmm(model, cfg, raw))
+
+
+def _feed(model: GIVT, z: torch.Tensor) -> torch.Tensor:
+    """(R, ...) drawn tokens -> (R, 1, ...) the step's input: long code ids, or soft tokens in the model's dtype."""
+    return z.unsqueeze(1) if model.cfg.codebook_size else z.unsqueeze(1).to(model.embed_tokens.weight.dtype)
+
+
 def _draw(model: GIVT, cfg: GIVTSampling, raw: torch.Tensor, raw_u: torch.Tensor | None,
           generator: torch.Generator | None, acceptance: _Acceptance) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of the (..., num_logits) raw outputs (and, guided, the unconditional pass's raw_u):
-    (z (..., d) float32, its log-density (...,): the GMM's, or with CFG the unnormalised guided one)."""
+    (z (..., d) float32, its log-density (...,): the GMM's, or with CFG the unnormalised guided one). Discrete:
+    (ids (...,) long, their probabilities (...,)) from softmax(raw / temperature)."""
+    if model.cfg.codebook_size:
+        return sample_categorical(raw.float() / cfg.temperature, generator)
     gmm = _gmm(model, cfg, raw)
     if raw_u is None:
         return sample_gmm(gmm, generator)
@@ -156,15 +177,18 @@ def _draw(model: GIVT, cfg: GIVTSampling, raw: torch.Tensor, raw_u: torch.Tensor
 
 
 def _conditions(model: GIVT, cfg: GIVTSampling, batch: int, labels: torch.Tensor | None,
-                text: torch.Tensor | None, text_len: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+                text: torch.Tensor | None, text_len: torch.Tensor | None,
+                image: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
     """The model's condition keywords: B rows, or guided 2B rows (the B conditions, then the same B dropped)."""
     if model.cfg.gmm.kind == "full" and cfg.guided:
         raise ValueError("a full-covariance GIVT cannot be guided: DB-CFG samples per channel (set cfg_weight = 0)")
-    for name, value in (("labels", labels), ("text", text), ("text_len", text_len)):
+    if (model.cfg.codebook_size or model.cfg.encoder is not None) and cfg.guided:
+        raise ValueError("a discrete or image-conditioned (UViM) GIVT is not guided: set cfg_weight = 0")
+    for name, value in (("labels", labels), ("text", text), ("text_len", text_len), ("image", image)):
         if value is not None and value.shape[0] != batch:
             raise ValueError(f"{name} has {value.shape[0]} rows for a batch of {batch}")
     if not cfg.guided:
-        return dict(labels=labels, text=text, text_len=text_len)
+        return dict(labels=labels, text=text, text_len=text_len, image=image)
     twice = [None if t is None else torch.cat([t, t]) for t in (labels, text, text_len)]
     drop = torch.arange(2 * batch, device=model.positions.device) >= batch  # (2B,)
     return dict(labels=twice[0], text=twice[1], text_len=twice[2], drop=drop)
@@ -180,12 +204,14 @@ def _split(raw: torch.Tensor, guided: bool) -> tuple[torch.Tensor, torch.Tensor 
 @torch.no_grad()
 def sample_causal(model: GIVT, cfg: GIVTSampling, *, batch: int, labels: torch.Tensor | None = None,
                   text: torch.Tensor | None = None, text_len: torch.Tensor | None = None,
+                  image: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """(B, L, d) float32 tokens of a causal GIVT for labels (B,) and / or captions text (B, C) with text_len (B,),
-    and the stats ({"acceptance": rate} when guided). Ancestral, or beam search when beams or fans > 1."""
+    """(B, L, d) float32 tokens ((B, L) long ids for a discrete GIVT) of a causal GIVT for labels (B,) and / or
+    captions text (B, C) with text_len (B,), or images (B, 3, H, W) (with an encoder), and the stats
+    ({"acceptance": rate} when guided). Ancestral, or beam search when beams or fans > 1."""
     if model.cfg.variant != "causal":
         raise ValueError(f"sample_causal needs the causal GIVT, got variant {model.cfg.variant!r}")
-    condition = _conditions(model, cfg, batch, labels, text, text_len)
+    condition = _conditions(model, cfg, batch, labels, text, text_len, image)
     if cfg.beam_search:
         return _beam_search(model, cfg, batch, condition, generator), {}
     rows = 2 * batch if cfg.guided else batch
@@ -197,20 +223,18 @@ def sample_causal(model: GIVT, cfg: GIVTSampling, *, batch: int, labels: torch.T
         tokens.append(z)
         if i + 1 < model.cfg.image_tokens:  # both halves are fed the same (guided) token
             fed = torch.cat([z, z]) if cfg.guided else z
-            raw = model.step(cache, fed.unsqueeze(1).to(model.embed_tokens.weight.dtype))
+            raw = model.step(cache, _feed(model, fed))
     return torch.stack(tokens, dim=1), acceptance.stats(cfg.guided)
 
 
 def _beam_search(model: GIVT, cfg: GIVTSampling, batch: int, condition: dict[str, torch.Tensor | None],
                  generator: torch.Generator | None) -> torch.Tensor:
-    """(B, L, d) the best beam of each sample (vltk.sampling.beam); the cache grows to B * beams rows."""
+    """(B, L, d) (discrete: (B, L)) the best beam of each sample (vltk.sampling.beam); the cache grows to B * beams
+    rows, the encoded image's keys / values with it (`GIVTCache.reorder`)."""
 
-    def step(cache: GIVTCache, last: torch.Tensor | None) -> tuple[GIVTCache, GMMFan]:
-        if last is None:
-            raw = model.prefill(cache, **condition)
-        else:
-            raw = model.step(cache, last.unsqueeze(1).to(model.embed_tokens.weight.dtype))
-        return cache, GMMFan(_gmm(model, cfg, raw))
+    def step(cache: GIVTCache, last: torch.Tensor | None) -> tuple[GIVTCache, GMMFan | CategoricalFan]:
+        raw = model.prefill(cache, **condition) if last is None else model.step(cache, _feed(model, last))
+        return cache, _fan(model, cfg, raw)
 
     def reorder(cache: GIVTCache, index: torch.Tensor) -> GIVTCache:
         cache.reorder(index)
