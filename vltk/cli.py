@@ -238,6 +238,29 @@ def tokenize_image(
     done(stage.run(cfg, shards, out, from_taming=from_taming, force=force, cpu=cpu))
 
 
+@tokenize_app.command("label")
+@cli_errors
+def tokenize_label(
+    shards: Annotated[Path, typer.Argument(help="Shards artifact (vltk shard) with panoptic or depth labels.")],
+    out: Annotated[Path, typer.Argument(help="Output label-tokenizer artifact.")],
+    task: Annotated[Optional[str], typer.Option(help="panoptic | depth.")] = None,
+    bottleneck: Annotated[Optional[str], typer.Option(help="vae (GIVT) | vq (UViM).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when there is a GPU.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Label tokenizer (UViM stage I): train an autoencoder of panoptic or depth label maps with a Gaussian (GIVT) or
+    VQ (UViM) bottleneck, scored on the val split against a trivial baseline."""
+    from vltk.config import load_config
+    from vltk.pipeline import tokenize_label as stage
+
+    cfg = load_config(stage.TokenizeLabelConfig, config, set_ or (),
+                      {"model.task": task, "model.bottleneck": bottleneck, "train.steps": steps})
+    done(stage.run(cfg, shards, out, force=force, cpu=cpu))
+
+
 @app.command("encode")
 @cli_errors
 def encode(

@@ -30,6 +30,7 @@ from vltk.data.schema import Shape, read_jsonl
 from vltk.data.shards import Sample, iter_samples
 from vltk.errors import VltkError
 from vltk.imagetok.artifact import load_image_tokenizer
+from vltk.labeltok.artifact import load_label_tokenizer
 from vltk.models.artifact import load_generator
 from vltk.records import RECORDS, Contents, GeneratorContents, ImageTokenizerContents, Stage
 from vltk.sampling.generate import (
@@ -123,6 +124,14 @@ class ImageTokenizer(Artifact):
         with torch.inference_mode():
             pixels = self.model.decode(torch.as_tensor(tokens).to(self.device))  # (B, 3, S, S) in about [-1, 1]
         return [Image.fromarray(picture) for picture in to_uint8(pixels)]
+
+
+class LabelTokenizer(Artifact):
+    """`vltk tokenize label`: UViM's label autoencoder (encode label maps, decode latents, predict maps)."""
+
+    @functools.cached_property
+    def model(self) -> torch.nn.Module:
+        return load_label_tokenizer(self.path, self.device)[0]
 
 
 class Encoded(Artifact):
@@ -287,8 +296,8 @@ class Generator(Artifact):
 
 HANDLES: dict[str, type[Artifact]] = {
     Stage.SHARD: Shards, Stage.TOKENIZE_TEXT: TextTokenizer, Stage.TOKENIZE_IMAGE: ImageTokenizer,
-    Stage.ENCODE: Encoded, Stage.TRAIN_GEN: Generator, Stage.SAMPLE: Samples, Stage.DECODE: Samples,
-    Stage.SCORE: Scores,
+    Stage.TOKENIZE_LABEL: LabelTokenizer, Stage.ENCODE: Encoded, Stage.TRAIN_GEN: Generator, Stage.SAMPLE: Samples,
+    Stage.DECODE: Samples, Stage.SCORE: Scores,
 }
 
 

@@ -34,6 +34,7 @@ class Stage(enum.StrEnum):
     SHARD = "shard"
     TOKENIZE_TEXT = "tokenize-text"
     TOKENIZE_IMAGE = "tokenize-image"
+    TOKENIZE_LABEL = "tokenize-label"
     ENCODE = "encode"
     TRAIN_GEN = "train-gen"
     SAMPLE = "sample"
@@ -117,6 +118,21 @@ class ImageTokenizerContents(Contents):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelTokenizerContents(Contents):
+    """`vltk tokenize label`: UViM's label autoencoder for a dense task, its bottleneck, sizes and model config."""
+
+    STAGE: ClassVar[Stage] = Stage.TOKENIZE_LABEL
+    task: str  # "panoptic" | "depth"
+    bottleneck: str  # "vae" | "vq"
+    image_size: int
+    code_len: int  # latent tokens per label map (a square grid)
+    latent_channels: int  # d: the Gaussian's or the codewords' width
+    model: dict[str, Any]  # the LabelTokenizerConfig that rebuilds it
+    codebook_size: int | None = None  # vq
+    categories: list[dict[str, Any]] | None = None  # panoptic: the shards' COCO categories (class c = c-th by id)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EncodedContents(Contents):
     """`vltk encode`: per split {samples, captions, shards}, the image tokens' kind and sizes, the text's ids."""
 
@@ -171,4 +187,5 @@ class SamplesContents(Contents):
 
 
 RECORDS: dict[str, type[Contents]] = {record.STAGE: record for record in (
-    ShardsContents, TextTokenizerContents, ImageTokenizerContents, EncodedContents, GeneratorContents, SamplesContents)}
+    ShardsContents, TextTokenizerContents, ImageTokenizerContents, LabelTokenizerContents, EncodedContents,
+    GeneratorContents, SamplesContents)}

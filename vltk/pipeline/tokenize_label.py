@@ -1,0 +1,239 @@
+"""`vltk tokenize label`: train UViM's label autoencoder (stage I of GIVT §4.2 / App. C.3) on the shards' dense labels.
+
+    vltk tokenize label build/demo/shards build/demo/label-tok-panoptic --task panoptic \
+        --config stages/demo/tokenize_label_panoptic.toml
+    vltk tokenize label build/nyu/shards build/nyu/label-tok --task depth --config stages/paper/tokenize_label_depth.toml
+
+The image size comes from the shards' manifest and, for panoptic with `model.num_classes = 0`, the classes from its
+categories (void + one per category). Training reads (image, label) batches of the train split
+(`vltk.data.dense.DenseBatches`; the images are unused here, stage II conditions on them) through the shared training
+loop (`vltk.objectives.labeltok`). Then, on the val split, the reconstructions from the posterior mean (vae) or the
+quantised codes (vq) are scored against the truth: panoptic quality (All / Things / Stuff, the categories' isthing
+split) or depth RMSE / AbsRel / delta1 in metres against the unbinned truth, and the same metric of a trivial
+baseline beside it: panoptic, every pixel the train split's most frequent semantic class as one segment; depth, the
+train split's mean measured depth at each pixel.
+
+The artifact holds `model.safetensors`, `recon.png` (val images, their true labels and the reconstructions,
+colourised: `vltk.labeltok.maps`), `metrics.jsonl`, `checkpoints/`, and a manifest (`LabelTokenizerContents`) with the
+task, bottleneck, sizes, categories and model config, the metrics in `extra`. A killed run continues from its last
+checkpoint when re-run with the same config and inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vltk.config import config_to_dict, require_range
+from vltk.data import depth as depth_png
+from vltk.data.dense import DenseBatches, LabelSpec, count_labelled, dense_categories, iter_dense
+from vltk.data.images import image_grid
+from vltk.data.shards import decode_depth
+from vltk.errors import VltkError
+from vltk.labeltok.artifact import STAGE, WEIGHTS
+from vltk.labeltok.config import TASKS, LabelTokenizerConfig
+from vltk.labeltok.maps import Categories, colour_depth, colour_panoptic
+from vltk.labeltok.model import LabelAutoencoder
+from vltk.metrics.dense import DepthMetrics, PanopticQuality
+from vltk.objectives.labeltok import LabelTokenizerTask
+from vltk.records import LabelTokenizerContents, ShardsContents
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
+from vltk.train.launch import begin_shared
+from vltk.ui import console
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenizeLabelConfig:
+    model: LabelTokenizerConfig = dataclasses.field(default_factory=LabelTokenizerConfig)  # image_size: from shards
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train_split: str = "train"
+    val_split: str = "val"
+    flip: bool = False  # mirror label maps (and images) at random; UViM does, off for the short demo runs
+    eval_count: int = 0  # val samples scored; 0 = all
+    eval_batch_size: int = 64
+    recon_images: int = 8  # val samples shown in recon.png
+
+    def __post_init__(self) -> None:
+        require_range(self, "eval_batch_size", "recon_images")
+        require_range(self, "eval_count", low=0)
+
+
+def resolve(cfg: TokenizeLabelConfig, shards: Path) -> tuple[TokenizeLabelConfig, Categories | None]:
+    """The config with the shards' image size and (panoptic, when 0) number of classes; the categories."""
+    size = ShardsContents.read(shards).image_size
+    model = cfg.model
+    categories = dense_categories(shards) if model.task == "panoptic" else None
+    classes = model.num_classes
+    if categories is not None:
+        if classes and classes < categories.num_classes:
+            raise VltkError(f"model.num_classes {classes} is below the {categories.num_classes} classes (void "
+                            f"included) of {shards}'s categories")
+        classes = classes or categories.num_classes
+    try:
+        model = dataclasses.replace(model, image_size=size, num_classes=classes)
+    except ValueError as err:
+        raise VltkError(f"the label autoencoder does not fit the shards' {size} px labels: {err}") from None
+    return dataclasses.replace(cfg, model=model), categories
+
+
+def label_spec(model: LabelTokenizerConfig, categories: Categories | None) -> LabelSpec:
+    return LabelSpec(task=model.task, categories=categories, max_instances=model.max_instances,
+                     depth_bins=model.depth_bins, min_depth=model.min_depth, max_depth=model.max_depth)
+
+
+def run(cfg: TokenizeLabelConfig, shards: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
+    """Train the label autoencoder on `shards` into the artifact `out` (continuing a killed run of the same config)."""
+    shards, out = Path(shards), Path(out)
+    if cfg.model.task not in TASKS:
+        raise VltkError(f"unknown task {cfg.model.task!r}: choose from {', '.join(TASKS)}")
+    cfg, categories = resolve(cfg, shards)
+    spec = label_spec(cfg.model, categories)
+    found, skipped = count_labelled(shards, cfg.train_split, spec)
+    if found == 0:
+        raise VltkError(f"{shards} has no {spec.task} labels ({spec.member}) in its '{cfg.train_split}' split: "
+                        f"shard a source that has them")
+    if skipped:
+        console().print(f"[yellow]note:[/] {skipped} of {found + skipped} '{cfg.train_split}' samples have no "
+                        f"{spec.member}; training on the other {found}")
+    accelerator = make_accelerator(cfg.train, cpu=cpu)
+    job = begin_shared(accelerator, out, stage=STAGE, config=cfg, inputs={"shards": shards}, force=force, resume=True)
+    if job is None:
+        return out
+
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every process
+    parts = prepare(accelerator, {"model": (LabelAutoencoder(cfg.model), cfg.optim)}, compile=cfg.train.compile)
+    data = DenseBatches(shards, cfg.train_split, spec, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                        rank=accelerator.process_index, world_size=accelerator.num_processes, flip=cfg.flip)
+    result = train(LabelTokenizerTask(parts, accelerator), data, cfg.train, accelerator=accelerator, work=job.work,
+                   label=f"tokenize label ({cfg.model.task}, {cfg.model.bottleneck})")
+    if accelerator.is_main_process:
+        model = save_final_weights(accelerator, parts["model"], result.ema, job.work / WEIGHTS)
+        evaluation = evaluate(model, shards, cfg, spec, job.work / "recon.png", accelerator.device)
+        trained = {"steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+                   "train_samples": found, "skipped": skipped, "final": result.metrics}
+        listed = ShardsContents.read(shards).extra["categories"] if categories is not None else None
+        job.publish(contents=_contents(cfg, listed, evaluation, trained))
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+    """((b, 3, H, W) uint8 images, (b, H, W, C) labels, their samples) of the first `count` (0: all) labelled
+    samples of `split`, in order."""
+    items: list = []
+    for n, item in enumerate(iter_dense(shards, split, spec)):
+        if count and n == count:
+            break
+        items.append(item)
+        if len(items) == size:
+            yield _stack(items)
+            items = []
+    if items:
+        yield _stack(items)
+
+
+def _stack(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:
+    return (torch.from_numpy(np.stack([i for i, _, _ in items])), torch.from_numpy(np.stack([l for _, l, _ in items])),
+            [s for _, _, s in items])
+
+
+def baseline(shards: Path, split: str, spec: LabelSpec) -> np.ndarray:
+    """The trivial prediction: panoptic (H, W, 2), every pixel the most frequent semantic class of `split` as one
+    segment (instance 1); depth (H, W) float32, the mean measured depth of `split` at each pixel (metres)."""
+    sums: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    for _, labels, sample in iter_dense(shards, split, spec):
+        if spec.task == "panoptic":
+            found = np.bincount(labels[..., 0].ravel(), minlength=spec.categories.num_classes)
+            sums = found if sums is None else sums + found
+        else:
+            metres = depth_png.to_metres(decode_depth(sample)).astype(np.float64)
+            valid = (metres > spec.min_depth) & (metres < spec.max_depth)
+            sums = np.where(valid, metres, 0) + (0 if sums is None else sums)
+            counts = valid.astype(np.int64) + (0 if counts is None else counts)
+            shape = metres.shape
+    if spec.task == "panoptic":
+        sums[0] = 0  # void is no prediction
+        return np.stack(np.broadcast_arrays(np.full(labels.shape[:2], int(sums.argmax())), 1), axis=-1)
+    overall = sums.sum() / max(counts.sum(), 1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).reshape(shape).astype(np.float32)
+
+
+@torch.no_grad()
+def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, spec: LabelSpec, grid_file: Path,
+             device: torch.device) -> dict[str, Any]:
+    """The reconstructions' metric and the trivial baseline's on `cfg.val_split`; writes the grid of examples."""
+    mcfg = model.cfg
+    trivial = baseline(shards, cfg.train_split, spec)
+    if mcfg.task == "panoptic":
+        things, stuff = spec.categories.things, spec.categories.stuff
+        scores, base = PanopticQuality(things, stuff), PanopticQuality(things, stuff)
+    else:
+        scores, base = DepthMetrics(mcfg.min_depth, mcfg.max_depth), DepthMetrics(mcfg.min_depth, mcfg.max_depth)
+    pictures: list[np.ndarray] = []
+    shown = scored = 0
+    for images, labels, samples in _batches(shards, cfg.val_split, spec, cfg.eval_batch_size, cfg.eval_count):
+        z, _ = model.encode(labels.to(device))  # vae: the posterior mean; vq: the quantised codewords
+        pred = model.predict(model.decode(z)).cpu()
+        scored += len(pred)
+        if mcfg.task == "panoptic":
+            truth = labels
+            scores.update(pred[..., 0], pred[..., 1], truth[..., 0], truth[..., 1])
+            fixed = torch.from_numpy(trivial).expand_as(truth)
+            base.update(fixed[..., 0], fixed[..., 1], truth[..., 0], truth[..., 1])
+        else:
+            truth = torch.from_numpy(np.stack([depth_png.to_metres(decode_depth(s)) for s in samples]))
+            scores.update(pred, truth)
+            base.update(torch.from_numpy(trivial).expand_as(truth), truth)
+        for image, t, p in zip(images, truth, pred):
+            if shown < cfg.recon_images:
+                pictures.append(np.stack([image.permute(1, 2, 0).numpy(), _colour(t.numpy(), mcfg, spec),
+                                          _colour(p.numpy(), mcfg, spec)]))
+                shown += 1
+    if not pictures:
+        raise VltkError(f"{shards} has no {spec.task} labels in its '{cfg.val_split}' split to evaluate on")
+    grid = np.stack(pictures, axis=1).reshape(-1, *pictures[0].shape[1:])  # rows: images, truth, reconstructions
+    image_grid(grid, columns=len(pictures), min_side=64).save(grid_file)
+    name = "pq" if mcfg.task == "panoptic" else "depth"
+    return {name: _rounded(scores.compute()), f"{name}_baseline": _rounded(base.compute()),
+            "baseline": ("the train split's most frequent class everywhere, one segment" if mcfg.task == "panoptic"
+                         else "the train split's mean depth per pixel"),
+            "val_samples": scored}
+
+
+def _colour(labels: np.ndarray, mcfg: LabelTokenizerConfig, spec: LabelSpec) -> np.ndarray:
+    if mcfg.task == "panoptic":
+        return colour_panoptic(labels, spec.categories)
+    return colour_depth(labels, min_depth=mcfg.min_depth, max_depth=mcfg.max_depth)
+
+
+def _rounded(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+            for k, v in result.items()}
+
+
+def _contents(cfg: TokenizeLabelConfig, categories: list[dict[str, Any]] | None, evaluation: dict[str, Any],
+              trained: dict[str, Any]) -> dict[str, Any]:
+    model = cfg.model
+    vq = model.bottleneck == "vq"
+    summary = f"{model.task} {model.bottleneck} {model.code_side}x{model.code_side} tokens of "
+    summary += f"{model.codebook_size} codes" if vq else f"{model.codeword_dim}-d latents"
+    if model.task == "panoptic":
+        pq, base = evaluation["pq"]["All"]["pq"], evaluation["pq_baseline"]["All"]["pq"]
+        summary += f", reconstruction PQ {pq:.3f} (baseline {base:.3f})"
+    else:
+        rmse, base = evaluation["depth"]["rmse"], evaluation["depth_baseline"]["rmse"]
+        summary += f", reconstruction RMSE {rmse:.3f} m (baseline {base:.3f} m)"
+    return LabelTokenizerContents(
+        task=model.task, bottleneck=model.bottleneck, image_size=model.image_size, code_len=model.code_len,
+        latent_channels=model.codeword_dim, model=config_to_dict(model),
+        codebook_size=model.codebook_size if vq else None,
+        categories=categories,
+        extra={**evaluation, "train": trained, "summary": summary},
+    ).to_dict()
