@@ -332,7 +332,8 @@ def sample(
     gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen or vltk import magvlt).")],
     out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
     task: Annotated[Optional[str], typer.Option(
-        help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT).")] = None,
+        help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT) | dense (UViM: label maps of "
+        "the shards' images).")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option(
         "--prompt", help="A t2i prompt, a class id / name for --task class, or for --task joint a caption with the "
         "words to regenerate in [brackets] (repeat); default: the split's records.")] = None,
