@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,9 +53,9 @@ from vltk.records import GeneratorContents, SamplesContents, ShardsContents, Sta
 from vltk.sampling.generate import check_task
 from vltk.sampling.givt import GIVTSampling, sample_causal
 from vltk.train.launch import begin_shared, main_progress
-
-if TYPE_CHECKING:
-    from vltk.pipeline.sample import SampleConfig
+# The config is vltk.pipeline.sample.SampleConfig (task, count, split, batch_size, seed, columns, givt.*), typed Any
+# here: that module dispatches to this one.
+SampleConfig = Any
 
 STAGE = Stage.SAMPLE
 PREDICTIONS = "panoptic.json"
