@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed
 # from its .partial/ by the next make, where --force would start it over.
 FORCE = $(if $(wildcard $@),--force)
 
-.PHONY: install demo demo-argvlt demo-compare demo-vae demo-givt test bench clean
+.PHONY: install demo demo-argvlt demo-compare demo-vae demo-givt demo-uvim uvim-sweep test bench clean
 # Every manifest is an artifact to keep, even when only a pattern rule names it (make would delete "intermediates").
 .SECONDARY:
 
@@ -83,6 +83,41 @@ $(RUN)/givt-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/givt-sweep/sa
 COMPARED_GIVT := $(RUN)/scores-t2i $(RUN)/scores-givt-t2i $(GIVT_SWEEP_SCORES)
 $(RUN)/compare-givt/manifest.json: $(addsuffix /manifest.json,$(COMPARED_GIVT)) | $(INSTALLED)
 	$(VLTK) compare $(COMPARED_GIVT) $(@D) --title "MAGVLT vs GIVT-Causal (text-to-image), and GIVT's variance scaling and DB-CFG sweep" $(FORCE)
+
+# UViM (GIVT §4.2, §5.2): label tokenizers (stage I) for panoptic and depth with GIVT's VAE bottleneck and for
+# panoptic with UViM's VQ one, an image-conditioned GIVT on each (stage II: the VQ one is UViM's baseline), dense
+# samples of the val scenes and their scores (PQ / depth errors beside a trivial baseline and stage I's reconstruction).
+UVIM := panoptic depth panoptic_vq
+demo-uvim: $(foreach u,$(UVIM),$(RUN)/scores-uvim-$(u)/manifest.json)
+	$(foreach u,$(UVIM),$(VLTK) info $(RUN)/scores-uvim-$(u);)
+	@echo "reports: $(foreach u,$(UVIM),$(RUN)/scores-uvim-$(u)/report.html)"
+
+$(RUN)/label-tok-%/manifest.json: $(CFG)/tokenize_label_%.toml $(RUN)/shards/manifest.json | $(INSTALLED)
+	$(VLTK) tokenize label $(RUN)/shards $(@D) --config $< $(FORCE)
+
+$(RUN)/gen-uvim-%/manifest.json: $(CFG)/train_gen_uvim.toml $(RUN)/label-tok-%/manifest.json | $(INSTALLED)
+	$(VLTK) train-gen $(RUN)/label-tok-$* $(@D) --config $< $(FORCE)
+
+$(RUN)/samples-uvim-%/manifest.json: $(CFG)/sample_dense.toml $(RUN)/gen-uvim-%/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen-uvim-$* $(@D) --config $< $(FORCE)
+
+$(RUN)/scores-uvim-%/manifest.json: $(CFG)/score.toml $(RUN)/samples-uvim-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(RUN)/samples-uvim-$* $(@D) --config $< $(FORCE)
+
+# The paper picks t on held-out data (GIVT §5.2): `make uvim-sweep UVIM_TASK=depth UVIM_SPLIT=val` samples and scores
+# each of UVIM_TEMPERATURES (a held-out part of train, shard it as its own split and name it in UVIM_SPLIT).
+UVIM_TASK ?= panoptic
+UVIM_SPLIT ?= val
+UVIM_TEMPERATURES ?= 0.7 0.85 1.0
+uvim-sweep: $(foreach t,$(UVIM_TEMPERATURES),$(RUN)/uvim-sweep/scores-$(UVIM_TASK)-t$(t)/manifest.json)
+	$(foreach t,$(UVIM_TEMPERATURES),$(VLTK) info $(RUN)/uvim-sweep/scores-$(UVIM_TASK)-t$(t);)
+
+$(RUN)/uvim-sweep/samples-%/manifest.json: $(CFG)/sample_dense.toml $(RUN)/gen-uvim-$(UVIM_TASK)/manifest.json | $(INSTALLED)
+	$(VLTK) sample $(RUN)/gen-uvim-$(UVIM_TASK) $(@D) --config $< --split $(UVIM_SPLIT) \
+		--set givt.temperature=$(patsubst t%,%,$(lastword $(subst -, ,$*))) $(FORCE)
+
+$(RUN)/uvim-sweep/scores-%/manifest.json: $(CFG)/score.toml $(RUN)/uvim-sweep/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(RUN)/uvim-sweep/samples-$* $(@D) --config $< $(FORCE)
 
 $(RUN)/raw/manifest.json: $(CFG)/synth.toml | $(INSTALLED)
 	$(VLTK) synth shapes $(@D) --config $< $(FORCE)
@@ -290,6 +325,43 @@ $(GIVT_RUN)/gen-%/manifest.json: $(PAPER_CFG)/train_gen_givt_%.toml $(GIVT_RUN)/
 
 $(GIVT_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_givt_class.toml $(GIVT_RUN)/gen-%/manifest.json | $(INSTALLED)
 	$(LAUNCH) sample $(GIVT_RUN)/gen-$* $(@D) --config $< $(GIVT_SAMPLE_$*) $(FORCE)
+
+# ---- make paper-uvim: GIVT's UViM panoptic segmentation and depth estimation (GIVT §4.2, §5.2, Tab. 3) ----------
+#   make paper-uvim DATA=coco/annotations/panoptic_train2017.json [IMAGES=coco/train2017] [DEPTH_DATA=nyu/pairs.jsonl]
+#                   [UVIM_TASKS="panoptic depth"] [UVIM_RUN=build/uvim] [LAUNCH=...] [UVIM_<STAGE>_FLAGS=...]
+# Per task: shard at 512 px (COCO panoptic 2017 through `vltk shard` of its panoptic JSON; NYU depth pairs) -> the
+# label VAE (stages/paper/tokenize_label_<task>.toml) -> GIVT-Causal with a ViT-L/16 encoder
+# (train_gen_givt_uvim_<task>.toml) -> beam-search samples of the val split (sample_dense_<task>.toml) -> PQ or depth
+# errors. UVIM_<STAGE>_FLAGS (SHARD, LABEL, GEN, SAMPLE) append flags to a stage's command.
+UVIM_RUN ?= build/uvim
+UVIM_TASKS ?= panoptic
+DATA_panoptic = $(DATA)
+DATA_depth = $(or $(DEPTH_DATA),$(DATA))
+.PHONY: paper-uvim
+
+ifneq ($(filter paper-uvim,$(MAKECMDGOALS)),)
+ifeq ($(strip $(DATA)),)
+$(error make paper-uvim needs DATA=path/to/panoptic_train2017.json (COCO panoptic) or NYU depth pairs (with UVIM_TASKS=depth))
+endif
+endif
+
+paper-uvim: $(foreach t,$(UVIM_TASKS),$(UVIM_RUN)/scores-$(t)/manifest.json)
+	$(foreach t,$(UVIM_TASKS),$(VLTK) info $(UVIM_RUN)/scores-$(t);)
+
+$(UVIM_RUN)/shards-%/manifest.json: $(PAPER_CFG)/shard.toml $(wildcard $(DATA)) $(wildcard $(DEPTH_DATA)) | $(INSTALLED)
+	$(VLTK) shard $(DATA_$*) $(@D) --config $< --size 512 $(if $(IMAGES),--images $(IMAGES)) --workers $(PAPER_WORKERS) $(UVIM_SHARD_FLAGS) $(FORCE)
+
+$(UVIM_RUN)/label-tok-%/manifest.json: $(PAPER_CFG)/tokenize_label_%.toml $(UVIM_RUN)/shards-%/manifest.json | $(INSTALLED)
+	$(LAUNCH) tokenize label $(UVIM_RUN)/shards-$* $(@D) --config $< $(UVIM_LABEL_FLAGS) $(FORCE)
+
+$(UVIM_RUN)/gen-%/manifest.json: $(PAPER_CFG)/train_gen_givt_uvim_%.toml $(UVIM_RUN)/label-tok-%/manifest.json | $(INSTALLED)
+	$(LAUNCH) train-gen $(UVIM_RUN)/label-tok-$* $(@D) --config $< $(UVIM_GEN_FLAGS) $(FORCE)
+
+$(UVIM_RUN)/samples-%/manifest.json: $(PAPER_CFG)/sample_dense_%.toml $(UVIM_RUN)/gen-%/manifest.json | $(INSTALLED)
+	$(LAUNCH) sample $(UVIM_RUN)/gen-$* $(@D) --config $< $(UVIM_SAMPLE_FLAGS) $(FORCE)
+
+$(UVIM_RUN)/scores-%/manifest.json: $(PAPER_CFG)/score.toml $(UVIM_RUN)/samples-%/manifest.json | $(INSTALLED)
+	$(VLTK) score $(UVIM_RUN)/samples-$* $(@D) --config $< $(FORCE)
 
 bench: $(INSTALLED)
 	mkdir -p build/bench

@@ -289,11 +289,12 @@ def encode(
 @app.command("train-gen")
 @cli_errors
 def train_gen(
-    encoded: Annotated[Path, typer.Argument(help="Encoded artifact (vltk encode) with VQ codes.")],
+    encoded: Annotated[Path, typer.Argument(help="Encoded artifact (vltk encode); for givt-uvim a label tokenizer "
+                                                 "(vltk tokenize label).")],
     out: Annotated[Path, typer.Argument(help="Output generator artifact.")],
     model: Annotated[Optional[str], typer.Option(
-        "--model", help="magvlt | argvlt | givt-causal | givt-maskgit (default: the config's `generator`, else "
-        "magvlt).")] = None,
+        "--model", help="magvlt | argvlt | givt-causal | givt-maskgit | givt-uvim (UViM stage II: GIVT on a vae "
+        "label tokenizer, UViM's VQ baseline on a vq one; default: the config's `generator`, else magvlt).")] = None,
     size: Annotated[Optional[str], typer.Option(help="Model size preset: tiny | small | base | large.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Global batch (all processes and micro-batches).")] = None,
@@ -331,7 +332,8 @@ def sample(
     gen: Annotated[Path, typer.Argument(help="Generator artifact (vltk train-gen or vltk import magvlt).")],
     out: Annotated[Path, typer.Argument(help="Output samples artifact.")],
     task: Annotated[Optional[str], typer.Option(
-        help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT).")] = None,
+        help="t2i | i2t | it2it | inpaint | infill | joint | class (GIVT) | dense (UViM: label maps of "
+        "the shards' images).")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option(
         "--prompt", help="A t2i prompt, a class id / name for --task class, or for --task joint a caption with the "
         "words to regenerate in [brackets] (repeat); default: the split's records.")] = None,

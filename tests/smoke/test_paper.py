@@ -22,7 +22,8 @@ from vltk.data.shards import iter_samples
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.imagetok.taming import load_taming_checkpoint
 from vltk.imagetok.vqgan import VQGAN
-from vltk.pipeline import encode, sample, score, shard, synth, tokenize_image, tokenize_text, train_gen
+from vltk.pipeline import (encode, sample, score, shard, synth, tokenize_image, tokenize_label, tokenize_text,
+                           train_gen)
 
 from tests.factories import taming_shapes
 from tests.helpers import ROOT, make, needs_java
@@ -61,7 +62,10 @@ def test_every_paper_config_loads_and_holds_the_papers_settings():
     classes = {"shard": shard.ShardConfig, "tokenize_text": tokenize_text.TextTokenizerConfig,
                "tokenize_image": tokenize_image.TokenizeImageConfig, "encode": encode.EncodeConfig,
                "sample_t2i": sample.SampleConfig, "sample_i2t": sample.SampleConfig, "score": score.ScoreConfig,
-               "tokenize_image_vae": tokenize_image.TokenizeImageConfig, "sample_givt_class": sample.SampleConfig}
+               "tokenize_image_vae": tokenize_image.TokenizeImageConfig, "sample_givt_class": sample.SampleConfig,
+               "sample_dense_panoptic": sample.SampleConfig, "sample_dense_depth": sample.SampleConfig,
+               "tokenize_label_panoptic": tokenize_label.TokenizeLabelConfig,
+               "tokenize_label_depth": tokenize_label.TokenizeLabelConfig}
     cfgs = {}
     for file in sorted(PAPER.glob("*.toml")):
         generator = read_toml(file)["generator"] if file.stem.startswith("train_gen") else None
@@ -192,3 +196,24 @@ def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
                                        "--from-taming", str(checkpoint), "--kind", "vae"])
     assert refused.exit_code == 2 and "--from-taming" in refused.output
 
+
+
+def test_make_paper_uvim_dry_run_lists_every_stage_with_the_papers_configs():
+    """`make -n paper-uvim` prints the UViM chain per task with stages/paper's configs; the GIVT UViM configs hold
+    big_vision's values (configs/proj/givt/givt_coco_panoptic.py, givt_nyu_depth.py)."""
+    done = make("-n", "paper-uvim", DATA="coco/panoptic_train2017.json", UVIM_TASKS="panoptic depth")
+    assert done.returncode == 0, done.stderr
+    for task in ("panoptic", "depth"):
+        for stage, file in (("tokenize label", f"tokenize_label_{task}"), ("train-gen", f"train_gen_givt_uvim_{task}"),
+                            ("sample", f"sample_dense_{task}")):
+            assert any(stage in line and f"stages/paper/{file}.toml" in line for line in done.stdout.splitlines())
+        assert f"score build/uvim/samples-{task}" in done.stdout
+    assert "--size 512" in done.stdout
+    for task, (temperature, beams, epochs, train) in {"panoptic": (0.85, 4, 200, 114_191),
+                                                      "depth": (0.9, 2, 50, 47_584)}.items():
+        gen = load_config(train_gen.CONFIGS["givt-uvim"], PAPER / f"train_gen_givt_uvim_{task}.toml")
+        assert (gen.model.sized().width, gen.model.sized().depth, gen.model.encoder.width, gen.model.encoder.depth) \
+            == (1024, 24, 1024, 24) and gen.model.gmm.mixtures == 1 and gen.optim.lr_mults == {"encoder.*": 0.1}
+        assert abs(gen.train.steps - epochs * train / 512) < 10  # epochs of batch 512 over the train split
+        dense = load_config(sample.SampleConfig, PAPER / f"sample_dense_{task}.toml")
+        assert (dense.givt.temperature, dense.givt.beams, dense.givt.fans) == (temperature, beams, 8)

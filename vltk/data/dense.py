@@ -29,7 +29,7 @@ from vltk.data.loader import SplitStream, split_size
 from vltk.data.shards import DEPTH, PANOPTIC, Sample, decode_depth, decode_image, decode_panoptic, raw_samples, \
     read_tars, shard_paths
 from vltk.errors import VltkError
-from vltk.labeltok.maps import Categories, bin_depth, canonical_instances, panoptic_map
+from vltk.labeltok.maps import Categories, bin_depth, canonical_instances, colour_depth, colour_panoptic, panoptic_map
 from vltk.records import ShardsContents
 
 
@@ -132,3 +132,53 @@ class DenseBatches:
                         if self.spec.task == "panoptic":
                             labels[j][..., 1] = canonical_instances(labels[j][..., 1])
             yield torch.from_numpy(images).float() / 127.5 - 1.0, torch.from_numpy(labels)
+
+
+def ordered_batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+    """((b, 3, H, W) uint8 images, (b, H, W, C) labels, their samples) of the first `count` (0: all) labelled
+    samples of `split`, in order."""
+    items: list = []
+    for n, item in enumerate(iter_dense(shards, split, spec)):
+        if count and n == count:
+            break
+        items.append(item)
+        if len(items) == size:
+            yield stack_dense(items)
+            items = []
+    if items:
+        yield stack_dense(items)
+
+
+def stack_dense(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:
+    return (torch.from_numpy(np.stack([i for i, _, _ in items])), torch.from_numpy(np.stack([l for _, l, _ in items])),
+            [s for _, _, s in items])
+
+
+def baseline(shards: Path, split: str, spec: LabelSpec) -> np.ndarray:
+    """The trivial prediction: panoptic (H, W, 2), every pixel the most frequent semantic class of `split` as one
+    segment (instance 1); depth (H, W) float32, the mean measured depth of `split` at each pixel (metres)."""
+    sums: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    for _, labels, sample in iter_dense(shards, split, spec):
+        if spec.task == "panoptic":
+            found = np.bincount(labels[..., 0].ravel(), minlength=spec.categories.num_classes)
+            sums = found if sums is None else sums + found
+        else:
+            metres = depth_png.to_metres(decode_depth(sample)).astype(np.float64)
+            valid = (metres > spec.min_depth) & (metres < spec.max_depth)
+            sums = np.where(valid, metres, 0) + (0 if sums is None else sums)
+            counts = valid.astype(np.int64) + (0 if counts is None else counts)
+            shape = metres.shape
+    if spec.task == "panoptic":
+        sums[0] = 0  # void is no prediction
+        return np.stack(np.broadcast_arrays(np.full(labels.shape[:2], int(sums.argmax())), 1), axis=-1)
+    overall = sums.sum() / max(counts.sum(), 1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).reshape(shape).astype(np.float32)
+
+
+def colour_labels(labels: np.ndarray, spec: LabelSpec) -> np.ndarray:
+    """(H, W, 2) panoptic labels or (H, W) depth in metres -> (H, W, 3) uint8 for people (`vltk.labeltok.maps`)."""
+    if spec.task == "panoptic":
+        return colour_panoptic(labels, spec.categories)
+    return colour_depth(labels, min_depth=spec.min_depth, max_depth=spec.max_depth)

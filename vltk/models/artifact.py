@@ -23,7 +23,8 @@ from vltk.train.checkpoint import load_published_weights
 STAGE = Stage.TRAIN_GEN
 WEIGHTS = "model.safetensors"
 GENERATORS: dict[str, tuple[type, type]] = {"magvlt": (MAGVLT, MAGVLTConfig), "argvlt": (ARGVLT, ARGVLTConfig),
-                                             "givt-causal": (GIVT, GIVTConfig), "givt-maskgit": (GIVT, GIVTConfig)}
+                                             "givt-causal": (GIVT, GIVTConfig), "givt-maskgit": (GIVT, GIVTConfig),
+                                             "givt-uvim": (GIVT, GIVTConfig)}
 
 
 def load_generator(path: Path) -> tuple[nn.Module, GeneratorContents]:

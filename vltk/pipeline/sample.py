@@ -10,6 +10,7 @@ infilling, both at once, class-conditional images.
     vltk sample build/demo/gen-givt build/demo/samples-givt-t2i --task t2i --set givt.cfg_weight=0.4
     vltk sample IMAGENET_GIVT out --task class --prompt 207 --prompt 360      # class ids (or the run's class names)
     accelerate launch --num_processes 8 -m vltk sample build/coco/gen build/coco/samples-t2i --count 30000
+    vltk sample build/demo/gen-uvim-panoptic build/demo/samples-uvim-panoptic --task dense   # vltk.pipeline.sample_dense
 
 The generator's manifest names its encoded data and tokenizers, so nothing else is given. Prompts come from `--prompt`
 (repeatable) or else from the first caption of the first `count` records of the encoded artifact's `split`; images
@@ -74,7 +75,8 @@ from vltk.data.encoded import EncodedSample, iter_encoded
 from vltk.data.images import image_grid
 from vltk.data.token_batches import class_index, record_class
 from vltk.errors import VltkError
-from vltk.records import SamplesContents, Stage
+from vltk.pipeline import sample_dense
+from vltk.records import GeneratorContents, SamplesContents, Stage
 from vltk.sampling import rerank
 from vltk.sampling.magvlt import window_lengths
 from vltk.sampling.generate import (
@@ -233,6 +235,8 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     """Sample `cfg.task` with the generator at `gen` into the artifact `out` (on every process of an `accelerate
     launch`: each draws its share of the batches, the main process writes the artifact)."""
     gen, out = Path(gen), Path(out)
+    if cfg.task == "dense" or GeneratorContents.read(gen).generator == sample_dense.GENERATOR:  # UViM: label maps
+        return sample_dense.run(cfg, gen, out, force=force, cpu=cpu)
     state = PartialState(cpu=cpu)
     device = state.device
     bundle = cast(handles.Generator, handles.load(gen, Stage.TRAIN_GEN, device=device))

@@ -5,6 +5,7 @@
     vltk score build/coco/samples-t2i build/coco/scores-t2i --set clip_arch=ViT-B-32-quickgelu \
         --set inception_weights=weights-inception-2015-12-05-6726825d.pth --set clip_weights=open_clip_model.safetensors
     accelerate launch --num_processes 8 -m vltk score build/coco/samples-t2i build/coco/scores-t2i --set ...
+    vltk score build/demo/samples-uvim-panoptic build/demo/scores-uvim-panoptic   # dense: vltk.pipeline.score_dense
 
 By task:
 - t2i, inpaint: the judge reads each image back into shapes and checks its prompt (whole caption, count, shape,
@@ -62,6 +63,7 @@ from vltk.errors import VltkError
 from vltk.metrics.captions import caption_metrics
 from vltk.metrics.judge import Verdict, check, detect, parse_caption, summarize
 from vltk.metrics.report import Reading, write_report
+from vltk.pipeline import score_dense
 from vltk.records import SamplesContents, Stage
 from vltk.train.launch import begin_shared, main_progress, share
 
@@ -265,6 +267,8 @@ def run(cfg: ScoreConfig, samples: Path, out: Path, *, force: bool = False, cpu:
     artifact = cast(handles.Samples, handles.load(samples, Stage.SAMPLE))
     manifest, contents = artifact.manifest, artifact.record
     task = contents.task
+    if task == "dense":  # UViM's label maps
+        return score_dense.run(cfg, samples, out, force=force, cpu=cpu)
     rows = read_rows(samples, task)
     if not rows:
         raise VltkError(f"{samples} holds no samples")

@@ -30,13 +30,14 @@ import torch
 
 from vltk.config import config_to_dict, require_range
 from vltk.data import depth as depth_png
-from vltk.data.dense import DenseBatches, LabelSpec, count_labelled, dense_categories, iter_dense
+from vltk.data.dense import (DenseBatches, LabelSpec, baseline, colour_labels, count_labelled, dense_categories,
+                             ordered_batches)
 from vltk.data.images import image_grid
 from vltk.data.shards import decode_depth
 from vltk.errors import VltkError
 from vltk.labeltok.artifact import STAGE, WEIGHTS
 from vltk.labeltok.config import TASKS, LabelTokenizerConfig
-from vltk.labeltok.maps import Categories, colour_depth, colour_panoptic
+from vltk.labeltok.maps import Categories
 from vltk.labeltok.model import LabelAutoencoder
 from vltk.metrics.dense import DepthMetrics, PanopticQuality
 from vltk.objectives.labeltok import LabelTokenizerTask
@@ -122,49 +123,6 @@ def run(cfg: TokenizeLabelConfig, shards: Path, out: Path, *, force: bool = Fals
     return out
 
 
-def _batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-    """((b, 3, H, W) uint8 images, (b, H, W, C) labels, their samples) of the first `count` (0: all) labelled
-    samples of `split`, in order."""
-    items: list = []
-    for n, item in enumerate(iter_dense(shards, split, spec)):
-        if count and n == count:
-            break
-        items.append(item)
-        if len(items) == size:
-            yield _stack(items)
-            items = []
-    if items:
-        yield _stack(items)
-
-
-def _stack(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:
-    return (torch.from_numpy(np.stack([i for i, _, _ in items])), torch.from_numpy(np.stack([l for _, l, _ in items])),
-            [s for _, _, s in items])
-
-
-def baseline(shards: Path, split: str, spec: LabelSpec) -> np.ndarray:
-    """The trivial prediction: panoptic (H, W, 2), every pixel the most frequent semantic class of `split` as one
-    segment (instance 1); depth (H, W) float32, the mean measured depth of `split` at each pixel (metres)."""
-    sums: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    for _, labels, sample in iter_dense(shards, split, spec):
-        if spec.task == "panoptic":
-            found = np.bincount(labels[..., 0].ravel(), minlength=spec.categories.num_classes)
-            sums = found if sums is None else sums + found
-        else:
-            metres = depth_png.to_metres(decode_depth(sample)).astype(np.float64)
-            valid = (metres > spec.min_depth) & (metres < spec.max_depth)
-            sums = np.where(valid, metres, 0) + (0 if sums is None else sums)
-            counts = valid.astype(np.int64) + (0 if counts is None else counts)
-            shape = metres.shape
-    if spec.task == "panoptic":
-        sums[0] = 0  # void is no prediction
-        return np.stack(np.broadcast_arrays(np.full(labels.shape[:2], int(sums.argmax())), 1), axis=-1)
-    overall = sums.sum() / max(counts.sum(), 1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).reshape(shape).astype(np.float32)
-
-
 @torch.no_grad()
 def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, spec: LabelSpec, grid_file: Path,
              device: torch.device) -> dict[str, Any]:
@@ -178,7 +136,7 @@ def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, sp
         scores, base = DepthMetrics(mcfg.min_depth, mcfg.max_depth), DepthMetrics(mcfg.min_depth, mcfg.max_depth)
     pictures: list[np.ndarray] = []
     shown = scored = 0
-    for images, labels, samples in _batches(shards, cfg.val_split, spec, cfg.eval_batch_size, cfg.eval_count):
+    for images, labels, samples in ordered_batches(shards, cfg.val_split, spec, cfg.eval_batch_size, cfg.eval_count):
         z, _ = model.encode(labels.to(device))  # vae: the posterior mean; vq: the quantised codewords
         pred = model.predict(model.decode(z)).cpu()
         scored += len(pred)
@@ -193,8 +151,8 @@ def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, sp
             base.update(torch.from_numpy(trivial).expand_as(truth), truth)
         for image, t, p in zip(images, truth, pred):
             if shown < cfg.recon_images:
-                pictures.append(np.stack([image.permute(1, 2, 0).numpy(), _colour(t.numpy(), mcfg, spec),
-                                          _colour(p.numpy(), mcfg, spec)]))
+                pictures.append(np.stack([image.permute(1, 2, 0).numpy(), colour_labels(t.numpy(), spec),
+                                          colour_labels(p.numpy(), spec)]))
                 shown += 1
     if not pictures:
         raise VltkError(f"{shards} has no {spec.task} labels in its '{cfg.val_split}' split to evaluate on")
@@ -205,12 +163,6 @@ def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, sp
             "baseline": ("the train split's most frequent class everywhere, one segment" if mcfg.task == "panoptic"
                          else "the train split's mean depth per pixel"),
             "val_samples": scored}
-
-
-def _colour(labels: np.ndarray, mcfg: LabelTokenizerConfig, spec: LabelSpec) -> np.ndarray:
-    if mcfg.task == "panoptic":
-        return colour_panoptic(labels, spec.categories)
-    return colour_depth(labels, min_depth=mcfg.min_depth, max_depth=mcfg.max_depth)
 
 
 def _rounded(result: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     vltk train-gen build/demo/encoded build/demo/gen --model magvlt --config stages/demo/train_gen.toml
     vltk train-gen build/demo/encoded-vae build/demo/gen-givt --model givt-causal --config stages/demo/train_gen_givt.toml
+    vltk train-gen build/demo/label-tok-panoptic build/demo/gen-uvim-panoptic --model givt-uvim   # vltk.pipeline.train_uvim
     accelerate launch --num_processes 8 -m vltk train-gen ENCODED OUT --config stages/paper/train_gen_magvlt.toml
 
 MAGVLT and ARGVLT read VQ-encoded artifacts, GIVT VAE-encoded ones (its latent channels come from there). The codebook
@@ -37,6 +38,8 @@ from vltk.models.magvlt import MAGVLTConfig
 from vltk.objectives.argvlt import ARGVLTObjective, ARGVLTTask
 from vltk.objectives.givt import GIVTObjective, GIVTTask
 from vltk.objectives.magvlt import MAGVLTObjective, MAGVLTTask
+from vltk.pipeline import train_uvim
+from vltk.pipeline.train_uvim import GIVTUViMTrainConfig
 from vltk.records import EncodedContents, GeneratorContents
 from vltk.text.bpe import BPETokenizer
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
@@ -144,9 +147,11 @@ class GIVTMaskGITTrainConfig(GIVTTrainConfig):
     optim: GIVTOptim = dataclasses.field(default_factory=lambda: GIVTOptim(weight_decay=0.0))
 
 
-TrainGenConfig = Union[MAGVLTTrainConfig, ARGVLTTrainConfig, GIVTCausalTrainConfig, GIVTMaskGITTrainConfig]
+TrainGenConfig = Union[MAGVLTTrainConfig, ARGVLTTrainConfig, GIVTCausalTrainConfig, GIVTMaskGITTrainConfig,
+                       GIVTUViMTrainConfig]
 CONFIGS: dict[str, type] = {"magvlt": MAGVLTTrainConfig, "argvlt": ARGVLTTrainConfig,
-                            "givt-causal": GIVTCausalTrainConfig, "givt-maskgit": GIVTMaskGITTrainConfig}
+                            "givt-causal": GIVTCausalTrainConfig, "givt-maskgit": GIVTMaskGITTrainConfig,
+                            "givt-uvim": GIVTUViMTrainConfig}
 # Metrics whose first and last logged values the manifest keeps (those a run logged).
 CURVE = ("loss", "t2i/image_acc", "i2t/text_acc", "i2t/length_acc", "it2it/image_acc", "it2it/text_acc",
          "t2i/image", "t2i/text", "i2t/image", "i2t/text", "nll_per_dim")
@@ -209,7 +214,10 @@ def _task(cfg: TrainGenConfig, parts: dict, accelerator: Accelerator, grid: int)
 
 
 def run(cfg: TrainGenConfig, encoded: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
-    """Train the generator of `cfg` on `encoded` into the artifact `out` (continuing a killed run of the same config)."""
+    """Train the generator of `cfg` on `encoded` into the artifact `out` (continuing a killed run of the same config);
+    givt-uvim's input is a label tokenizer instead (`vltk.pipeline.train_uvim`)."""
+    if isinstance(cfg, GIVTUViMTrainConfig):
+        return train_uvim.run(cfg, encoded, out, force=force, cpu=cpu)
     encoded, out = Path(encoded), Path(out)
     cfg, contents = resolve(cfg, encoded)
     mixsel = isinstance(cfg, MAGVLTTrainConfig) and cfg.objective.mixsel

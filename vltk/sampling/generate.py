@@ -31,12 +31,13 @@ from vltk.sampling import givt as gv
 from vltk.sampling import magvlt as mg
 from vltk.text.bpe import WORD_END, BPETokenizer
 
-SampleTask = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "joint", "class"]
+SampleTask = Literal["t2i", "i2t", "it2it", "inpaint", "infill", "joint", "class", "dense"]
 TASKS: dict[str, tuple[str, ...]] = {  # which generator does which task
     "magvlt": ("t2i", "i2t", "it2it", "inpaint", "infill", "joint"),
     "argvlt": ("t2i", "i2t", "inpaint"),
     "givt-causal": ("t2i", "class"),
     "givt-maskgit": ("t2i", "class"),
+    "givt-uvim": ("dense",),  # UViM: label maps given images (vltk.pipeline.sample_dense)
 }
 IMAGE_TASKS = ("t2i", "inpaint", "it2it", "joint", "class")  # the tasks that generate the image
 TEXT_TASKS = ("i2t", "infill", "it2it", "joint")  # the tasks that generate the caption
@@ -68,7 +69,7 @@ def check_task(kind: str, task: str, model_config: dict[str, Any]) -> None:
     GIVT's condition (captions for t2i, class labels for class) must be one it was trained on."""
     if task not in TASKS[kind]:
         raise VltkError(f"{kind} cannot do {task} (it does {', '.join(TASKS[kind])})")
-    if kind.startswith("givt"):
+    if kind in ("givt-causal", "givt-maskgit"):
         conditions = {"t2i": ("captions", model_config["text_tokens"]),
                       "class": ("class labels", model_config["num_classes"])}
         if not conditions[task][1]:

@@ -306,7 +306,7 @@ def train(
             for name, part in parts.items():
                 lr = lr_at(step, part.optim, cfg.steps)
                 for group in part.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
                 if part.optim.grad_clip > 0:
                     norm = accelerator.clip_grad_norm_(part.module.parameters(), part.optim.grad_clip)
                     stats[f"grad_norm/{name}"] = float(norm)

@@ -3,7 +3,7 @@
     cfg = OptimConfig(lr=3e-4, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1)
     optimizer = build_optimizer(model, cfg)
     for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg, total_steps)
+        group["lr"] = lr_at(step, cfg, total_steps) * group["lr_mult"]
 
 The schedule holds no state: the learning rate of a step is a function of the step alone, so a resumed run needs only
 the step to continue it exactly (nothing to checkpoint beyond the step).
@@ -12,6 +12,7 @@ the step to continue it exactly (nothing to checkpoint beyond the step).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from typing import Literal
 
@@ -32,6 +33,9 @@ class OptimConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    # Per-parameter lr multipliers, big_vision's `lr_mults` (configs/proj/givt/givt_nyu_depth.py): a parameter's lr is
+    # the schedule's times the value of the first fnmatch pattern its name (module.named_parameters) matches, else 1.
+    lr_mults: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rules = [
@@ -40,6 +44,7 @@ class OptimConfig:
             ("grad_clip", self.grad_clip >= 0, ">= 0 (0 = off)"),
             ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)"),
             ("decay", self.decay in ("matrices", "kernels"), "'matrices' or 'kernels'"),
+            ("lr_mults", all(m >= 0 for m in self.lr_mults.values()), "multipliers >= 0"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -68,12 +73,19 @@ def decayed(module: nn.Module, decay: str) -> set[int]:
     return {id(m.weight) for m in module.modules() if isinstance(m, KERNEL_LAYERS)}
 
 
+def lr_mult(name: str, mults: dict[str, float]) -> float:
+    """The lr multiplier of parameter `name`: the first matching pattern's value of `mults`, else 1."""
+    return next((m for pattern, m in mults.items() if fnmatch.fnmatchcase(name, pattern)), 1.0)
+
+
 def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over `module`'s trainable parameters; only those `cfg.decay` names are decayed (never biases or norms)."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    """AdamW over `module`'s trainable parameters; only those `cfg.decay` names are decayed (never biases or norms).
+    Each group carries its "lr_mult" (`cfg.lr_mults`), which the training loop applies to the scheduled lr."""
     hit = decayed(module, cfg.decay)
-    groups = [
-        {"params": [p for p in params if id(p) in hit], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if id(p) not in hit], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in hit, lr_mult(name, cfg.lr_mults)), []).append(p)
+    order = sorted(groups, key=lambda key: (not key[0], -key[1]))  # decayed first, as before lr_mults
+    return torch.optim.AdamW([{"params": groups[key], "weight_decay": cfg.weight_decay if key[0] else 0.0,
+                               "lr_mult": key[1]} for key in order], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
