@@ -72,3 +72,20 @@ def test_vq_bottleneck_runs_and_embeds_codes():
     assert codes.shape == (2, 4) and codes.dtype == torch.long and int(codes.max()) < 8
     assert torch.equal(model.embed_codes(codes), z)
     assert model.decode(z)["semantics"].shape == (2, 5, 16, 16)
+
+
+def test_the_patch_embedding_is_the_conv_of_the_one_hot_labels():
+    # big_vision proj/givt/vit.py `encode`: each channel one-hot over its classes, concatenated, a VALID conv with
+    # kernel = stride = patch. vltk sums the conv's kernel columns instead; it must be the same function.
+    for task in ("panoptic", "depth"):
+        cfg = LabelTokenizerConfig(task=task, image_size=16, patch_size=4, width=32, enc_depth=1, dec_depth=1, heads=2,
+                                   mlp_width=64, code_len=4, num_classes=5, max_instances=6, depth_bins=32)
+        model = LabelAutoencoder(cfg)
+        torch.nn.init.normal_(model.embedding.weight)
+        torch.nn.init.normal_(model.embedding.bias)
+        g = torch.Generator().manual_seed(0)
+        labels = torch.stack([torch.randint(0, k, (3, 16, 16), generator=g) for k in cfg.groups.values()], dim=-1)
+        one_hot = torch.cat([torch.nn.functional.one_hot(labels[..., i], k) for i, k in
+                             enumerate(cfg.groups.values())], dim=-1).permute(0, 3, 1, 2).float()  # (B, K, H, W)
+        conv = model.embedding(one_hot).flatten(2).transpose(1, 2)  # (B, 16, width), patches row-major
+        torch.testing.assert_close(model.embed(labels), conv, atol=1e-5, rtol=1e-5)
