@@ -19,6 +19,7 @@ from typing import Literal
 
 from vltk.config import require_range
 from vltk.imagetok.config import QuantizerConfig
+from vltk.models.layers import TransformerConfig
 
 TASKS = ("panoptic", "depth")
 
@@ -70,6 +71,12 @@ class LabelTokenizerConfig:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def trunk(self, depth: int) -> TransformerConfig:
+        """The encoder's (enc_depth) or the decoder's (dec_depth) blocks: big_vision's vit.Encoder (pre-LN, tanh GELU,
+        Flax's LayerNorm eps 1e-6)."""
+        return TransformerConfig(width=self.width, depth=depth, heads=self.heads, mlp_width=self.mlp_width,
+                                 gelu="tanh", dropout=self.dropout, attn_dropout=0.0, norm_eps=1e-6)
 
     @property
     def grid_size(self) -> int:

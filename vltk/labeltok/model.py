@@ -30,7 +30,8 @@ from vltk.imagetok.quantizers import VectorQuantizer
 from vltk.imagetok.vae import gaussian_kl
 from vltk.labeltok.config import LabelTokenizerConfig
 from vltk.labeltok.maps import unbin_depth
-from vltk.models.layers import Transformer, TransformerConfig, init_weights
+from vltk.models.layers import init_weights
+from vltk.models.vit import TokenEncoder
 
 LOGVAR_RANGE = (-30.0, 20.0)  # as the image VAE (big_vision givt/cnn.py): exp(logvar) stays finite
 
@@ -53,22 +54,6 @@ def panoptic_from_logits(semantics: torch.Tensor, instances: torch.Tensor) -> to
     return torch.stack([semantic, instance], dim=-1)
 
 
-class ViT(nn.Module):
-    """Learned position embedding + pre-LN blocks + final LayerNorm (big_vision vit.Encoder) over a patch grid."""
-
-    def __init__(self, cfg: LabelTokenizerConfig, depth: int):
-        super().__init__()
-        trunk = TransformerConfig(width=cfg.width, depth=depth, heads=cfg.heads, mlp_width=cfg.mlp_width, gelu="tanh",
-                                  dropout=cfg.dropout, attn_dropout=0.0)
-        self.posemb = nn.Parameter(torch.randn(1, cfg.grid_size**2, cfg.width) / cfg.width**0.5)  # vit.get_posemb
-        self.blocks = Transformer(trunk)
-        self.norm = nn.LayerNorm(cfg.width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, width) -> (B, T, width)."""
-        return self.norm(self.blocks(x + self.posemb))
-
-
 def resize_tokens(x: torch.Tensor, side: int) -> torch.Tensor:
     """(B, s*s, C) tokens of a square grid -> (B, side*side, C), bilinear (antialiased when shrinking)."""
     b, t, c = x.shape
@@ -86,11 +71,11 @@ class LabelAutoencoder(nn.Module):
         self.cfg = cfg
         channels, p, d = sum(cfg.groups.values()), cfg.patch_size, cfg.codeword_dim
         self.embedding = nn.Conv2d(channels, cfg.width, p, stride=p)
-        self.encoder = ViT(cfg, cfg.enc_depth)
+        self.encoder = TokenEncoder(cfg.trunk(cfg.enc_depth), cfg.grid_size**2)
         self.encoder_head = nn.Linear(cfg.width, 2 * d if cfg.bottleneck == "vae" else d)
         self.quantizer = VectorQuantizer(cfg.quantizer) if cfg.bottleneck == "vq" else None
         self.decoder_stem = nn.Linear(d, cfg.width)
-        self.decoder = ViT(cfg, cfg.dec_depth)
+        self.decoder = TokenEncoder(cfg.trunk(cfg.dec_depth), cfg.grid_size**2)
         self.head = nn.Linear(cfg.width, channels * p * p)
         self.apply(init_weights)
         nn.init.zeros_(self.head.weight)  # head_zeroinit: uniform logits at the start
@@ -113,7 +98,7 @@ class LabelAutoencoder(nn.Module):
 
     def features(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) long -> (B, code_len, 2d) for vae, (B, code_len, d) for vq: the bottleneck's input."""
-        return self.encoder_head(resize_tokens(self.encoder(self.embed(labels)), self.cfg.code_side))
+        return self.encoder_head(resize_tokens(self.encoder.encode(self.embed(labels)), self.cfg.code_side))
 
     def encode(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """vae: (mu, logvar) each (B, code_len, d); vq: (z_q (B, code_len, d), codes (B, code_len) long)."""
@@ -137,7 +122,7 @@ class LabelAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, code_len, d) -> {group: (B, K, H, W) logits}."""
         cfg, g, p = self.cfg, self.cfg.grid_size, self.cfg.patch_size
-        x = self.decoder(resize_tokens(self.decoder_stem(z), g))
+        x = self.decoder.encode(resize_tokens(self.decoder_stem(z), g))
         x = self.head(x).view(len(z), g, g, p, p, -1)  # (B, h, w, p, q, C): "b (h w) (p q c)"
         x = x.permute(0, 5, 1, 3, 2, 4).reshape(len(z), -1, g * p, g * p)  # "b c (h p) (w q)"
         return dict(zip(cfg.groups, x.split(list(cfg.groups.values()), dim=1)))

@@ -62,23 +62,35 @@ class ViTConfig:
                                  dropout=self.dropout, attn_dropout=0.0, norm_eps=NORM_EPS)
 
 
-class ViT(nn.Module):
-    def __init__(self, cfg: ViTConfig):
+class TokenEncoder(nn.Module):
+    """big_vision's `vit.Encoder` with its learned position table: tokens + positions -> pre-LN blocks -> LayerNorm.
+    The ViT below runs it over image patches; UViM's label autoencoder (`vltk.labeltok`) over label patches and over
+    its decoder's tokens."""
+
+    def __init__(self, trunk: TransformerConfig, length: int):
         super().__init__()
+        self.positions = nn.Parameter(torch.empty(length, trunk.width))
+        self.transformer = Transformer(trunk)
+        self.norm = nn.LayerNorm(trunk.width, eps=trunk.norm_eps)
+        self.transformer.apply(init_weights)
+        nn.init.normal_(self.positions, std=1 / math.sqrt(trunk.width))
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, length, width) -> (B, length, width)."""
+        return self.norm(self.transformer(tokens + self.positions))
+
+
+class ViT(TokenEncoder):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__(cfg.trunk, cfg.patches)
         self.cfg = cfg
         self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
-        self.positions = nn.Parameter(torch.empty(cfg.patches, cfg.width))
-        self.transformer = Transformer(cfg.trunk)
-        self.norm = nn.LayerNorm(cfg.width, eps=NORM_EPS)
-        self.transformer.apply(init_weights)
         nn.init.normal_(self.patch_embed.weight, std=1 / math.sqrt(3 * cfg.patch_size ** 2))
         nn.init.zeros_(self.patch_embed.bias)
-        nn.init.normal_(self.positions, std=1 / math.sqrt(cfg.width))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float in [-1, 1], H = W = image_size -> (B, P, width) patch features, P = grid^2 row-major."""
         cfg = self.cfg
         if images.shape[1:] != (3, cfg.image_size, cfg.image_size):
             raise ValueError(f"expected images (B, 3, {cfg.image_size}, {cfg.image_size}), got {tuple(images.shape)}")
-        x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.positions  # (B, P, width)
-        return self.norm(self.transformer(x))
+        return self.encode(self.patch_embed(images).flatten(2).transpose(1, 2))  # (B, P, width)
