@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from vltk.cli import app
 from vltk.config import load_config, read_toml
+from vltk.data import shape_labels
 from vltk.data.shards import iter_samples
 from vltk.imagetok.artifact import load_image_tokenizer
 from vltk.imagetok.taming import load_taming_checkpoint
@@ -217,3 +218,59 @@ def test_make_paper_uvim_dry_run_lists_every_stage_with_the_papers_configs():
         assert abs(gen.train.steps - epochs * train / 512) < 10  # epochs of batch 512 over the train split
         dense = load_config(sample.SampleConfig, PAPER / f"sample_dense_{task}.toml")
         assert (dense.givt.temperature, dense.givt.beams, dense.givt.fans) == (temperature, beams, 8)
+
+
+def coco_panoptic_fixture(root: Path, count: int = 12) -> tuple[Path, Path]:
+    """`count` synth scenes (32 px) in COCO panoptic's layout: annotations/panoptic_train2017.json with its PNGs in
+    annotations/panoptic_train2017/ and the pictures in train2017/ (the shapes' categories; no captions)."""
+    synth.run(synth.SynthConfig(count=count, size=32, seed=6), root / "raw")
+    rows = [json.loads(line) for line in (root / "raw" / "captions.jsonl").read_text().splitlines()]
+    ann, pictures = root / "annotations", root / "train2017"
+    (ann / "panoptic_train2017").mkdir(parents=True)
+    pictures.mkdir()
+    images, annotations = [], []
+    for n, row in enumerate(rows):
+        name = f"{n:012d}"
+        (pictures / f"{name}.png").write_bytes((root / "raw" / row["image"]).read_bytes())
+        (ann / "panoptic_train2017" / f"{name}.png").write_bytes((root / "raw" / row["panoptic"]).read_bytes())
+        images.append({"id": n, "file_name": f"{name}.png", "width": 32, "height": 32})
+        annotations.append({"image_id": n, "file_name": f"{name}.png", "segments_info": row["segments_info"]})
+    data = ann / "panoptic_train2017.json"
+    data.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": shape_labels.CATEGORIES}))
+    return data, pictures
+
+
+UVIM_TINY = {  # shrinks every network; everything else is stages/paper's
+    "UVIM_SHARD_FLAGS": "--size 32 --val-fraction 0.25 --image-format png",
+    "UVIM_LABEL_FLAGS": "--steps 2 --set train.batch_size=4 --set model.patch_size=8 --set model.width=16 "
+                        "--set model.enc_depth=1 --set model.dec_depth=1 --set model.heads=2 --set model.mlp_width=32 "
+                        "--set model.code_len=4 --set model.max_instances=4",
+    "UVIM_GEN_FLAGS": "--steps 2 --batch-size 4 --set model.width=16 --set model.depth=1 --set model.heads=2 "
+                      "--set model.mlp_width=32 --set model.encoder.patch_size=8 --set model.encoder.width=16 "
+                      "--set model.encoder.depth=1 --set model.encoder.heads=2 --set model.encoder.mlp_width=32",
+    "PAPER_WORKERS": "1",
+}
+
+
+@pytest.mark.slow
+def test_make_paper_uvim_runs_end_to_end_on_a_tiny_coco_panoptic_fixture(tmp_path):
+    data, images = coco_panoptic_fixture(tmp_path)
+    run = tmp_path / "uvim"
+    done = make("paper-uvim", DATA=str(data), IMAGES=str(images), UVIM_RUN=str(run), **UVIM_TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    def contents(name: str) -> dict:
+        return json.loads((run / name / "manifest.json").read_text())["contents"]
+
+    shards = contents("shards-panoptic")
+    assert shards["source_format"] == "coco-panoptic" and shards["categories"] == shape_labels.CATEGORIES
+    label = contents("label-tok-panoptic")
+    assert (label["task"], label["bottleneck"], label["latent_channels"]) == ("panoptic", "vae", 32)  # GIVT §4.2: d 32
+    samples = [json.loads(line) for line in (run / "samples-panoptic" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == shards["splits"]["val"]["samples"] > 0
+    # big_vision's panoptic setting (configs/proj/givt/givt_coco_panoptic.py): t 0.85, 4 beams of 8 fans.
+    assert "beam search (4 beams, 8 fans), t = 0.85" in contents("samples-panoptic")["summary"]
+    scores = json.loads((run / "scores-panoptic" / "metrics.json").read_text())
+    assert {"prediction", "baseline", "reconstruction"} <= set(scores)
+    assert (run / "scores-panoptic" / "report.html").is_file()
