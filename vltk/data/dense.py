@@ -18,6 +18,7 @@ captions say left and right, but stage I reads labels only). Panoptic labels are
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -135,19 +136,13 @@ class DenseBatches:
 
 
 def ordered_batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
     """((b, 3, H, W) uint8 images, (b, H, W, C) labels, their samples) of the first `count` (0: all) labelled
     samples of `split`, in order."""
-    items: list = []
-    for n, item in enumerate(iter_dense(shards, split, spec)):
-        if count and n == count:
-            break
-        items.append(item)
-        if len(items) == size:
-            yield stack_dense(items)
-            items = []
-    if items:
-        yield stack_dense(items)
+    items = iter_dense(shards, split, spec)
+    items = itertools.islice(items, count) if count else items
+    while chunk := list(itertools.islice(items, size)):
+        yield stack_dense(chunk)
 
 
 def stack_dense(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:

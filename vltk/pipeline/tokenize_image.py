@@ -24,6 +24,7 @@ shards', and it is evaluated on the shards' val split like a trained one, so `vl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -135,14 +136,9 @@ def import_taming(cfg: TokenizeImageConfig, checkpoint: Path, shards: Path, out:
 
 def _val_batches(shards: Path, split: str, size: int) -> Iterator[tuple[torch.Tensor, list[np.ndarray], list]]:
     """(images (b, 3, H, W) in [-1, 1], the same as uint8 (H, W, 3) arrays, their samples) of `split`, in order."""
-    samples: list = []
-    for sample in iter_samples(shards, split):
-        samples.append(sample)
-        if len(samples) == size:
-            yield _stack(samples)
-            samples = []
-    if samples:
-        yield _stack(samples)
+    samples = iter_samples(shards, split)
+    while chunk := list(itertools.islice(samples, size)):
+        yield _stack(chunk)
 
 
 def _stack(samples: list) -> tuple[torch.Tensor, list[np.ndarray], list]:
