@@ -4,6 +4,7 @@ one-line errors instead of tracebacks."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -94,3 +95,20 @@ def test_errors_in_a_real_process_are_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: no such artifact: {tmp_path / 'missing'}"]
+
+
+# Imported only where used, since each costs every `vltk` process its import time (torchvision ~1.5 s, as much as
+# torch itself; matplotlib ~0.4 s): the grid and blur helpers, the loss plot, the metrics' backbones and the trackers.
+# `vltk plan` counts torchvision's VGG and Inception, so it is the one stage that imports torchvision up front.
+LAZY = ("torchvision", "matplotlib", "lpips", "torch_fidelity", "open_clip", "torchmetrics", "timm", "tensorboard")
+
+
+def test_a_stage_process_starts_without_the_libraries_it_uses_late():
+    import vltk.pipeline
+
+    stages = [p.stem for p in Path(vltk.pipeline.__file__).parent.glob("*.py") if p.stem not in ("__init__", "plan")]
+    check = (f"import sys\nfor stage in {stages!r}: __import__('vltk.pipeline.' + stage)\n"
+             f"print([name for name in {LAZY!r} if name in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(stages) > 10 and proc.stdout.strip() == "[]"

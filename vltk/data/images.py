@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.utils import make_grid
 
 from vltk.errors import VltkError
 
@@ -204,6 +203,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def image_grid(images: np.ndarray, columns: int, min_side: int = 0) -> Image.Image:
     """(N, H, W, 3) uint8 pictures in rows of `columns`, 2 white pixels between and around them; pictures smaller
     than `min_side` are enlarged by an integer factor (nearest, so pixels stay visible)."""
+    from torchvision.utils import make_grid  # here, not at the top: importing torchvision costs every stage ~1.5 s
+
     scale = max(1, -(-min_side // images.shape[1]))
     grid = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, H, W)
     grid = grid.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)

@@ -48,7 +48,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
 
 from vltk.masking import prefix_mask, top_n
 from vltk.models.magvlt import MAGVLT, Inputs, drop_condition
@@ -438,6 +437,8 @@ def blend(generated: torch.Tensor, source: torch.Tensor, edited: torch.Tensor, g
     m = F.interpolate(edited.reshape(b, 1, grid, grid).float(), size=(h, w), mode="nearest")  # (B, 1, H, W)
     sigma = h / 16 - 1 if radius is None else radius
     if sigma > 0:
+        from torchvision.transforms.functional import gaussian_blur  # torchvision takes ~1.5 s to import: only here
+
         size = min(2 * math.ceil(3 * sigma) + 1, 2 * min(h, w) - 1)
         m = gaussian_blur(m, [size, size], [sigma, sigma])
     m = m.to(generated.dtype)

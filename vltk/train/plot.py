@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 FIGSIZE, DPI = (12.0, 4.5), 100  # 1200 x 450 px
 BOOKKEEPING = ("step", "seconds", "tokens_per_s", "lr", "grad_norm")  # a key, or a prefix before "/"
 Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
@@ -59,6 +56,10 @@ def plot_metrics(lines: list[dict[str, float]], file: Path, title: str = "") -> 
     if missing:
         raise ValueError(f"metrics lines {missing[:5]} have no 'step'")
     losses, accuracies = split_series(lines)
+    # matplotlib takes ~0.4 s to import: paid by the run that draws, at its end, not by every process that loads vltk.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(figure)  # attaches itself to the figure: savefig then renders with Agg
     left, right = figure.subplots(1, 2)
