@@ -201,7 +201,7 @@ def test_size_presets_fill_only_the_unset_sizes_and_never_mutate():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="unknown GIVT size"):
+    with pytest.raises(ValueError, match="unknown model size"):
         GIVTConfig(size="huge")
     with pytest.raises(ValueError, match="text_vocab and text_tokens"):
         GIVTConfig(text_vocab=10)

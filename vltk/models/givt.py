@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 import torch
 from torch import nn
@@ -68,25 +68,15 @@ from torch import nn
 from vltk.masking import random_subset
 from vltk.models.adapter import Adapter, AdapterConfig
 from vltk.models.gmm import GMMConfig
-from vltk.models.layers import KVCache, Transformer, TransformerConfig, init_weights
+from vltk.models.layers import KVCache, Preset, Transformer, TransformerConfig, init_weights
 from vltk.models.vit import ViT, ViTConfig
 from vltk.schedules import mask_count, mask_fraction
 
 Variant = Literal["causal", "maskgit"]
 
-# Named sizes: (width, depth, heads, MLP width). base / default / large are the paper's (GIVT Tab. 5: 86M, 304M and
-# 1.67B parameters); tiny and small are MAGVLT's CPU sizes with a 4x MLP.
-PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "tiny": (128, 4, 4, 512),
-    "small": (512, 8, 8, 2048),
-    "base": (768, 12, 12, 3072),
-    "default": (1024, 24, 16, 4096),
-    "large": (1536, 48, 16, 8192),
-}
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GIVTConfig:
+class GIVTConfig(Preset):
     size: str = "tiny"  # a PRESETS name; width / depth / heads / mlp_width override it when set
     width: int = 0
     depth: int = 0
@@ -105,9 +95,19 @@ class GIVTConfig:
     encoder: ViTConfig | None = None  # UViM stage II: cross-attend to a ViT encoding of an image (causal only)
     codebook_size: int = 0  # > 0: discrete tokens (UViM's VQ baseline): code indices in, V softmax logits out
 
+    # Named sizes: (width, depth, heads, MLP width). base / default / large are the paper's (GIVT Tab. 5: 86M, 304M
+    # and 1.67B parameters); tiny and small are MAGVLT's CPU sizes with a 4x MLP.
+    PRESETS: ClassVar[dict[str, tuple[int, ...]]] = {
+        "tiny": (128, 4, 4, 512),
+        "small": (512, 8, 8, 2048),
+        "base": (768, 12, 12, 3072),
+        "default": (1024, 24, 16, 4096),
+        "large": (1536, 48, 16, 8192),
+    }
+    SIZED: ClassVar[tuple[str, ...]] = ("width", "depth", "heads", "mlp_width")
+
     def __post_init__(self) -> None:
-        if self.size not in PRESETS:
-            raise ValueError(f"unknown GIVT size {self.size!r}; choose from {', '.join(PRESETS)}")
+        self.check_preset()
         trunk = self.trunk  # validates width / heads / MLP width / dropouts
         if self.variant not in ("causal", "maskgit"):
             raise ValueError(f"unknown GIVT variant {self.variant!r}; choose causal or maskgit")
@@ -132,19 +132,9 @@ class GIVTConfig:
         if self.codebook_size and (self.variant != "causal" or self.adapter is not None):
             raise ValueError("discrete tokens (codebook_size > 0) need the causal variant and no adapter")
 
-    def _sizes(self) -> dict[str, int]:
-        """width, depth, heads and mlp_width: each the field where it is set (> 0), else the size preset's."""
-        return {name: getattr(self, name) or value for name, value in zip(("width", "depth", "heads", "mlp_width"),
-                                                                           PRESETS[self.size])}
-
-    def sized(self) -> Self:
-        """This config with the preset's sizes written out: what a model is built from and what a generator artifact
-        records. A field left 0 means "the preset's"; the config itself is never mutated."""
-        return dataclasses.replace(self, **self._sizes())
-
     @property
     def trunk(self) -> TransformerConfig:
-        return TransformerConfig(**self._sizes(), bias=False, gelu="tanh", dropout=self.dropout,
+        return TransformerConfig(**self.sizes(), bias=False, gelu="tanh", dropout=self.dropout,
                                  attn_dropout=self.attn_dropout, cross_attention=self.encoder is not None)
 
     @property

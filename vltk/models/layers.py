@@ -24,7 +24,7 @@ Without the switch a block has exactly the modules it always had, so seeded mode
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
@@ -62,18 +62,30 @@ class TransformerConfig:
         return self.mlp_width or self.mlp_ratio * self.width
 
 
-# Named generator sizes: (width, depth, heads). base / large are the paper's (MAGVLT Tab. 8); tiny and small are for
-# CPUs and tests.
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "tiny": (128, 4, 4),
-    "small": (512, 8, 8),
-    "base": (1024, 24, 8),
-    "large": (1280, 36, 10),
-}
+class Preset:
+    """A config mixin for named model sizes: each of the fields SIZED (width, depth, ...) left 0 means "the preset's",
+    whose values are PRESETS[size], one per field in order. The config itself is never mutated: `sized()` writes them
+    out."""
+
+    PRESETS: ClassVar[dict[str, tuple[int, ...]]]
+    SIZED: ClassVar[tuple[str, ...]]
+
+    def check_preset(self) -> None:
+        if self.size not in self.PRESETS:
+            raise ValueError(f"unknown model size {self.size!r}; choose from {', '.join(self.PRESETS)}")
+
+    def sizes(self) -> dict[str, int]:
+        """Each of SIZED: the field where it is set (> 0), else the size preset's."""
+        return {name: getattr(self, name) or value for name, value in zip(self.SIZED, self.PRESETS[self.size])}
+
+    def sized(self) -> Self:
+        """This config with the preset's sizes written out: what a model is built from and what a generator artifact
+        records."""
+        return dataclasses.replace(self, **self.sizes())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GeneratorConfig:
+class GeneratorConfig(Preset):
     """What every token generator's config has: a named size with overrides, dropouts, and the vocabularies and
     sequence sizes that come from the encoded artifact's manifest (`vltk train-gen` fills them)."""
 
@@ -88,24 +100,23 @@ class GeneratorConfig:
     image_tokens: int = 0  # grid_size ** 2
     text_tokens: int = 0  # text context length
 
+    # Named generator sizes: (width, depth, heads). base / large are the paper's (MAGVLT Tab. 8); tiny and small are
+    # for CPUs and tests.
+    PRESETS: ClassVar[dict[str, tuple[int, ...]]] = {
+        "tiny": (128, 4, 4),
+        "small": (512, 8, 8),
+        "base": (1024, 24, 8),
+        "large": (1280, 36, 10),
+    }
+    SIZED: ClassVar[tuple[str, ...]] = ("width", "depth", "heads")
+
     def __post_init__(self) -> None:
-        if self.size not in PRESETS:
-            raise ValueError(f"unknown model size {self.size!r}; choose from {', '.join(PRESETS)}")
+        self.check_preset()
         self.trunk  # validates width / heads / dropouts
-
-    def _sizes(self) -> dict[str, int]:
-        """width, depth and heads: each the field where it is set (> 0), else the size preset's."""
-        return {name: getattr(self, name) or value for name, value in zip(("width", "depth", "heads"),
-                                                                           PRESETS[self.size])}
-
-    def sized(self) -> Self:
-        """This config with the preset's width / depth / heads written out: what a model is built from and what a
-        generator artifact records. A field left 0 means "the preset's"; the config itself is never mutated."""
-        return dataclasses.replace(self, **self._sizes())
 
     @property
     def trunk(self) -> TransformerConfig:
-        return TransformerConfig(**self._sizes(), dropout=self.dropout, attn_dropout=self.attn_dropout)
+        return TransformerConfig(**self.sizes(), dropout=self.dropout, attn_dropout=self.attn_dropout)
 
     def check_sizes(self) -> None:
         missing = [k for k in ("image_vocab", "text_vocab", "image_tokens", "text_tokens") if getattr(self, k) < 1]
@@ -252,7 +263,8 @@ class Transformer(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """BERT / MaskGIT output head: Linear -> GELU -> LayerNorm, then logits against the tied embedding table + a bias."""
+    """BERT / MaskGIT output head: Linear -> GELU -> LayerNorm, then logits against the tied embedding table plus a
+    bias."""
 
     def __init__(self, width: int, vocab: int):
         super().__init__()

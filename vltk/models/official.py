@@ -44,13 +44,13 @@ import torch
 
 from vltk.errors import VltkError
 from vltk.models import magvlt
-from vltk.models.layers import PRESETS
+from vltk.models.layers import GeneratorConfig
 from vltk.models.magvlt import BASIC_SPECIALS, MIXSEL_SPECIALS, MAGVLTConfig
 
 PREFIX = "model."  # MaskGITModel.model: the Transformer1d
 # The released configs by width: vltk's presets base (1024 wide, 24 layers, 8 heads) and large (1280, 36, 10) are
 # configs/magvlt-it2it-base-sampling.yaml and -large- exactly.
-SIZES: dict[int, str] = {PRESETS[name][0]: name for name in ("base", "large")}
+SIZES: dict[int, str] = {GeneratorConfig.PRESETS[name][0]: name for name in ("base", "large")}
 # The official special-token rows (magvlt/models/utils.py SPECIAL_TOKENS_HNH; SPECIAL_TOKENS_BASIC is its first six),
 # each with the vltk id of the same token: vltk's specials.weight[vltk id] = tok_emb_spc.weight[official row].
 SPECIALS: tuple[tuple[str, int], ...] = (
