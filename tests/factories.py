@@ -1,5 +1,6 @@
-"""Tiny artifacts the tests build on: a random-init image tokenizer, a whole encoded data set, random-init Inception
-weights in the released file's format and taming's checkpoint layout; an artifact's files, to compare two runs.
+"""Tiny artifacts the tests build on: a random-init image tokenizer, a whole encoded data set, a UViM generator,
+random-init Inception weights in the released file's format and taming's checkpoint layout; an artifact's files, to
+compare two runs.
 
 The expensive ones are built once per test process by the fixtures in tests/conftest.py; call these directly only for
 an artifact with other settings."""
@@ -23,6 +24,8 @@ from vltk.config import config_to_dict
 from vltk.imagetok import CNNConfig, ImageTokenizerConfig, QuantizerConfig, VAEConfig, build_image_tokenizer
 from vltk.pipeline import encode, shard, synth, tokenize_text
 from vltk.records import ImageTokenizerContents, Stage
+
+from tests.helpers import TINY_LABEL_TOK, TINY_UVIM, run_cli, sets
 
 
 def make_image_tok(out: Path, kind: str, size: int = 16):
@@ -55,6 +58,20 @@ def tiny_encoded(root: Path, size: int = 16, seed: int = 2, kind: str = "vqgan")
     encode.run(encode.EncodeConfig(batch_size=4, mixsel_pairs=int(kind == "vqgan")), root / "shards", image_tok,
                root / "text-tok", root / "encoded", cpu=True)
     return root / "encoded"
+
+
+def tiny_uvim(root: Path, task: str, bottleneck: str) -> Path:
+    """A `givt-uvim` generator on 16 synth scenes of 16 px with dense labels (root/shards, made once a root), over a
+    `task` label tokenizer with a `bottleneck` (root/tok-TASK-BOTTLENECK); returns root/gen-TASK-BOTTLENECK."""
+    if not (root / "shards").is_dir():
+        synth.run(synth.SynthConfig(count=16, size=16, seed=2, val_fraction=0.25), root / "raw")
+        shard.run(shard.ShardConfig(size=16, image_format="png", shard_size=8), root / "raw", root / "shards",
+                  workers=1)
+    tok, gen = root / f"tok-{task}-{bottleneck}", root / f"gen-{task}-{bottleneck}"
+    run_cli("tokenize", "label", root / "shards", tok, "--task", task, "--bottleneck", bottleneck, "--cpu",
+            *sets(*TINY_LABEL_TOK))
+    run_cli("train-gen", tok, gen, "--model", "givt-uvim", "--cpu", *sets(*TINY_UVIM))
+    return gen
 
 
 def copy_build(build: Path, into: Path) -> Path:

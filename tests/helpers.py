@@ -30,6 +30,17 @@ TINY_GIVT = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_widt
              "train.steps=2", "train.batch_size=4", "optim.warmup_steps=1"]
 
 
+# UViM at the same scale: a label autoencoder with 4 tokens of 4-d (or 8 codes), and a one-block GIVT that cross-attends
+# to a one-block ViT of 8 px patches (`vltk tokenize label`, then `vltk train-gen --model givt-uvim`).
+TINY_LABEL_TOK = ["model.patch_size=4", "model.width=16", "model.enc_depth=1", "model.dec_depth=1", "model.heads=2",
+                  "model.mlp_width=32", "model.code_len=4", "model.codeword_dim=4", "model.max_instances=4",
+                  "model.codebook_size=8", "train.steps=2", "train.batch_size=4", "eval_count=2",
+                  "eval_batch_size=2", "recon_images=2"]
+TINY_UVIM = ["model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.encoder.patch_size=8",
+             "model.encoder.width=8", "model.encoder.depth=1", "model.encoder.heads=2", "train.steps=2",
+             "train.batch_size=4", "train.log_every=1", "optim.warmup_steps=1"]
+
+
 def invoke(*args: object) -> Result:
     """`vltk ARGS` in this process (every argument str()-ed), whatever its exit code."""
     return CliRunner().invoke(app, [str(a) for a in args])

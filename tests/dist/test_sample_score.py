@@ -1,6 +1,7 @@
 """`vltk sample` and `vltk score` under `accelerate launch` with two CPU processes give what one process gives: the
 batches are shared out but each keeps the seed of its first draw, so the merged samples artifact is the same file for
-file; scoring shares the judge and Inception passes and gathers them in order, so the metrics agree."""
+file (UViM's dense label maps too); scoring shares the judge and Inception passes and gathers them in order, so the
+metrics agree."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import pytest
 
 from tests.dist.launching import run_vltk
-from tests.factories import artifact_files, random_inception, tiny_encoded
+from tests.factories import artifact_files, random_inception, tiny_encoded, tiny_uvim
 from tests.helpers import TINY_GEN, sets
 
 
@@ -36,6 +37,19 @@ def test_two_processes_sample_what_one_does(gen, task, settings):
     manifest = json.loads((gen / f"{task}-2" / "manifest.json").read_text())
     assert manifest["contents"]["processes"] == 2 and manifest["contents"]["count"] == 5
     assert not (gen / f"{task}-2.partial").exists()
+
+
+def test_two_processes_sample_dense_maps_as_one_does(tmp_path):
+    gen = tiny_uvim(tmp_path, "panoptic", "vae")
+    for processes in (1, 2):  # 5 maps in batches of 2: process 0 draws batches 0 and 2, process 1 batch 1
+        run_vltk(["sample", gen, tmp_path / f"dense-{processes}", "--task", "dense", "--split", "train", "--count", "5",
+                  "--cpu",
+                  *sets("batch_size=2")], processes)
+    one, two = artifact_files(tmp_path / "dense-1"), artifact_files(tmp_path / "dense-2")
+    assert len([k for k in one if k.startswith("panoptic/")]) == 5 and "panoptic.json" in one
+    assert one == two
+    manifest = json.loads((tmp_path / "dense-2" / "manifest.json").read_text())
+    assert manifest["contents"]["processes"] == 2 and manifest["contents"]["count"] == 5
 
 
 def test_two_processes_score_what_one_does(gen):

@@ -11,12 +11,9 @@ from vltk.labeltok.artifact import load_label_tokenizer
 from vltk.pipeline import shard, synth
 from vltk.records import LabelTokenizerContents
 
-from tests.helpers import invoke, one_line_error, run_cli, sets
+from tests.helpers import TINY_LABEL_TOK, invoke, one_line_error, run_cli, sets
 
-TINY = sets("model.patch_size=4", "model.width=16", "model.enc_depth=1", "model.dec_depth=1", "model.heads=2",
-            "model.mlp_width=32", "model.code_len=4", "model.codeword_dim=4", "model.max_instances=4",
-            "model.codebook_size=8", "train.steps=2", "train.batch_size=4", "train.log_every=1", "eval_count=2",
-            "eval_batch_size=2", "recon_images=2")
+TINY = sets(*TINY_LABEL_TOK, "train.log_every=1")
 
 
 @pytest.fixture(scope="module")

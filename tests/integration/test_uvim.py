@@ -12,31 +12,19 @@ import torch
 from vltk.data import depth as depth_png
 from vltk.data import panoptic as panoptic_png
 from vltk.models.artifact import load_generator
-from vltk.pipeline import shard, synth
 from vltk.records import GeneratorContents
 
-from tests.helpers import invoke, one_line_error, run_cli, sets
+from tests.factories import artifact_files, tiny_uvim
+from tests.helpers import TINY_UVIM, invoke, one_line_error, run_cli, sets
 
-LABEL_TOK = sets("model.patch_size=4", "model.width=16", "model.enc_depth=1", "model.dec_depth=1", "model.heads=2",
-                 "model.mlp_width=32", "model.code_len=4", "model.codeword_dim=4", "model.max_instances=4",
-                 "model.codebook_size=8", "train.steps=2", "train.batch_size=4", "eval_count=2",
-                 "eval_batch_size=2", "recon_images=2")
-GEN = ["--model", "givt-uvim", "--cpu", *sets(
-    "model.width=16", "model.depth=1", "model.heads=2", "model.mlp_width=32", "model.encoder.patch_size=8",
-    "model.encoder.width=8", "model.encoder.depth=1", "model.encoder.heads=2", "train.steps=2", "train.batch_size=4",
-    "train.log_every=1", "optim.warmup_steps=1")]
+GEN = ["--model", "givt-uvim", "--cpu", *sets(*TINY_UVIM)]
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     root = tmp_path_factory.mktemp("uvim")
-    synth.run(synth.SynthConfig(count=16, size=16, seed=2, val_fraction=0.25), root / "raw")
-    shard.run(shard.ShardConfig(size=16, image_format="png", shard_size=8), root / "raw", root / "shards", workers=1)
     for task, bottleneck in (("panoptic", "vae"), ("depth", "vae"), ("panoptic", "vq")):
-        tok = root / f"tok-{task}-{bottleneck}"
-        run_cli("tokenize", "label", root / "shards", tok, "--task", task, "--bottleneck", bottleneck, "--cpu",
-                *LABEL_TOK)
-        run_cli("train-gen", tok, root / f"gen-{task}-{bottleneck}", *GEN)
+        tiny_uvim(root, task, bottleneck)
     return root
 
 
@@ -86,6 +74,39 @@ def test_sample_dense_formats_round_trip_and_score(build, tmp_path, task, bottle
             assert set(metrics[kind]) >= {"All", "Things", "Stuff"} and 0 <= metrics[kind]["All"]["pq"] <= 1
         else:
             assert metrics[kind]["rmse"] >= 0 and 0 <= metrics[kind]["delta1"] <= 1
+
+
+def test_a_killed_dense_run_resumes_its_missing_batches(build, tmp_path, monkeypatch):
+    """A run that dies after its first batch leaves that batch's files and record in OUT.partial; the next run draws
+    only the others and writes what an uninterrupted run writes, file for file."""
+    from vltk.errors import VltkError
+    from vltk.pipeline import sample_dense
+
+    gen, flags = build / "gen-panoptic-vae", ["--task", "dense", "--split", "train", "--count", "5", "--cpu",
+                                          *sets("batch_size=2")]
+    run_cli("sample", gen, tmp_path / "whole", *flags)
+    drawn, real = [], sample_dense.predict
+
+    def dies_after_one(*args, **kwargs):
+        if drawn:
+            raise VltkError("killed")
+        drawn.append(len(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample_dense, "predict", dies_after_one)
+    assert "killed" in one_line_error(invoke("sample", gen, tmp_path / "resumed", *flags))
+    assert [p.name for p in (tmp_path / "resumed.partial" / "batches").iterdir()] == ["0000000.json"]
+    drawn.clear()
+
+    def counts(*args, **kwargs):
+        drawn.append(len(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample_dense, "predict", counts)
+    assert "resuming" in run_cli("sample", gen, tmp_path / "resumed", *flags)
+    assert drawn == [2, 1]  # 5 maps in batches of 2: the first was on disk
+    assert artifact_files(tmp_path / "whole") == artifact_files(tmp_path / "resumed")
+    assert not (tmp_path / "resumed.partial").exists()
 
 
 def test_bad_input_is_one_line(build, tmp_path, tiny_magvlt):

@@ -16,7 +16,8 @@ them to a panoptic map [semantic, instance] or to depth in metres. big_vision's 
 (`make uvim-sweep`).
 
 Seeds: batch k of `batch_size` records is drawn with a generator seeded by `seed` + its first index (as `vltk sample`).
-One process draws every batch (the main one under `accelerate launch`).
+Under `accelerate launch` process r of N draws batches r, r + N, ..., so N processes write what one does; each batch's
+rows are kept in `batches/` until the main process merges them, and a killed run resumes from the batches it finished.
 
 The artifact holds per record i `pred/{i:05d}.png` (the prediction colourised for people) and the machine formats:
 panoptic `panoptic/{i:05d}.png` (COCO's panoptic PNG, id = R + 256 G + 256^2 B) with `panoptic.json` in COCO's
@@ -28,8 +29,9 @@ panoptic results layout ({"annotations": [{"image_id", "file_name", "segments_in
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -53,12 +55,14 @@ from vltk.records import GeneratorContents, SamplesContents, ShardsContents, Sta
 from vltk.sampling.generate import check_task
 from vltk.sampling.givt import GIVTSampling, sample_causal
 from vltk.train.launch import begin_shared, main_progress
+from vltk.ui import console
 # The config is vltk.pipeline.sample.SampleConfig (task, count, split, batch_size, seed, columns, givt.*), typed Any
 # here: that module dispatches to this one.
 SampleConfig = Any
 
 STAGE = Stage.SAMPLE
 PREDICTIONS = "panoptic.json"
+BATCHES = "batches"  # in the work directory: each drawn batch's rows, until the main process merges them
 
 
 @torch.no_grad()
@@ -71,7 +75,9 @@ def predict(model: GIVT, label_model: LabelAutoencoder, cfg: GIVTSampling, image
 
 
 def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bool = False) -> Path:
-    """Sample label maps for the first `cfg.count` records of `cfg.split` with the UViM generator `gen` into `out`."""
+    """Sample label maps for the first `cfg.count` records of `cfg.split` with the UViM generator `gen` into `out` (on
+    every process of an `accelerate launch`: each draws its share of the batches, the main process writes the
+    artifact)."""
     gen, out = Path(gen), Path(out)
     record = GeneratorContents.read(gen)
     check_task(record.generator, cfg.task, record.model)
@@ -87,37 +93,50 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     count = sum(len(samples) for _, _, samples in ordered_batches(shards, cfg.split, spec, cfg.batch_size, cfg.count))
     if not count:
         raise VltkError(f"{shards} has no {spec.task} labels in its '{cfg.split}' split to sample for")
-    job = begin_shared(state, out, stage=STAGE, config=cfg, inputs={"generator": gen}, force=force)
+    job = begin_shared(state, out, stage=STAGE, config=cfg, inputs={"generator": gen}, force=force, resume=True)
     if job is None:
         return out
+    if state.is_main_process and job.resumed:
+        console().print(f"[yellow]resuming[/] the unfinished sampling in {job.work}")
+    starts = range(0, count, cfg.batch_size)  # ordered_batches' batches are full but the last
+    _draw_share(cfg, model, label_model, spec, shards, job.work, starts[state.process_index::state.num_processes],
+                count, state)
+    state.wait_for_everyone()
     if state.is_main_process:
-        written = _draw(cfg, model, label_model, spec, shards, count, job.work, device, state)
-        job.publish(_contents(cfg, record, labels, written, ShardsContents.read(shards).image_size,
-                              ShardsContents.read(shards).extra.get("categories")))
+        _merge(cfg, spec, shards, job.work, starts)
+        facts = ShardsContents.read(shards)
+        job.publish(_contents(cfg, record, labels, count, facts.image_size, facts.extra.get("categories"),
+                              state.num_processes))
     state.wait_for_everyone()
     return out
 
 
-def _draw(cfg: SampleConfig, model: GIVT, label_model: LabelAutoencoder, spec: LabelSpec, shards: Path, count: int,
-          work: Path, device: torch.device, state: PartialState) -> int:
-    """Draw, decode and write every batch; samples.jsonl, grid.png and (panoptic) the predictions JSON; the count."""
-    machine = spec.task  # the folder of the machine format: panoptic/ or depth/
-    for folder in ("pred", machine):
+def _draw_share(cfg: SampleConfig, model: GIVT, label_model: LabelAutoencoder, spec: LabelSpec, shards: Path,
+                work: Path, starts: Sequence[int], count: int, state: PartialState) -> None:
+    """Draw, decode and write this process's batches (the first indices `starts`; those a killed run finished are
+    skipped): each record's PNGs, then the batch's rows of samples.jsonl and of panoptic.json in batches/, last, so
+    that a batch is done when its record is there."""
+    device, machine = state.device, spec.task  # machine: the folder of the machine format, panoptic/ or depth/
+    for folder in ("pred", machine, BATCHES):
         (work / folder).mkdir(exist_ok=True)
-    lines: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    shown: list[np.ndarray] = []
-    with main_progress(state, f"sample dense ({spec.task})", count, "map") as advance:
-        for images, _, samples in ordered_batches(shards, cfg.split, spec, cfg.batch_size, cfg.count):
-            start, seed = len(lines), cfg.seed + len(lines)
+    mine = {start: min(cfg.batch_size, count - start) for start in starts}
+    with main_progress(state, f"sample dense ({spec.task})", sum(mine.values()), "map") as advance:
+        batches = ordered_batches(shards, cfg.split, spec, cfg.batch_size, cfg.count)
+        for start, (images, _, samples) in zip(range(0, count, cfg.batch_size), batches):
+            done = _batch_record(work, start)
+            if start not in mine:
+                continue
+            if done.is_file():  # a killed run drew it
+                advance(len(samples))
+                continue
+            seed = cfg.seed + start
             generator = torch.Generator(device).manual_seed(seed)
             pixels = images.to(device).float() / 127.5 - 1.0
             pred = predict(model, label_model, cfg.givt, pixels, generator).cpu().numpy()
-            for j, (image, p, sample) in enumerate(zip(images, pred, samples)):
-                i = start + j
+            lines, annotations = [], []
+            for i, p, sample in zip(range(start, start + len(samples)), pred, samples):
                 files = {"pred": f"pred/{i:05d}.png", machine: f"{machine}/{i:05d}.png"}
-                picture = colour_labels(p, spec)
-                Image.fromarray(picture).save(work / files["pred"])
+                Image.fromarray(colour_labels(p, spec)).save(work / files["pred"])
                 if spec.task == "panoptic":
                     ids, info = to_coco(p, spec.categories)
                     artifacts.write_bytes_atomic(work / files[machine], panoptic_png.encode_png(ids))
@@ -127,26 +146,39 @@ def _draw(cfg: SampleConfig, model: GIVT, label_model: LabelAutoencoder, spec: L
                     artifacts.write_bytes_atomic(work / files[machine], depth_png.encode_png(depth_png.to_units(p)))
                 lines.append({"index": i, "task": "dense", "key": sample.key, "file": files["pred"], "files": files,
                               "seed": seed})
-                if len(shown) < 2 * cfg.columns:
-                    shown += [image.permute(1, 2, 0).numpy(), picture]
+            artifacts.write_json_atomic(done, {"lines": lines, "annotations": annotations})
             advance(len(samples))
+
+
+def _batch_record(work: Path, start: int) -> Path:
+    return work / BATCHES / f"{start:07d}.json"
+
+
+def _merge(cfg: SampleConfig, spec: LabelSpec, shards: Path, work: Path, starts: Sequence[int]) -> None:
+    """samples.jsonl and (panoptic) the predictions JSON from the batch records in order; grid.png of the first
+    records' images over their predictions."""
+    done = [json.loads(_batch_record(work, start).read_text()) for start in starts]
+    lines = [line for batch in done for line in batch["lines"]]
     with open(work / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
     if spec.task == "panoptic":
-        artifacts.write_json_atomic(work / PREDICTIONS, {"annotations": annotations})
-    pairs = np.stack(shown).reshape(-1, 2, *shown[0].shape)  # (n, [image, prediction], H, W, 3)
-    image_grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *shown[0].shape), columns=len(pairs),
+        artifacts.write_json_atomic(work / PREDICTIONS, {"annotations": [a for b in done for a in b["annotations"]]})
+    shutil.rmtree(work / BATCHES)
+    images, _, _ = next(ordered_batches(shards, cfg.split, spec, cfg.columns, cfg.columns))  # (n, 3, H, W) uint8
+    pairs = np.stack([np.stack([image.permute(1, 2, 0).numpy(), np.asarray(Image.open(work / line["file"]))])
+                      for image, line in zip(images, lines)])  # (n, [image, prediction], H, W, 3)
+    image_grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *pairs.shape[2:]), columns=len(pairs),
                min_side=64).save(work / "grid.png")
-    return len(lines)
 
 
 def _contents(cfg: SampleConfig, gen: GeneratorContents, labels: Any, count: int, image_size: int,
-              categories: list[dict[str, Any]] | None) -> dict[str, Any]:
+              categories: list[dict[str, Any]] | None, processes: int) -> dict[str, Any]:
     how = (f"beam search ({cfg.givt.beams} beams, {cfg.givt.fans} fans)" if cfg.givt.beam_search else "ancestral")
     kind = "UViM VQ baseline" if gen.image_vocab else "GIVT"
     return SamplesContents(
         task="dense", generator=gen.generator, count=count, image_size=image_size, candidates=1, rerank=None,
         extra={"dense_task": labels.task, "bottleneck": labels.bottleneck, "split": cfg.split, "grid": "grid.png",
+               "processes": processes,
                **({"predictions": PREDICTIONS, "categories": categories} if labels.task == "panoptic" else {}),
                "summary": f"{count} {labels.task} maps of the '{cfg.split}' split from {kind} ({how}, "
                           f"t = {cfg.givt.temperature})"},
