@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from vltk.train import loop
 
 from tests.dist.launching import run_vltk
-from tests.factories import tensorboard_log
-from tests.helpers import sets
+from tests.factories import tensorboard_log, tiny_uvim
+from tests.helpers import TINY_UVIM, sets
 
 SETTINGS = ["model.width=16", "model.depth=1", "model.heads=2", "model.dropout=0.0", "model.attn_dropout=0.0",
             "train.steps=4", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
@@ -48,6 +48,20 @@ def test_two_processes_match_one(encoded, tmp_path, model):
         a, b = json.loads(a), json.loads(b)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm/model"] == pytest.approx(b["grad_norm/model"], rel=1e-4) and a["grad_norm/model"] > 0
+
+
+def test_two_processes_train_uvim_as_one(tmp_path):
+    """UViM's stage II: the image batches are split by rank and the label autoencoder's posterior noise is keyed by
+    each sample's place in the global batch, so two processes reach one process's weights."""
+    tok = tiny_uvim(tmp_path, "panoptic", "vae").parent / "tok-panoptic-vae"
+    settings = [*TINY_UVIM, "model.dropout=0.0", "model.attn_dropout=0.0", "train.steps=3", "train.batch_size=8",
+                "train.ema_decay=0.0"]
+    for processes, name in ((1, "one"), (2, "two")):
+        run_vltk(["train-gen", tok, tmp_path / name, "--model", "givt-uvim", "--cpu", *sets(*settings)], processes)
+    one, two = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("one", "two"))
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-6, rtol=1e-5), key
 
 
 def test_two_processes_log_to_tensorboard_once(encoded, tmp_path):

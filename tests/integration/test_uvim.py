@@ -2,6 +2,7 @@
 tokenizer, `vltk sample --task dense` (its machine formats read back), `vltk score` of dense samples, and bad input as
 one line."""
 
+import itertools
 import json
 import shutil
 
@@ -10,8 +11,11 @@ import pytest
 import torch
 
 from vltk.data import depth as depth_png
+from vltk.data.dense import DenseBatches, dense_categories
 from vltk.data import panoptic as panoptic_png
+from vltk.labeltok.artifact import load_label_tokenizer
 from vltk.models.artifact import load_generator
+from vltk.pipeline.tokenize_label import label_spec
 from vltk.records import GeneratorContents
 
 from tests.factories import artifact_files, tiny_uvim
@@ -74,6 +78,23 @@ def test_sample_dense_formats_round_trip_and_score(build, tmp_path, task, bottle
             assert set(metrics[kind]) >= {"All", "Things", "Stuff"} and 0 <= metrics[kind]["All"]["pq"] <= 1
         else:
             assert metrics[kind]["rmse"] >= 0 and 0 <= metrics[kind]["delta1"] <= 1
+
+
+def test_dense_batches_carry_their_places_in_the_global_batch(build):
+    """Global batch k holds stream positions [4k, 4k + 4) whatever the process count, and two ranks' shares are the
+    one-process batch split in two: UViM's posterior noise is keyed by these places (tests/unit/test_uvim_objective)."""
+    label_model, _ = load_label_tokenizer(build / "tok-panoptic-vae", "cpu")
+    spec = label_spec(label_model.cfg, dense_categories(build / "shards"))
+
+    def first_batches(rank: int, world: int) -> list:
+        data = DenseBatches(build / "shards", "train", spec, batch_size=4, seed=0, rank=rank, world_size=world)
+        return list(itertools.islice(data(position=4), 2))  # from a resumed position: global batches 1 and 2
+
+    whole, halves = first_batches(0, 1), list(zip(first_batches(0, 2), first_batches(1, 2)))
+    assert [b[2].tolist() for b in whole] == [[4, 5, 6, 7], [8, 9, 10, 11]]
+    for one, (r0, r1) in zip(whole, halves):
+        for a, b, c in zip(one, r0, r1):
+            assert torch.equal(a, torch.cat([b, c]))
 
 
 def test_a_killed_dense_run_resumes_its_missing_batches(build, tmp_path, monkeypatch):

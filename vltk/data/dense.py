@@ -3,7 +3,7 @@
 
     spec = LabelSpec(task="panoptic", categories=dense_categories(shards), max_instances=100)
     data = DenseBatches(shards, "train", spec, batch_size=64, seed=0)
-    for images, labels in data(position=0):   # (64, 3, H, W) float in [-1, 1]; (64, H, W, C) long
+    for images, labels, index in data(position=0):   # (64, 3, H, W) float in [-1, 1]; (64, H, W, C), (64,) long
         ...
 
 The label channels are those of `vltk.labeltok.maps`: panoptic [semantic class, canonical instance] (C = 2), depth
@@ -70,7 +70,8 @@ class LabelSpec:
         """(H, W, C) int64 label channels of a sample that has the member."""
         if self.task == "depth":
             metres = depth_png.to_metres(decode_depth(sample))
-            return bin_depth(metres, min_depth=self.min_depth, max_depth=self.max_depth, bins=self.depth_bins)[..., None]
+            bins = bin_depth(metres, min_depth=self.min_depth, max_depth=self.max_depth, bins=self.depth_bins)
+            return bins[..., None]
         ids, segments = decode_panoptic(sample)
         labels = panoptic_map(ids, segments, self.categories)
         labels[..., 1][labels[..., 1] >= self.max_instances] = 0
@@ -121,8 +122,9 @@ class DenseBatches:
             shuffle_buffer=shuffle_buffer)
 
     def __call__(self, position: int = 0, worker: int = 0, workers: int = 1
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """((b, 3, H, W) float32 in [-1, 1], (b, H, W, C) int64), b = batch_size / world_size, from `position`."""
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """((b, 3, H, W) float32 in [-1, 1], (b, H, W, C) int64, (b,) int64 stream positions), b = batch_size /
+        world_size, from `position`: global batch k holds positions [position + kB, position + (k+1)B)."""
         for items in self.stream(position, worker, workers):
             images = np.stack([image for _, (image, _) in items])
             labels = np.stack([label for _, (_, label) in items])
@@ -132,7 +134,8 @@ class DenseBatches:
                         images[j], labels[j] = images[j][..., ::-1], labels[j][:, ::-1]
                         if self.spec.task == "panoptic":
                             labels[j][..., 1] = canonical_instances(labels[j][..., 1])
-            yield torch.from_numpy(images).float() / 127.5 - 1.0, torch.from_numpy(labels)
+            index = torch.tensor([q for q, _ in items], dtype=torch.long)
+            yield torch.from_numpy(images).float() / 127.5 - 1.0, torch.from_numpy(labels), index
 
 
 def ordered_batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int

@@ -22,12 +22,12 @@ def reconstruction_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor) -
 
 
 class LabelTokenizerTask:
-    """One micro-batch of (images, labels): the images are not used (stage I sees labels only)."""
+    """One micro-batch of (images, labels, stream positions): only the labels are used (stage I sees labels alone)."""
 
     def __init__(self, parts: dict[str, Part], accelerator: Accelerator):
         self.parts, self.accelerator = parts, accelerator
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, float]:
+    def train_step(self, batch: tuple[torch.Tensor, ...], step: int) -> dict[str, float]:
         labels = batch[1].to(self.accelerator.device)
         out = self.parts["model"].module(labels)
         rec = reconstruction_loss(out.logits, labels)

@@ -3,8 +3,10 @@ tokenizer's latents (GIVT §4.2, §5.2, Tab. 3; UViM, Kolesnikov et al. NeurIPS 
 
     vltk train-gen build/demo/label-tok-panoptic build/demo/gen-uvim-panoptic --model givt-uvim \
         --config stages/demo/train_gen_uvim.toml
-    vltk train-gen build/demo/label-tok-panoptic-vq build/demo/gen-uvim-panoptic-vq --config stages/demo/train_gen_uvim.toml
-    accelerate launch --num_processes 8 -m vltk train-gen LABEL_TOK OUT --config stages/paper/train_gen_givt_uvim_depth.toml
+    vltk train-gen build/demo/label-tok-panoptic-vq build/demo/gen-uvim-panoptic-vq \
+        --config stages/demo/train_gen_uvim.toml
+    accelerate launch --num_processes 8 -m vltk train-gen LABEL_TOK OUT \
+        --config stages/paper/train_gen_givt_uvim_depth.toml
 
 One generator name for both bottlenecks, picked by the label tokenizer (`vltk tokenize label --bottleneck`), since it
 alone decides what the tokens are: a VAE label tokenizer gives GIVT's model (soft tokens, a GMM head, NLL of posterior
@@ -137,7 +139,8 @@ def run(cfg: GIVTUViMTrainConfig, label_tok: Path, out: Path, *, force: bool = F
     data = DenseBatches(shards, cfg.data.split, label_spec(label_model.cfg, categories),
                         batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=accelerator.process_index,
                         world_size=accelerator.num_processes, flip=cfg.data.flip)
-    task = UViMTask(parts, label_model, cfg.objective, accelerator, seed=cfg.train.seed)
+    task = UViMTask(parts, label_model, cfg.objective, accelerator, global_batch=cfg.train.batch_size,
+                    seed=cfg.train.seed)
     name = _name(cfg, contents)
     with tracking(accelerator, config_to_dict(cfg), job.work, project=f"vltk-{STAGE}", run=out.name):
         result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=f"train-gen ({name})")
@@ -169,7 +172,8 @@ def _contents(cfg: GIVTUViMTrainConfig, labels: LabelTokenizerContents, model: t
     vq = bool(cfg.model.codebook_size)
     ran = result.steps - result.resumed_from
     return GeneratorContents(
-        generator=GENERATOR, model=config_to_dict(cfg.model), grid_size=math.isqrt(labels.code_len), image_size=labels.image_size, ids={}, text_vocab=0,
+        generator=GENERATOR, model=config_to_dict(cfg.model), grid_size=math.isqrt(labels.code_len),
+        image_size=labels.image_size, ids={}, text_vocab=0,
         image_tokens=cfg.model.image_tokens, text_tokens=0, image_vocab=cfg.model.codebook_size if vq else None,
         latent_channels=None if vq else cfg.model.latent_channels,
         extra={"task": labels.task, "bottleneck": labels.bottleneck, "parameters": params,
