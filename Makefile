@@ -25,7 +25,10 @@ $(INSTALLED): pyproject.toml
 
 test: $(INSTALLED)
 	# One thread per test worker: two workers with two threads each oversubscribe 2 cores and slow torch down badly.
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
+	# worksteal: xdist's default (load) hands the first worker the first chunk of the collection, which holds nearly
+	# every slow test (tests/dist and tests/smoke sort first), and never takes them back: one worker ran alone for the
+	# last 3.5 of 5.7 minutes. An idle worker steals half of the other's queue instead (3.5 minutes in all).
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 demo: $(RUN)/scores-t2i/manifest.json $(RUN)/scores-i2t/manifest.json
 	$(VLTK) info $(RUN)/image-tok

@@ -8,7 +8,7 @@ examples), tests/dist (`accelerate launch` with several CPU processes).
 Markers (registered in pyproject.toml, --strict-markers): `slow` for a test of more than ~5 s on 2 CPU cores (mark it
 with @pytest.mark.slow), `dist` for every test under tests/dist (marked here, with `slow` too). The fast inner loop is
 
-    OMP_NUM_THREADS=1 python -m pytest -n 2 -m "not slow"
+    OMP_NUM_THREADS=1 python -m pytest -n 2 --dist worksteal -m "not slow"
 
 and `make test` runs every test.
 
