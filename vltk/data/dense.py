@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vltk.data import depth as depth_png
+from vltk.data.images import image_grid
 from vltk.data.loader import SplitStream, split_size
 from vltk.data.shards import DEPTH, PANOPTIC, Sample, decode_depth, decode_image, decode_panoptic, raw_samples, \
     read_tars, shard_paths
@@ -153,6 +154,10 @@ def stack_dense(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:
             [s for _, _, s in items])
 
 
+BASELINE_IS = {"panoptic": "the train split's most frequent class everywhere, one segment",
+               "depth": "the train split's mean depth per pixel"}  # what `baseline` predicts, for reports
+
+
 def baseline(shards: Path, split: str, spec: LabelSpec) -> np.ndarray:
     """The trivial prediction: panoptic (H, W, 2), every pixel the most frequent semantic class of `split` as one
     segment (instance 1); depth (H, W) float32, the mean measured depth of `split` at each pixel (metres)."""
@@ -173,6 +178,27 @@ def baseline(shards: Path, split: str, spec: LabelSpec) -> np.ndarray:
         return np.stack(np.broadcast_arrays(np.full(labels.shape[:2], int(sums.argmax())), 1), axis=-1)
     overall = sums.sum() / max(counts.sum(), 1)
     return np.where(counts > 0, sums / np.maximum(counts, 1), overall).reshape(shape).astype(np.float32)
+
+
+def scored_truth(spec: LabelSpec, labels: torch.Tensor, samples: list[Sample]) -> torch.Tensor:
+    """What a prediction is scored against: panoptic, the label channels (B, H, W, 2) themselves; depth, the samples'
+    measured depth (B, H, W) in metres, not its bins."""
+    if spec.task == "panoptic":
+        return labels
+    return torch.from_numpy(np.stack([depth_png.to_metres(decode_depth(s)) for s in samples]))
+
+
+def example(image: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, spec: LabelSpec) -> np.ndarray:
+    """(3, H, W, 3) uint8: a (3, H, W) uint8 image over its truth and a prediction, colourised (`scored_truth`'s
+    and the prediction's layout)."""
+    return np.stack([image.permute(1, 2, 0).numpy(), colour_labels(truth.numpy(), spec),
+                     colour_labels(pred.numpy(), spec)])
+
+
+def save_examples(examples: list[np.ndarray], file: Path) -> None:
+    """A grid of `example`s, one a column: images on the top row, truths in the middle, predictions at the bottom."""
+    grid = np.stack(examples, axis=1).reshape(-1, *examples[0].shape[1:])  # (3 N, H, W, 3), row-major
+    image_grid(grid, columns=len(examples), min_side=64).save(file)
 
 
 def colour_labels(labels: np.ndarray, spec: LabelSpec) -> np.ndarray:

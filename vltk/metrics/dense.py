@@ -10,6 +10,10 @@ NYU Depth v2 depth errors, accumulated image by image over a data set.
     depth.update(pred_metres, true_metres)                       # (H, W) or (B, H, W) float maps
     depth.compute()  # {"rmse": m, "abs_rel": ..., "delta1": ..., "images": N}
 
+    score = DenseScore(spec)        # a vltk.data.dense.LabelSpec's metric over whole label maps, as stages keep it
+    score.update(pred, truth)       # panoptic (B, H, W, 2) [semantic, instance]; depth (B, H, W) metres
+    score.compute()                 # the metric's dict, rounded to 4 decimals
+
 Panoptic label maps, the convention of vltk: two integer maps of one shape per image, the semantic category of each
 pixel and an instance id. A thing (a countable class: person, car) has one instance id per object, unique among that
 class's objects in the image (1, 2, ...). A stuff class (sky, road) is one region per image: its instance id is 0 (any
@@ -39,11 +43,12 @@ the 480 x 640 frame) and the prediction resized to it (UViM: nearest); the predi
 from __future__ import annotations
 
 import math
-from typing import Collection
+from typing import Any, Collection
 
 import numpy as np
 import torch
 
+from vltk.data.dense import LabelSpec
 from vltk.errors import VltkError
 
 VOID = 0  # the category of unlabelled pixels (COCO panoptic's segment id 0)
@@ -170,3 +175,29 @@ class DepthMetrics:
         """{"rmse" (metres), "abs_rel", "delta1": means over the images; "images": how many}."""
         rmse, abs_rel, delta1 = self.sums / self.images if self.images else [math.nan] * 3
         return {"rmse": float(rmse), "abs_rel": float(abs_rel), "delta1": float(delta1), "images": self.images}
+
+
+class DenseScore:
+    """A dense task's metric over whole label maps (`vltk.data.dense.scored_truth`'s layout): PanopticQuality with the
+    spec's things / stuff split, or DepthMetrics in its depth range."""
+
+    def __init__(self, spec: LabelSpec) -> None:
+        self.panoptic = spec.task == "panoptic"
+        self.meter = (PanopticQuality(spec.categories.things, spec.categories.stuff) if self.panoptic
+                      else DepthMetrics(spec.min_depth, spec.max_depth))
+
+    def update(self, pred: torch.Tensor, truth: torch.Tensor) -> None:
+        """pred, truth: panoptic (B, H, W, 2) [semantic, instance]; depth (B, H, W) metres."""
+        if self.panoptic:
+            self.meter.update(pred[..., 0], pred[..., 1], truth[..., 0], truth[..., 1])
+        else:
+            self.meter.update(pred, truth)
+
+    def compute(self) -> dict[str, Any]:
+        """The metric's dict with its floats rounded to 4 decimals, as the artifacts keep them."""
+        return _rounded(self.meter.compute())
+
+
+def _rounded(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+            for k, v in result.items()}

@@ -29,14 +29,13 @@ from accelerate import PartialState
 from vltk import artifacts
 from vltk.data import depth as depth_png
 from vltk.data import panoptic as panoptic_png
-from vltk.data.dense import LabelSpec, baseline, colour_labels, dense_categories, ordered_batches
-from vltk.data.images import image_grid
-from vltk.data.shards import decode_depth
+from vltk.data.dense import (BASELINE_IS, LabelSpec, baseline, dense_categories, example, ordered_batches,
+                             save_examples, scored_truth)
 from vltk.errors import VltkError
 from vltk.labeltok.artifact import load_label_tokenizer
 from vltk.labeltok.maps import panoptic_map
 from vltk.labeltok.model import LabelAutoencoder
-from vltk.metrics.dense import DepthMetrics, PanopticQuality
+from vltk.metrics.dense import DenseScore
 from vltk.metrics.report import flat, image_tag, page, table, value
 from vltk.pipeline.tokenize_label import label_spec
 from vltk.records import SamplesContents, Stage
@@ -78,8 +77,7 @@ def run(cfg: Any, samples: Path, out: Path, *, force: bool = False, cpu: bool = 
         metrics = {"task": "dense", "dense_task": labels.task, "generator": contents.generator,
                    "bottleneck": contents.extra.get("bottleneck"), "count": len(rows), "split": split,
                    **_score(samples, rows, spec, shards, split, label_model, job.work / "examples.png"),
-                   "baseline_is": ("the train split's most frequent class everywhere, one segment"
-                                   if labels.task == "panoptic" else "the train split's mean depth per pixel")}
+                   "baseline_is": BASELINE_IS[labels.task]}
         artifacts.write_json_atomic(job.work / "metrics.json", metrics)
         _report(job.work / REPORT, metrics, job.work / "examples.png", samples)
         job.publish({**metrics, "report": REPORT, "summary": _summary(metrics)})
@@ -95,42 +93,26 @@ def _score(samples: Path, rows: list[dict[str, Any]], spec: LabelSpec, shards: P
     annotations = ({a["image_id"]: a for a in json.loads((samples / "panoptic.json").read_text())["annotations"]}
                    if spec.task == "panoptic" else {})
     trivial = torch.from_numpy(baseline(shards, "train", spec))
-    if spec.task == "panoptic":
-        meters = {k: PanopticQuality(spec.categories.things, spec.categories.stuff) for k in KINDS}
-    else:
-        meters = {k: DepthMetrics(spec.min_depth, spec.max_depth) for k in KINDS}
-    pictures: list[np.ndarray] = []
+    scores = {kind: DenseScore(spec) for kind in KINDS}
+    examples: list[np.ndarray] = []
     done = 0
-    for images, truth, records in ordered_batches(shards, split, spec, 16, len(rows)):
+    for images, labels, records in ordered_batches(shards, split, spec, 16, len(rows)):
         batch = rows[done:done + len(records)]
         if [r["key"] for r in batch] != [s.key for s in records]:
             raise VltkError(f"{samples}'s rows are not the first records of {shards}'s '{split}' split any more")
         pred = torch.from_numpy(np.stack([read_prediction(samples, r, annotations.get(r["key"]), spec)
                                           for r in batch]))
-        z, _ = label_model.encode(truth.to(next(label_model.parameters()).device))  # vae: the mean; vq: codewords
+        z, _ = label_model.encode(labels.to(next(label_model.parameters()).device))  # vae: the mean; vq: codewords
         recon = label_model.predict(label_model.decode(z)).cpu()
-        if spec.task == "depth":
-            truth = torch.from_numpy(np.stack([depth_png.to_metres(decode_depth(s)) for s in records]))
+        truth = scored_truth(spec, labels, records)
         for kind, maps in zip(KINDS, (pred, trivial.expand_as(truth), recon)):
-            if spec.task == "panoptic":
-                meters[kind].update(maps[..., 0], maps[..., 1], truth[..., 0], truth[..., 1])
-            else:
-                meters[kind].update(maps, truth)
-        for image, t, p in zip(images, truth, pred):
-            if len(pictures) < SHOWN:
-                pictures.append(np.stack([image.permute(1, 2, 0).numpy(), colour_labels(t.numpy(), spec),
-                                          colour_labels(p.numpy(), spec)]))
+            scores[kind].update(maps, truth)
+        examples += [example(*e, spec) for e in list(zip(images, truth, pred))[:SHOWN - len(examples)]]
         done += len(records)
     if done < len(rows):
         raise VltkError(f"{shards}'s '{split}' split has {done} labelled records, {samples} {len(rows)} rows")
-    grid = np.stack(pictures, axis=1).reshape(-1, *pictures[0].shape[1:])  # rows: images, truth, predictions
-    image_grid(grid, columns=len(pictures), min_side=64).save(grid_file)
-    return {kind: _rounded(meters[kind].compute()) for kind in KINDS}
-
-
-def _rounded(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
-            for k, v in result.items()}
+    save_examples(examples, grid_file)
+    return {kind: scores[kind].compute() for kind in KINDS}
 
 
 def headline(metrics: dict[str, Any]) -> list[tuple[str, float]]:

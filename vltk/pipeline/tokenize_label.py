@@ -29,17 +29,14 @@ import numpy as np
 import torch
 
 from vltk.config import config_to_dict, require_range
-from vltk.data import depth as depth_png
-from vltk.data.dense import (DenseBatches, LabelSpec, baseline, colour_labels, count_labelled, dense_categories,
-                             ordered_batches)
-from vltk.data.images import image_grid
-from vltk.data.shards import decode_depth
+from vltk.data.dense import (BASELINE_IS, DenseBatches, LabelSpec, baseline, count_labelled, dense_categories,
+                             example, ordered_batches, save_examples, scored_truth)
 from vltk.errors import VltkError
 from vltk.labeltok.artifact import STAGE, WEIGHTS
 from vltk.labeltok.config import TASKS, LabelTokenizerConfig
 from vltk.labeltok.maps import Categories
 from vltk.labeltok.model import LabelAutoencoder
-from vltk.metrics.dense import DepthMetrics, PanopticQuality
+from vltk.metrics.dense import DenseScore
 from vltk.objectives.labeltok import LabelTokenizerTask
 from vltk.records import LabelTokenizerContents, ShardsContents
 from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
@@ -127,47 +124,24 @@ def run(cfg: TokenizeLabelConfig, shards: Path, out: Path, *, force: bool = Fals
 def evaluate(model: LabelAutoencoder, shards: Path, cfg: TokenizeLabelConfig, spec: LabelSpec, grid_file: Path,
              device: torch.device) -> dict[str, Any]:
     """The reconstructions' metric and the trivial baseline's on `cfg.val_split`; writes the grid of examples."""
-    mcfg = model.cfg
-    trivial = baseline(shards, cfg.train_split, spec)
-    if mcfg.task == "panoptic":
-        things, stuff = spec.categories.things, spec.categories.stuff
-        scores, base = PanopticQuality(things, stuff), PanopticQuality(things, stuff)
-    else:
-        scores, base = DepthMetrics(mcfg.min_depth, mcfg.max_depth), DepthMetrics(mcfg.min_depth, mcfg.max_depth)
-    pictures: list[np.ndarray] = []
-    shown = scored = 0
+    trivial = torch.from_numpy(baseline(shards, cfg.train_split, spec))
+    scores, base = DenseScore(spec), DenseScore(spec)
+    examples: list[np.ndarray] = []
+    scored = 0
     for images, labels, samples in ordered_batches(shards, cfg.val_split, spec, cfg.eval_batch_size, cfg.eval_count):
         z, _ = model.encode(labels.to(device))  # vae: the posterior mean; vq: the quantised codewords
         pred = model.predict(model.decode(z)).cpu()
+        truth = scored_truth(spec, labels, samples)
+        scores.update(pred, truth)
+        base.update(trivial.expand_as(truth), truth)
+        examples += [example(*e, spec) for e in list(zip(images, truth, pred))[:cfg.recon_images - len(examples)]]
         scored += len(pred)
-        if mcfg.task == "panoptic":
-            truth = labels
-            scores.update(pred[..., 0], pred[..., 1], truth[..., 0], truth[..., 1])
-            fixed = torch.from_numpy(trivial).expand_as(truth)
-            base.update(fixed[..., 0], fixed[..., 1], truth[..., 0], truth[..., 1])
-        else:
-            truth = torch.from_numpy(np.stack([depth_png.to_metres(decode_depth(s)) for s in samples]))
-            scores.update(pred, truth)
-            base.update(torch.from_numpy(trivial).expand_as(truth), truth)
-        for image, t, p in zip(images, truth, pred):
-            if shown < cfg.recon_images:
-                pictures.append(np.stack([image.permute(1, 2, 0).numpy(), colour_labels(t.numpy(), spec),
-                                          colour_labels(p.numpy(), spec)]))
-                shown += 1
-    if not pictures:
+    if not examples:
         raise VltkError(f"{shards} has no {spec.task} labels in its '{cfg.val_split}' split to evaluate on")
-    grid = np.stack(pictures, axis=1).reshape(-1, *pictures[0].shape[1:])  # rows: images, truth, reconstructions
-    image_grid(grid, columns=len(pictures), min_side=64).save(grid_file)
-    name = "pq" if mcfg.task == "panoptic" else "depth"
-    return {name: _rounded(scores.compute()), f"{name}_baseline": _rounded(base.compute()),
-            "baseline": ("the train split's most frequent class everywhere, one segment" if mcfg.task == "panoptic"
-                         else "the train split's mean depth per pixel"),
+    save_examples(examples, grid_file)
+    name = "pq" if spec.task == "panoptic" else "depth"
+    return {name: scores.compute(), f"{name}_baseline": base.compute(), "baseline": BASELINE_IS[spec.task],
             "val_samples": scored}
-
-
-def _rounded(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
-            for k, v in result.items()}
 
 
 def _contents(cfg: TokenizeLabelConfig, categories: list[dict[str, Any]] | None, evaluation: dict[str, Any],
