@@ -139,19 +139,26 @@ class DenseBatches:
             yield torch.from_numpy(images).float() / 127.5 - 1.0, torch.from_numpy(labels), index
 
 
+def ordered_chunks(shards: Path, split: str, spec: LabelSpec, size: int, count: int) -> Iterator[list[Sample]]:
+    """The first `count` (0: all) labelled samples of `split` in order, `size` at a time, not yet decoded: a caller
+    that needs only some batches (one process's share) decodes only those (`decode_chunk`)."""
+    samples = labelled(spec, read_tars(shard_paths(shards, split)))
+    samples = itertools.islice(samples, count) if count else samples
+    while chunk := list(itertools.islice(samples, size)):
+        yield chunk
+
+
+def decode_chunk(spec: LabelSpec, chunk: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, list[Sample]]:
+    """((b, 3, H, W) uint8 images, (b, H, W, C) labels, the samples) of a chunk of labelled samples."""
+    pairs = [_pair(spec, sample) for sample in chunk]
+    return (torch.from_numpy(np.stack([i for i, _ in pairs])), torch.from_numpy(np.stack([l for _, l in pairs])),
+            chunk)
+
+
 def ordered_batches(shards: Path, split: str, spec: LabelSpec, size: int, count: int
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-    """((b, 3, H, W) uint8 images, (b, H, W, C) labels, their samples) of the first `count` (0: all) labelled
-    samples of `split`, in order."""
-    items = iter_dense(shards, split, spec)
-    items = itertools.islice(items, count) if count else items
-    while chunk := list(itertools.islice(items, size)):
-        yield stack_dense(chunk)
-
-
-def stack_dense(items: list) -> tuple[torch.Tensor, torch.Tensor, list]:
-    return (torch.from_numpy(np.stack([i for i, _, _ in items])), torch.from_numpy(np.stack([l for _, l, _ in items])),
-            [s for _, _, s in items])
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[Sample]]]:
+    """`decode_chunk` of each of `ordered_chunks`."""
+    return (decode_chunk(spec, chunk) for chunk in ordered_chunks(shards, split, spec, size, count))
 
 
 BASELINE_IS = {"panoptic": "the train split's most frequent class everywhere, one segment",

@@ -41,7 +41,8 @@ from PIL import Image
 from vltk import artifacts
 from vltk.data import depth as depth_png
 from vltk.data import panoptic as panoptic_png
-from vltk.data.dense import LabelSpec, colour_labels, dense_categories, ordered_batches
+from vltk.data.dense import (LabelSpec, colour_labels, count_labelled, decode_chunk, dense_categories,
+                             ordered_batches, ordered_chunks)
 from vltk.data.images import image_grid
 from vltk.errors import VltkError
 from vltk.labeltok.artifact import load_label_tokenizer
@@ -90,7 +91,8 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     model.to(device)
     label_model, labels = load_label_tokenizer(label_tok, device)
     spec = label_spec(label_model.cfg, dense_categories(shards) if labels.task == "panoptic" else None)
-    count = sum(len(samples) for _, _, samples in ordered_batches(shards, cfg.split, spec, cfg.batch_size, cfg.count))
+    found, _ = count_labelled(shards, cfg.split, spec)  # from the json and label members, nothing decoded
+    count = min(cfg.count, found) if cfg.count else found
     if not count:
         raise VltkError(f"{shards} has no {spec.task} labels in its '{cfg.split}' split to sample for")
     job = begin_shared(state, out, stage=STAGE, config=cfg, inputs={"generator": gen}, force=force, resume=True)
@@ -98,7 +100,7 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
         return out
     if state.is_main_process and job.resumed:
         console().print(f"[yellow]resuming[/] the unfinished sampling in {job.work}")
-    starts = range(0, count, cfg.batch_size)  # ordered_batches' batches are full but the last
+    starts = range(0, count, cfg.batch_size)  # ordered_chunks' chunks are full but the last
     _draw_share(cfg, model, label_model, spec, shards, job.work, starts[state.process_index::state.num_processes],
                 count, state)
     state.wait_for_everyone()
@@ -121,14 +123,15 @@ def _draw_share(cfg: SampleConfig, model: GIVT, label_model: LabelAutoencoder, s
         (work / folder).mkdir(exist_ok=True)
     mine = {start: min(cfg.batch_size, count - start) for start in starts}
     with main_progress(state, f"sample dense ({spec.task})", sum(mine.values()), "map") as advance:
-        batches = ordered_batches(shards, cfg.split, spec, cfg.batch_size, cfg.count)
-        for start, (images, _, samples) in zip(range(0, count, cfg.batch_size), batches):
+        chunks = ordered_chunks(shards, cfg.split, spec, cfg.batch_size, cfg.count)
+        for start, chunk in zip(range(0, count, cfg.batch_size), chunks):
             done = _batch_record(work, start)
-            if start not in mine:
+            if start not in mine:  # another process's: not decoded here
                 continue
             if done.is_file():  # a killed run drew it
-                advance(len(samples))
+                advance(len(chunk))
                 continue
+            images, _, samples = decode_chunk(spec, chunk)
             seed = cfg.seed + start
             generator = torch.Generator(device).manual_seed(seed)
             pixels = images.to(device).float() / 127.5 - 1.0
