@@ -18,7 +18,8 @@ a deterministic stream (`vltk.data.loader.ImageBatches` does); with `loader_work
 seeds every RNG with `seed + rank`; on resume it restores the weights, optimisers, EMA, RNG states and data position
 of the newest checkpoint, so that on CPU a killed and resumed run ends with bitwise the same weights as an
 uninterrupted one.
-Tasks that want an explicit `torch.Generator` derive it from the step (`step_generator`), which needs no checkpoint.
+Tasks that draw their own noise key it by the step and each sample's place in the global batch
+(`vltk.objectives.common.Draws`), which needs no checkpoint and is the same on any number of processes.
 """
 
 from __future__ import annotations
@@ -183,11 +184,6 @@ def save_final_weights(accelerator: Accelerator, part: Part, ema: EMA | None, fi
     model.eval()
     save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}, str(file))
     return model
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator that is a function of (seed, step, rank): random draws that a resumed run repeats exactly."""
-    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
 
 
 def split_batch(batch: Any, n: int) -> list[Any]:
