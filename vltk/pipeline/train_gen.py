@@ -20,7 +20,6 @@ the training numbers and the learning curve's first and last values.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union
 
@@ -42,11 +41,9 @@ from vltk.pipeline import train_uvim
 from vltk.pipeline.train_uvim import GIVTUViMTrainConfig
 from vltk.records import EncodedContents, GeneratorContents
 from vltk.text.bpe import BPETokenizer
-from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
-from vltk.train.loop import METRICS
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare
+from vltk.train.fit import Fitted, fit, summary as fit_summary
 from vltk.train.launch import begin_shared
-from vltk.train.plot import plot_metrics
-from vltk.train.tracking import log_image, tracking
 
 Generator = Literal["magvlt", "argvlt", "givt-causal", "givt-maskgit"]
 
@@ -237,31 +234,18 @@ def run(cfg: TrainGenConfig, encoded: Path, out: Path, *, force: bool = False, c
                         rank=accelerator.process_index, world_size=accelerator.num_processes, mixsel=mixsel,
                         bpe_dropout=dropout, tokenizer=_tokenizer(encoded, dropout), **classes)
     label = f"train-gen ({cfg.generator} {cfg.model.size}{'; NLL in nats, negative is expected' * givt})"
-    with tracking(accelerator, config_to_dict(cfg), job.work, project=f"vltk-{STAGE}", run=out.name):
-        result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=label)
-        if accelerator.is_main_process:
-            trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
-            lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
-            plot_metrics(lines, job.work / "loss.png", title=f"{cfg.generator} {cfg.model.size}")
-            log_image(accelerator, job.work / "loss.png", result.steps)  # the run's one image: its learning curve
-
+    fitted = fit(task, data, cfg.train, accelerator, job.work, weights=job.work / WEIGHTS, config=config_to_dict(cfg),
+                 project=f"vltk-{STAGE}", run=out.name, label=label, title=f"{cfg.generator} {cfg.model.size}")
     if accelerator.is_main_process:  # after the trackers closed their files in the work folder about to be renamed
-        job.publish(contents=_contents(cfg, contents, trained, result, lines, accelerator.num_processes,
-                                      accelerator.mixed_precision))
+        job.publish(contents=_contents(cfg, contents, fitted))
     accelerator.wait_for_everyone()
     return out
 
 
-def _contents(cfg: TrainGenConfig, encoded: EncodedContents, model: torch.nn.Module, result: Any,
-              lines: list[dict[str, float]], processes: int, precision: str) -> dict[str, Any]:
-    params = sum(p.numel() for p in model.parameters())
-    curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
-             for k in CURVE if lines and k in lines[0]}
-    ran = result.steps - result.resumed_from
-    final = result.metrics
-    summary = f"{cfg.generator} {cfg.model.size} ({params / 1e6:.2f}M parameters), {result.steps} steps"
-    if "loss" in curve:
-        summary += f", loss {curve['loss']['first']:.3f} -> {curve['loss']['last']:.3f}"
+def _contents(cfg: TrainGenConfig, encoded: EncodedContents, fitted: Fitted) -> dict[str, Any]:
+    record = fitted.record(CURVE)
+    curve = record["curve"]
+    summary = fit_summary(f"{cfg.generator} {cfg.model.size}", record)
     if "nll_per_dim" in curve:
         summary += f", NLL per dimension {curve['nll_per_dim']['last']:.3f}"
     if "t2i/image_acc" in curve:
@@ -275,10 +259,5 @@ def _contents(cfg: TrainGenConfig, encoded: EncodedContents, model: torch.nn.Mod
         image_tokens=cfg.model.image_tokens, text_tokens=cfg.model.text_tokens, grid_size=encoded.grid_size,
         image_size=encoded.image_size,
         ids={"eos_id": encoded.eos_id, "pad_id": encoded.pad_id, "sep_id": encoded.sep_id, "sot_id": encoded.sot_id},
-        extra={"parameters": params,
-               "train": {"steps": result.steps, "resumed_from": result.resumed_from,
-                         "seconds": round(result.seconds, 1), "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
-                         "tokens_per_s": final.get("tokens_per_s"), "processes": processes, "precision": precision,
-                         "final": final},
-               "curve": curve, "summary": summary},
+        extra={**record, "summary": summary},
     ).to_dict()

@@ -33,7 +33,6 @@ the inputs "label_tok" and "shards", so that `vltk sample --task dense` finds bo
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +51,9 @@ from vltk.models.vit_weights import load_timm_vit
 from vltk.objectives.uvim import UViMObjective, UViMTask
 from vltk.pipeline.tokenize_label import label_spec
 from vltk.records import GeneratorContents, LabelTokenizerContents, ShardsContents
-from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare, save_final_weights, train
+from vltk.train import OptimConfig, TrainConfig, make_accelerator, prepare
+from vltk.train.fit import Fitted, fit, summary
 from vltk.train.launch import begin_shared
-from vltk.train.loop import METRICS
-from vltk.train.plot import plot_metrics
-from vltk.train.tracking import log_image, tracking
 
 GENERATOR = "givt-uvim"
 
@@ -142,16 +139,10 @@ def run(cfg: GIVTUViMTrainConfig, label_tok: Path, out: Path, *, force: bool = F
     task = UViMTask(parts, label_model, cfg.objective, accelerator, global_batch=cfg.train.batch_size,
                     seed=cfg.train.seed)
     name = _name(cfg, contents)
-    with tracking(accelerator, config_to_dict(cfg), job.work, project=f"vltk-{STAGE}", run=out.name):
-        result = train(task, data, cfg.train, accelerator=accelerator, work=job.work, label=f"train-gen ({name})")
-        if accelerator.is_main_process:
-            trained = save_final_weights(accelerator, task.parts["model"], result.ema, job.work / WEIGHTS)
-            lines = [json.loads(line) for line in (job.work / METRICS).read_text().splitlines() if line]
-            plot_metrics(lines, job.work / "loss.png", title=name)
-            log_image(accelerator, job.work / "loss.png", result.steps)
-
-    if accelerator.is_main_process:
-        job.publish(contents=_contents(cfg, contents, trained, result, lines, name))
+    fitted = fit(task, data, cfg.train, accelerator, job.work, weights=job.work / WEIGHTS, config=config_to_dict(cfg),
+                 project=f"vltk-{STAGE}", run=out.name, label=f"train-gen ({name})", title=name)
+    if accelerator.is_main_process:  # after the trackers closed their files in the work folder about to be renamed
+        job.publish(contents=_contents(cfg, contents, fitted, name))
     accelerator.wait_for_everyone()
     return out
 
@@ -161,24 +152,13 @@ def _name(cfg: GIVTUViMTrainConfig, contents: LabelTokenizerContents) -> str:
     return f"{kind} {contents.task} (ViT {cfg.model.encoder.width}x{cfg.model.encoder.depth}, decoder {cfg.model.size})"
 
 
-def _contents(cfg: GIVTUViMTrainConfig, labels: LabelTokenizerContents, model: torch.nn.Module, result: Any,
-              lines: list[dict[str, float]], name: str) -> dict[str, Any]:
-    params = sum(p.numel() for p in model.parameters())
-    curve = {k: {"first": lines[0][k], "last": next(line[k] for line in reversed(lines) if k in line)}
-             for k in ("loss", "nll_per_dim") if lines and k in lines[0]}
-    summary = f"{name} ({params / 1e6:.2f}M parameters), {result.steps} steps"
-    if "loss" in curve:
-        summary += f", loss {curve['loss']['first']:.3f} -> {curve['loss']['last']:.3f}"
+def _contents(cfg: GIVTUViMTrainConfig, labels: LabelTokenizerContents, fitted: Fitted, name: str) -> dict[str, Any]:
+    record = fitted.record(("loss", "nll_per_dim"))
     vq = bool(cfg.model.codebook_size)
-    ran = result.steps - result.resumed_from
     return GeneratorContents(
         generator=GENERATOR, model=config_to_dict(cfg.model), grid_size=math.isqrt(labels.code_len),
         image_size=labels.image_size, ids={}, text_vocab=0,
         image_tokens=cfg.model.image_tokens, text_tokens=0, image_vocab=cfg.model.codebook_size if vq else None,
         latent_channels=None if vq else cfg.model.latent_channels,
-        extra={"task": labels.task, "bottleneck": labels.bottleneck, "parameters": params,
-               "train": {"steps": result.steps, "resumed_from": result.resumed_from,
-                         "seconds": round(result.seconds, 1), "steps_per_s": round(ran / max(result.seconds, 1e-9), 3),
-                         "final": result.metrics},
-               "curve": curve, "summary": summary},
+        extra={"task": labels.task, "bottleneck": labels.bottleneck, **record, "summary": summary(name, record)},
     ).to_dict()
