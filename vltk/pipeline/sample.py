@@ -80,8 +80,8 @@ from vltk.records import GeneratorContents, SamplesContents, Stage
 from vltk.sampling import rerank
 from vltk.sampling.magvlt import window_lengths
 from vltk.sampling.generate import (
-    IMAGE_TASKS, TEXT_TASKS, GenerateConfig, Query, bracket_spans, bracketed, central_span, check_prompts, check_task,
-    draw_batches, givt_condition, long_rows, pictures,
+    IMAGE_TASKS, TASKS, TEXT_TASKS, GenerateConfig, Query, bracket_spans, bracketed, central_span, check_prompts,
+    check_task, draw_batches, givt_condition, long_rows, pictures,
 )
 from vltk.text.bpe import BPETokenizer
 from vltk.train import loop
@@ -235,7 +235,7 @@ def run(cfg: SampleConfig, gen: Path, out: Path, *, force: bool = False, cpu: bo
     """Sample `cfg.task` with the generator at `gen` into the artifact `out` (on every process of an `accelerate
     launch`: each draws its share of the batches, the main process writes the artifact)."""
     gen, out = Path(gen), Path(out)
-    if cfg.task == "dense" or GeneratorContents.read(gen).generator == sample_dense.GENERATOR:  # UViM: label maps
+    if cfg.task == "dense" or "dense" in TASKS.get(GeneratorContents.read(gen).generator, ()):  # UViM: label maps
         return sample_dense.run(cfg, gen, out, force=force, cpu=cpu)
     state = PartialState(cpu=cpu)
     device = state.device

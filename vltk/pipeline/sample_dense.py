@@ -51,7 +51,6 @@ from vltk.labeltok.model import LabelAutoencoder
 from vltk.models.artifact import load_generator
 from vltk.models.givt import GIVT
 from vltk.pipeline.tokenize_label import label_spec
-from vltk.pipeline.train_uvim import GENERATOR
 from vltk.records import GeneratorContents, SamplesContents, ShardsContents, Stage
 from vltk.sampling.generate import check_task
 from vltk.sampling.givt import GIVTSampling, sample_causal
