@@ -104,10 +104,15 @@ class LabelAutoencoder(nn.Module):
         """vae: (mu, logvar) each (B, code_len, d); vq: (z_q (B, code_len, d), codes (B, code_len) long)."""
         h = self.features(labels)
         if self.quantizer is None:
-            mu, logvar = h.chunk(2, dim=-1)
-            return mu, logvar.clamp(*LOGVAR_RANGE)
+            return self._posterior(h)
         codes = self.quantizer.encode(self._grid(h)).flatten(1)
         return self.embed_codes(codes), codes
+
+    @staticmethod
+    def _posterior(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """vae: the bottleneck's input (B, code_len, 2d) -> (mu, logvar) each (B, code_len, d), logvar clamped."""
+        mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """vq: (B, code_len) long -> (B, code_len, d) codewords."""
@@ -131,8 +136,7 @@ class LabelAutoencoder(nn.Module):
         """Training: z sampled from the posterior (vae) or quantised (vq); eval: the posterior mean."""
         h = self.features(labels)
         if self.quantizer is None:
-            mu, logvar = h.chunk(2, dim=-1)
-            logvar = logvar.clamp(*LOGVAR_RANGE)
+            mu, logvar = self._posterior(h)
             z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu
             kl = gaussian_kl(mu.float(), logvar.float())
             stats = {"kl_per_example": kl.item(), "logvar": logvar.mean().item()}
