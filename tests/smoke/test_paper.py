@@ -198,7 +198,6 @@ def test_make_paper_runs_end_to_end_on_a_tiny_coco_fixture(tmp_path):
     assert refused.exit_code == 2 and "--from-taming" in refused.output
 
 
-
 def test_make_paper_uvim_dry_run_lists_every_stage_with_the_papers_configs():
     """`make -n paper-uvim` prints the UViM chain per task with stages/paper's configs; the GIVT UViM configs hold
     big_vision's values (configs/proj/givt/givt_coco_panoptic.py, givt_nyu_depth.py)."""
